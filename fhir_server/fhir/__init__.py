@@ -1,0 +1,1 @@
+"""FHIR content rules: JSON handling, validation (the only user of fhir.resources), dates, references."""

@@ -1,0 +1,91 @@
+"""Structural validation of R4 resources with the ``fhir.resources.R4B`` models.
+
+This is the only module that imports fhir.resources. The models validate; they never serialise what
+we store or serve, because their round trip rewrites decimals and fractional seconds. R4B's fields are
+identical to R4 for every type we accept; the R4 types R4B lacks or redefined are refused
+(``UNSUPPORTED_TYPES``) rather than accepted unvalidated.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class  # the one import of fhir.resources
+from pydantic import ValidationError
+
+from ..errors import Issue, Unprocessable
+from .resource_types import R4_RESOURCE_TYPES
+
+# R4 types absent from R4B (the medication-definition and substance resources were remodelled) or
+# whose R4B definition differs from R4 (Evidence, EvidenceVariable were rewritten in R4B).
+UNSUPPORTED_TYPES: frozenset[str] = frozenset({
+    "EffectEvidenceSynthesis", "RiskEvidenceSynthesis", "Evidence", "EvidenceVariable",
+    "MedicinalProduct", "MedicinalProductAuthorization", "MedicinalProductContraindication",
+    "MedicinalProductIndication", "MedicinalProductIngredient", "MedicinalProductInteraction",
+    "MedicinalProductManufactured", "MedicinalProductPackaged", "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect", "SubstanceNucleicAcid", "SubstancePolymer", "SubstanceProtein",
+    "SubstanceReferenceInformation", "SubstanceSourceMaterial", "SubstanceSpecification",
+})
+
+SUPPORTED_TYPES: frozenset[str] = R4_RESOURCE_TYPES - UNSUPPORTED_TYPES
+
+
+def is_supported_type(resource_type: str) -> bool:
+    return resource_type in SUPPORTED_TYPES
+
+
+@lru_cache(maxsize=None)
+def _model(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def validate_structure(resource: dict[str, Any]) -> None:
+    """Check ``resource`` against its R4 structure: known elements, primitive formats, cardinality.
+
+    Raises :class:`Unprocessable` (422) with one issue per problem, each naming the element in
+    ``issue.expression`` as a FHIRPath (``Patient.name[0].given``).
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or resource_type not in R4_RESOURCE_TYPES:
+        raise Unprocessable(f"Unknown resource type {resource_type!r} (not an R4 resource)",
+                            expression="resourceType")
+    if resource_type in UNSUPPORTED_TYPES:
+        raise Unprocessable(
+            f"{resource_type} is not supported by this server: it has no R4-conformant validator here",
+            expression="resourceType")
+    try:
+        _model(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        issues = [
+            Issue("error", "structure" if err["type"] == "extra_forbidden" else "value",
+                  _message(err), (_fhirpath(resource_type, err["loc"]),))
+            for err in exc.errors(include_url=False)
+        ]
+        raise Unprocessable(issues=issues) from None
+    except (ValueError, TypeError) as exc:  # model-level validators that do not raise ValidationError
+        raise Unprocessable(f"Invalid {resource_type}: {exc}", expression=resource_type) from None
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "Unknown element"
+    if err["type"] == "missing":
+        return "Required element is missing"
+    return str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
+
+
+def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        name = str(part)
+        if name.startswith("function-") or name in ("__root__",):
+            continue
+        if name.endswith("__ext"):
+            name = "_" + name[: -len("__ext")]
+        elif name.endswith("_fhir"):
+            name = name[: -len("_fhir")]
+        path += f".{name}"
+    return path

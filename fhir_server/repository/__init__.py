@@ -1,0 +1,1 @@
+"""Storage of FHIR resources: versioning, history, search indexes and the outbox."""

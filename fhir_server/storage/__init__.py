@@ -1,0 +1,1 @@
+"""SQLAlchemy tables and engine set-up; one schema for PostgreSQL and SQLite."""

@@ -1,0 +1,151 @@
+"""The schema: current resources, their history, one search-index table per search parameter type,
+and the outbox. SQLAlchemy Core (no ORM): the write path is bulk inserts and the read path is JSON.
+
+Every index row points at ``resource.pk`` (a surrogate key that never changes for a resource) and
+repeats ``res_type`` and ``param`` so that one composite index answers ``Type?param=value``.
+Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is an implicit range).
+"""
+from __future__ import annotations
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
+                        MetaData, String, Table, Text)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+# JSONB on PostgreSQL (queryable, numeric keeps its scale); JSON text on SQLite.
+FhirJson = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+PrimaryKey = BigInteger().with_variant(Integer(), "sqlite")
+
+resource = Table(
+    "resource", metadata,
+    Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    # The client's JSON with server-owned id and meta set; NULL once deleted.
+    Column("content", FhirJson, nullable=True),
+    Index("ux_resource_type_id", "res_type", "res_id", unique=True),
+    Index("ix_resource_type_updated", "res_type", "last_updated"),
+    Index("ix_resource_updated", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history", metadata,
+    Column("resource_pk", PrimaryKey, ForeignKey("resource.pk"), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    # http.html#history: the method that produced the version (POST, PUT, PATCH, DELETE).
+    Column("method", String(8), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", FhirJson, nullable=True),
+    Index("ix_resource_history_type_updated", "res_type", "last_updated"),
+    Index("ix_resource_history_updated", "last_updated"),
+)
+
+
+def _index_table(name: str, *value_columns: Column, value_indexes: list[tuple[str, ...]]) -> Table:
+    table = Table(
+        name, metadata,
+        Column("resource_pk", PrimaryKey, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *value_columns,
+    )
+    Index(f"ix_{name}_resource", table.c.resource_pk)
+    for cols in value_indexes:
+        Index(f"ix_{name}_{'_'.join(cols)}", table.c.res_type, table.c.param,
+              *[table.c[c] for c in cols], table.c.resource_pk)
+    return table
+
+
+# token: Coding / CodeableConcept / Identifier / ContactPoint / code / boolean / id.
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    # display / text (for :text) and Identifier.type coding (for :of-type) as "system|code".
+    Column("text", String(255), nullable=True),
+    Column("type_system", String(255), nullable=True),
+    Column("type_code", String(255), nullable=True),
+    value_indexes=[("code", "system")],
+)
+
+# string: value_norm is lower-cased and accent-stripped (search.html#string).
+idx_string = _index_table(
+    "idx_string",
+    Column("value_norm", String(255), nullable=False),
+    Column("value_exact", Text, nullable=False),
+    value_indexes=[("value_norm",)],
+)
+
+idx_date = _index_table(
+    "idx_date",
+    Column("low", DateTime, nullable=True),  # NULL = unbounded below
+    Column("high", DateTime, nullable=True),  # NULL = unbounded above
+    value_indexes=[("low",), ("high",)],
+)
+
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    # Absolute or canonical references that are not to this server, and versioned refs.
+    Column("target_url", Text, nullable=True),
+    Column("target_version", String(64), nullable=True),
+    value_indexes=[("target_id", "target_type")],
+)
+
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("low", Float, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Column("unit", String(255), nullable=True),
+    value_indexes=[("value",)],
+)
+
+idx_number = _index_table(
+    "idx_number",
+    Column("low", Float, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    value_indexes=[("value",)],
+)
+
+idx_uri = _index_table(
+    "idx_uri",
+    Column("value", Text, nullable=False),
+    value_indexes=[("value",)],
+)
+
+INDEX_TABLES: dict[str, Table] = {
+    "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
+    "quantity": idx_quantity, "number": idx_number, "uri": idx_uri,
+}
+
+# Written in the same transaction as every change; drained after commit by subscriptions, risk and
+# audit workers (later issues). Rows are never updated by the writer, only marked done by consumers.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("created", DateTime, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("event", String(16), nullable=False),  # create | update | delete
+    Column("processed_at", DateTime, nullable=True),
+    Index("ix_outbox_pending", "processed_at", "id"),
+)
