@@ -48,3 +48,8 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return value
+
+
+def dumps_sorted(value: Any) -> str:
+    """Canonical text for comparing two resources (keys sorted, decimals as written)."""
+    return simplejson.dumps(value, use_decimal=True, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,58 @@
+"""Safeguarding FHIR Server: a FHIR R4 server for multi-agency children's safeguarding."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response
+from sqlalchemy import Connection, Engine, text
+
+from .config import Settings
+
+if TYPE_CHECKING:
+    from .repository.sql import SqlRepository
+    from .rest.router import Router
+
+
+@dataclass
+class Services:
+    """What a request handler may use; built once per process by :func:`create_app`."""
+
+    settings: Settings
+    engine: Engine
+    repo: "SqlRepository"
+    router: "Router"
+
+
+def create_app(settings: Settings | None = None, *, connection: Connection | None = None) -> Flask:
+    """Build the WSGI app. ``connection`` binds all storage to one connection (tests)."""
+    from .api import errors as api_errors, http
+    from .operations.builtin import register_builtin_operations
+    from .repository.sql import SqlRepository
+    from .rest.bundles import process_bundle
+    from .rest.capabilities import CapabilityBuilder
+    from .rest.router import Router
+    from .search.registry import SearchRegistry
+    from .storage.db import make_engine
+
+    settings = settings or Settings.from_env()
+    engine = make_engine(settings.database_url)
+    registry = SearchRegistry.load(settings.profiles_dir)
+    repo = SqlRepository(engine, registry, settings, connection=connection)
+    router = Router(repo, register_builtin_operations(settings, registry), settings)
+    router.capabilities = CapabilityBuilder(settings, registry, router.operations).build
+    router.bundle_processor = process_bundle
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["fhir"] = Services(settings, engine, repo, router)
+    api_errors.register_error_handlers(app)
+    http.register(app, settings.base_path)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return Response("ok\n", content_type="text/plain")
+
+    return app

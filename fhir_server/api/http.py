@@ -1,0 +1,69 @@
+"""Thin Flask handlers: every FHIR URL goes to the framework-free router."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from ..errors import BadRequest, PayloadTooLarge
+from ..fhir import jsonio
+from ..repository.context import RequestContext
+from ..rest.messages import FhirRequest, FhirResponse
+from .negotiation import body_media_type, response_format
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def make_blueprint(url_prefix: str) -> Blueprint:
+    bp = Blueprint("fhir", __name__, url_prefix=url_prefix or None)
+
+    @bp.route("/", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
+    @bp.route("/<path:path>", methods=METHODS)
+    def fhir(path: str) -> Response:
+        services = current_app.extensions["fhir"]
+        media = response_format(request.args.get("_format"), request.headers.get("Accept"))
+        fhir_request = FhirRequest(
+            method=request.method,
+            path=path,
+            ctx=RequestContext(base_url=services.settings.base_url),
+            query=[(k, v) for k, v in request.args.items(multi=True)],
+            headers={k.lower(): v for k, v in request.headers.items()},
+        )
+        _read_body(fhir_request, services.settings)
+        return render(services.router.handle(fhir_request), media)
+
+    return bp
+
+
+def _read_body(req: FhirRequest, settings: Any) -> None:
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"The body exceeds the {settings.max_body_bytes}-byte limit")
+    if req.method not in ("POST", "PUT", "PATCH"):
+        return
+    raw = request.get_data(cache=False)
+    if len(raw) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"The body exceeds the {settings.max_body_bytes}-byte limit")
+    if not raw:
+        last = req.path.rstrip("/").rsplit("/", 1)[-1]
+        if req.method == "POST" and (last == "_search" or last.startswith("$")):
+            return  # search and operations may be invoked with parameters in the URL only
+        raise BadRequest("This interaction needs a body")
+    req.content_type = body_media_type(request.headers.get("Content-Type"))
+    if req.content_type == "application/x-www-form-urlencoded":
+        req.body = raw
+    else:
+        req.body = jsonio.loads(raw, max_depth=settings.max_json_depth)
+
+
+def render(res: FhirResponse, media: str) -> Response:
+    headers = dict(res.headers)
+    if res.resource is None:
+        return Response(status=res.status, headers=headers)
+    pretty = request.args.get("_pretty") == "true"
+    return Response(jsonio.dumps(res.resource, pretty=pretty), status=res.status, headers=headers,
+                    content_type=f"{media}; charset=utf-8")
+
+
+def register(app: Flask, url_prefix: str) -> None:
+    app.register_blueprint(make_blueprint(url_prefix))

@@ -1,0 +1,1 @@
+"""Extended operations (operations.html): a registry, and one module per ``$operation``."""

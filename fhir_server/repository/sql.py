@@ -1,0 +1,332 @@
+"""The SQL repository: versioned storage of resources with history, search indexes and outbox.
+
+One :class:`UnitOfWork` is one database transaction. Every write in it updates the current row,
+appends a history row, rewrites the resource's index rows and appends an outbox row, so that a
+commit makes all of them visible together and a rollback leaves nothing behind (http.html#transaction).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..config import Settings
+from ..errors import Conflict, Gone, NotFound, PreconditionFailed
+from ..fhir import jsonio
+from ..fhir.instants import format_instant, utcnow
+from ..search.engine import execute_search, find_matches
+from ..search.indexer import Indexer
+from ..search.model import SearchResult
+from ..search.registry import SearchRegistry
+from ..storage.tables import INDEX_TABLES, outbox, resource, resource_history
+from .context import RequestContext
+
+SERVER_META = ("versionId", "lastUpdated")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One version of one resource as stored. ``content`` is None for a deletion."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: dict[str, Any] | None
+    method: str = "GET"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.res_type}/{self.res_id}"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: Stored
+    created: bool = False  # 201 rather than 200
+    changed: bool = True  # False for an update that changed nothing (no new version)
+
+
+class SqlRepository:
+    """Entry point for storage. ``connection`` binds every unit of work to one connection, using
+    savepoints (the test suite runs each test inside a transaction that is rolled back)."""
+
+    def __init__(self, engine: Engine, registry: SearchRegistry, settings: Settings,
+                 *, connection: Connection | None = None) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.indexer = Indexer(registry)
+        self._bound = connection
+        self._after_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after every committed write (e.g. drain the outbox, kick a worker)."""
+        self._after_commit.append(callback)
+
+    @contextmanager
+    def unit_of_work(self, *, write: bool = True) -> Iterator["UnitOfWork"]:
+        if self._bound is not None:
+            with self._bound.begin_nested():
+                uow = UnitOfWork(self._bound, self)
+                yield uow
+        else:
+            with self.engine.begin() as conn:
+                uow = UnitOfWork(conn, self)
+                yield uow
+        if write and uow.wrote:
+            for callback in self._after_commit:
+                callback()
+
+
+class UnitOfWork:
+    """All reads and writes of one transaction. Methods implement http.html interactions."""
+
+    def __init__(self, conn: Connection, repo: SqlRepository) -> None:
+        self.conn = conn
+        self.repo = repo
+        self.wrote = False
+        self._is_postgres = conn.dialect.name == "postgresql"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _current_row(self, res_type: str, res_id: str, *, lock: bool = False) -> Any:
+        query = select(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+        if lock and self._is_postgres:
+            query = query.with_for_update()
+        return self.conn.execute(query).first()
+
+    def read(self, res_type: str, res_id: str) -> Stored:
+        """http.html#read: 404 if never known, 410 if the current version is a deletion."""
+        row = self._current_row(res_type, res_id)
+        if row is None:
+            raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
+        if row.deleted:
+            raise Gone(f"{res_type}/{res_id} was deleted (version {row.version_id})")
+        return _stored(row)
+
+    def read_many(self, references: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Current contents of many resources at once (missing and deleted ones are left out)."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        by_type: dict[str, set[str]] = {}
+        for res_type, res_id in references:
+            by_type.setdefault(res_type, set()).add(res_id)
+        for res_type, ids in by_type.items():
+            rows = self.conn.execute(select(resource.c.res_id, resource.c.content).where(
+                resource.c.res_type == res_type, resource.c.res_id.in_(sorted(ids)),
+                resource.c.deleted.is_(False)))
+            for res_id, content in rows:
+                found[(res_type, res_id)] = content
+        return found
+
+    def vread(self, res_type: str, res_id: str, version_id: str) -> Stored:
+        """http.html#vread: a deleted version answers 410, an unknown one 404."""
+        if not version_id.isdigit():
+            raise NotFound(f"{res_type}/{res_id} has no version {version_id!r}", expression="vid")
+        row = self.conn.execute(select(resource_history).where(
+            resource_history.c.res_type == res_type, resource_history.c.res_id == res_id,
+            resource_history.c.version_id == int(version_id))).first()
+        if row is None:
+            raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
+        if row.deleted:
+            raise Gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
+        return _stored(row)
+
+    def exists(self, res_type: str, res_id: str) -> bool:
+        row = self._current_row(res_type, res_id)
+        return row is not None and not row.deleted
+
+    def history(self, *, res_type: str | None = None, res_id: str | None = None,
+                since: datetime | None = None, at: datetime | None = None,
+                offset: int = 0, count: int = 20,
+                snapshot: datetime | None = None) -> tuple[list[Stored], int]:
+        """http.html#history: versions newest first; returns (page, total)."""
+        query = select(resource_history)
+        if res_type:
+            query = query.where(resource_history.c.res_type == res_type)
+        if res_id:
+            query = query.where(resource_history.c.res_id == res_id)
+        if since is not None:
+            query = query.where(resource_history.c.last_updated >= since)
+        if snapshot is not None:
+            query = query.where(resource_history.c.last_updated <= snapshot)
+        if at is not None:
+            # the version current at `at`: latest version per resource not newer than `at`
+            latest = (select(resource_history.c.resource_pk,
+                             func.max(resource_history.c.version_id).label("v"))
+                      .where(resource_history.c.last_updated <= at)
+                      .group_by(resource_history.c.resource_pk).subquery())
+            query = query.join(latest, (latest.c.resource_pk == resource_history.c.resource_pk)
+                               & (latest.c.v == resource_history.c.version_id))
+        total = self.conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        rows = self.conn.execute(query.order_by(resource_history.c.last_updated.desc(),
+                                                resource_history.c.version_id.desc())
+                                 .offset(offset).limit(count))
+        return [_stored(r) for r in rows], total
+
+    def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
+               *, strict: bool = False) -> SearchResult:
+        return execute_search(self.conn, self.repo.registry, resource_types, params,
+                              settings=self.repo.settings, strict=strict)
+
+    def find(self, res_type: str, params: list[tuple[str, str]]) -> list[str]:
+        """Ids of the current resources matching ``params`` (conditional interactions)."""
+        return [res_id for _pk, res_id in find_matches(self.conn, self.repo.registry, res_type, params)]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create(self, ctx: RequestContext, content: dict[str, Any], *, res_id: str | None = None) -> Stored:
+        """http.html#create: the server assigns the id (any id in the body is ignored)."""
+        res_type = content["resourceType"]
+        return self._insert_new(ctx, res_type, res_id or str(uuid.uuid4()), content, "POST")
+
+    def update(self, ctx: RequestContext, res_type: str, res_id: str, content: dict[str, Any],
+               *, if_match: int | None = None, method: str = "PUT") -> WriteResult:
+        """http.html#update, including update-as-create with a client-chosen id and version-aware
+        updates (``If-Match`` → 412 when stale). An update that changes nothing keeps the version."""
+        row = self._current_row(res_type, res_id, lock=True)
+        if row is None:
+            if if_match is not None:
+                raise PreconditionFailed(f"{res_type}/{res_id} does not exist; If-Match cannot match")
+            try:
+                with self.conn.begin_nested():
+                    return WriteResult(self._insert_new(ctx, res_type, res_id, content, method), created=True)
+            except IntegrityError:
+                # a concurrent writer created it first: update what they wrote instead
+                row = self._current_row(res_type, res_id, lock=True)
+                if row is None:
+                    raise Conflict(f"Concurrent creation of {res_type}/{res_id}") from None
+        if if_match is not None and row.version_id != if_match:
+            raise PreconditionFailed(
+                f"{res_type}/{res_id} is at version {row.version_id}, not {if_match}", expression="If-Match")
+        if not row.deleted and _same_content(row.content, content):
+            return WriteResult(_stored(row), created=False, changed=False)
+        stored = self._write_version(ctx, row, content, method)
+        return WriteResult(stored, created=row.deleted)
+
+    def delete(self, ctx: RequestContext, res_type: str, res_id: str,
+               *, if_match: int | None = None) -> Stored | None:
+        """http.html#delete: soft delete, a new version that is a deletion; history is kept.
+        Deleting something unknown or already deleted is not an error (returns None)."""
+        row = self._current_row(res_type, res_id, lock=True)
+        if if_match is not None and (row is None or row.version_id != if_match):
+            raise PreconditionFailed(f"{res_type}/{res_id} is not at version {if_match}", expression="If-Match")
+        if row is None or row.deleted:
+            return None
+        return self._write_version(ctx, row, None, "DELETE")
+
+    def _insert_new(self, ctx: RequestContext, res_type: str, res_id: str,
+                    content: dict[str, Any], method: str) -> Stored:
+        now = utcnow()
+        body = _with_server_meta(content, res_id, 1, now)
+        pk = self.conn.execute(insert(resource).values(
+            res_type=res_type, res_id=res_id, version_id=1, last_updated=now, deleted=False, content=body,
+        ).returning(resource.c.pk)).scalar_one()
+        stored = Stored(res_type, res_id, 1, now, False, body, method)
+        self._after_write(pk, stored, "create")
+        return stored
+
+    def _write_version(self, ctx: RequestContext, row: Any, content: dict[str, Any] | None,
+                       method: str) -> Stored:
+        now = max(utcnow(), row.last_updated)
+        version = row.version_id + 1
+        body = None if content is None else _with_server_meta(content, row.res_id, version, now)
+        self.conn.execute(update(resource).where(resource.c.pk == row.pk).values(
+            version_id=version, last_updated=now, deleted=content is None, content=body))
+        for table in INDEX_TABLES.values():
+            self.conn.execute(delete(table).where(table.c.resource_pk == row.pk))
+        stored = Stored(row.res_type, row.res_id, version, now, content is None, body, method)
+        self._after_write(row.pk, stored, "delete" if content is None else ("create" if row.deleted else "update"))
+        return stored
+
+    def _after_write(self, pk: int, stored: Stored, event: str) -> None:
+        self.wrote = True
+        self.conn.execute(insert(resource_history).values(
+            resource_pk=pk, version_id=stored.version_id, res_type=stored.res_type, res_id=stored.res_id,
+            last_updated=stored.last_updated, method=stored.method, deleted=stored.deleted,
+            content=stored.content))
+        if stored.content is not None:
+            for key, rows in self.repo.indexer.rows(stored.content).items():
+                if rows:
+                    for r in rows:
+                        r["resource_pk"] = pk
+                        r["res_type"] = stored.res_type
+                    self.conn.execute(insert(INDEX_TABLES[key]), rows)
+        self.conn.execute(insert(outbox).values(
+            created=stored.last_updated, res_type=stored.res_type, res_id=stored.res_id,
+            version_id=stored.version_id, event=event))
+
+    def reindex(self, res_type: str | None = None, *, batch: int = 1000) -> int:
+        """Rebuild index rows from stored content (after a SearchParameter changes)."""
+        query = select(resource.c.pk, resource.c.res_type, resource.c.content).where(
+            resource.c.deleted.is_(False)).order_by(resource.c.pk)
+        if res_type:
+            query = query.where(resource.c.res_type == res_type)
+        done = 0
+        last_pk = 0
+        while True:
+            rows = self.conn.execute(query.where(resource.c.pk > last_pk).limit(batch)).all()
+            if not rows:
+                return done
+            pks = [r.pk for r in rows]
+            for table in INDEX_TABLES.values():
+                self.conn.execute(delete(table).where(table.c.resource_pk.in_(pks)))
+            pending: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                for key, index_rows in self.repo.indexer.rows(r.content).items():
+                    for ir in index_rows:
+                        ir["resource_pk"] = r.pk
+                        ir["res_type"] = r.res_type
+                    pending.setdefault(key, []).extend(index_rows)
+            for key, index_rows in pending.items():
+                if index_rows:
+                    self.conn.execute(insert(INDEX_TABLES[key]), index_rows)
+            done += len(rows)
+            last_pk = pks[-1]
+
+
+def _stored(row: Any) -> Stored:
+    method = getattr(row, "method", "GET")
+    return Stored(row.res_type, row.res_id, row.version_id, row.last_updated, row.deleted, row.content, method)
+
+
+def _with_server_meta(content: dict[str, Any], res_id: str, version: int, now: datetime) -> dict[str, Any]:
+    """The client's JSON with the server-owned ``id`` and ``meta.versionId``/``lastUpdated`` set
+    (resource.html#Meta); every other meta element (profile, tag, security, source) is kept."""
+    body = dict(content)
+    body["id"] = res_id
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(now)
+    body["meta"] = meta
+    return body
+
+
+def _comparable(content: dict[str, Any] | None) -> str:
+    if content is None:
+        return ""
+    body = deepcopy(content)
+    body.pop("id", None)
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        for key in SERVER_META:
+            meta.pop(key, None)
+        if not meta:
+            body.pop("meta")
+    return jsonio.dumps_sorted(body)
+
+
+def _same_content(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    return _comparable(old) == _comparable(new)

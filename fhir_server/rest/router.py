@@ -1,0 +1,134 @@
+"""URL → interaction dispatch for the FHIR RESTful API (http.html#summary).
+
+``Router.handle`` runs one request in its own unit of work; ``Router.dispatch`` runs it inside a
+unit of work the caller owns (every entry of a transaction Bundle shares one).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import BadRequest, MethodNotAllowed, NotFound
+from ..fhir.models import SUPPORTED_TYPES
+from ..operations.registry import OperationRegistry, OperationTarget
+from ..repository.sql import SqlRepository, UnitOfWork
+from . import crud, history, searching
+from .messages import FhirRequest, FhirResponse
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+Handler = Callable[[UnitOfWork, FhirRequest], FhirResponse]
+
+
+class Router:
+    def __init__(self, repo: SqlRepository, operations: OperationRegistry, settings: "Settings") -> None:
+        self.repo = repo
+        self.operations = operations
+        self.settings = settings
+        # Set by create_app: the CapabilityStatement builder and the Bundle processor.
+        self.capabilities: Callable[[FhirRequest], dict] | None = None
+        self.bundle_processor: Callable[["Router", FhirRequest], FhirResponse] | None = None
+
+    def handle(self, req: FhirRequest) -> FhirResponse:
+        segments = _segments(req.path)
+        if req.method == "POST" and not segments:
+            if self.bundle_processor is None:
+                raise MethodNotAllowed("Batch and transaction Bundles are not enabled")
+            return self.bundle_processor(self, req)
+        with self.repo.unit_of_work(write=req.method != "GET") as uow:
+            return self.dispatch(uow, req)
+
+    def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
+        return self._resolve(req)(uow, req)
+
+    def _resolve(self, req: FhirRequest) -> Handler:
+        """Pick the handler for ``req.method`` and ``req.path``; 404/405 when there is none."""
+        s = _segments(req.path)
+        m = req.method
+        n = len(s)
+        if n == 0:
+            return self._only(m, {"GET": lambda u, r: searching.search(u, r, _type_param(r))})
+        head = s[0]
+        if head == "metadata" and n == 1:
+            return self._only(m, {"GET": lambda u, r: self._metadata(r)})
+        if head == "_history" and n == 1:
+            return self._only(m, {"GET": lambda u, r: history.history(u, r)})
+        if head == "_search" and n == 1:
+            return self._only(m, {"POST": lambda u, r: searching.search(u, r, _type_param(r))})
+        if head.startswith("$") and n == 1:
+            return self._operation(head[1:], OperationTarget("system"), m)
+        res_type = self._resource_type(head)
+        if n == 1:
+            return self._only(m, {
+                "GET": lambda u, r: searching.search(u, r, [res_type]),
+                "POST": lambda u, r: crud.create(u, r, res_type),
+                "PUT": lambda u, r: crud.conditional_update(u, r, res_type),
+                "DELETE": lambda u, r: crud.conditional_delete(u, r, res_type),
+                "PATCH": lambda u, r: crud.conditional_patch(u, r, res_type),
+            })
+        second = s[1]
+        if n == 2 and second == "_search":
+            return self._only(m, {"POST": lambda u, r: searching.search(u, r, [res_type])})
+        if n == 2 and second == "_history":
+            return self._only(m, {"GET": lambda u, r: history.history(u, r, res_type)})
+        if n == 2 and second.startswith("$"):
+            return self._operation(second[1:], OperationTarget("type", res_type), m)
+        res_id = second
+        if n == 2:
+            return self._only(m, {
+                "GET": lambda u, r: crud.read(u, r, res_type, res_id),
+                "PUT": lambda u, r: crud.update(u, r, res_type, res_id),
+                "DELETE": lambda u, r: crud.delete(u, r, res_type, res_id),
+                "PATCH": lambda u, r: crud.patch(u, r, res_type, res_id),
+            })
+        third = s[2]
+        if n == 3 and third == "_history":
+            return self._only(m, {"GET": lambda u, r: history.history(u, r, res_type, res_id)})
+        if n == 3 and third.startswith("$"):
+            return self._operation(third[1:], OperationTarget("instance", res_type, res_id), m)
+        if n == 4 and third == "_history":
+            version = s[3]
+            return self._only(m, {"GET": lambda u, r: crud.vread(u, r, res_type, res_id, version)})
+        raise NotFound(f"No FHIR interaction is defined at {req.path!r}")
+
+    def _operation(self, name: str, target: OperationTarget, method: str) -> Handler:
+        if method not in ("GET", "POST"):
+            raise MethodNotAllowed(f"Operations are invoked with GET or POST, not {method}")
+        op = self.operations.find(name, target, method)
+        return lambda u, r: op.handler(u, r, target)
+
+    def _metadata(self, req: FhirRequest) -> FhirResponse:
+        if self.capabilities is None:
+            raise NotFound("No CapabilityStatement is configured")
+        return FhirResponse(200, self.capabilities(req))
+
+    @staticmethod
+    def _resource_type(name: str) -> str:
+        if name not in SUPPORTED_TYPES:
+            raise NotFound(f"Unknown or unsupported resource type {name!r}", expression="type")
+        return name
+
+    @staticmethod
+    def _only(method: str, handlers: dict[str, Handler]) -> Handler:
+        handler = handlers.get(method)
+        if handler is None:
+            raise MethodNotAllowed(f"{method} is not allowed here; allowed: {', '.join(sorted(handlers))}")
+        return handler
+
+
+def _segments(path: str) -> list[str]:
+    return [p for p in path.split("?", 1)[0].strip("/").split("/") if p]
+
+
+def _type_param(req: FhirRequest) -> list[str] | None:
+    """Whole-system search may be narrowed with ``_type=Patient,Observation`` (search.html#_type)."""
+    value = req.param("_type")
+    if not value:
+        return None
+    types = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in types if t not in SUPPORTED_TYPES]
+    if unknown:
+        raise BadRequest(f"Unknown resource type(s) in _type: {', '.join(unknown)}", expression="_type")
+    req.query = [(k, v) for k, v in req.query if k != "_type"]
+    return types
