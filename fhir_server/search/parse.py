@@ -7,7 +7,6 @@ typed value object so that a malformed value becomes a 400 naming the parameter 
 """
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -16,6 +15,8 @@ from typing import Protocol, Sequence, Union
 from ..errors import BadRequest, Issue
 from ..fhir.resource_types import R4_RESOURCE_TYPES
 from .model import SearchParam
+from .normalize import STRING_INDEX_LENGTH, date_range, number_range
+from .normalize import normalize_string as _normalize_string
 
 # Parameters defined for every resource (search.html#all); only these are allowed when searching
 # several types at once (http.html#search: whole-system search).
@@ -546,15 +547,9 @@ def unescape(value: str) -> str:
 
 
 def normalize_string(value: str) -> str:
-    """search.html#string: case- and accent-insensitive form (as the indexer writes value_norm)."""
-    try:
-        from .normalize import normalize_string as theirs  # type: ignore[attr-defined]
-    except ImportError:
-        theirs = None
-    if theirs is not None:
-        return str(theirs(value))
-    decomposed = unicodedata.normalize("NFKD", value)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    """search.html#string: the case- and accent-insensitive form, cut to the indexed length exactly
+    as the indexer writes ``idx_string.value_norm`` (so a long prefix still matches)."""
+    return _normalize_string(value)[:STRING_INDEX_LENGTH]
 
 
 def parse_value(full: str, param: SearchParam, mod: str | None, raw: str,
@@ -608,8 +603,6 @@ def _split_prefix(raw: str) -> tuple[str, str]:
 
 
 def _parse_date(full: str, raw: str) -> DateValue:
-    from .normalize import date_range  # the indexer's own notion of a date's range
-
     prefix, text = _split_prefix(raw)
     try:
         low, high = date_range(text)
@@ -626,9 +619,8 @@ def _parse_decimal(full: str, text: str) -> tuple[Decimal, Decimal, Decimal]:
         raise BadRequest(f"Invalid number '{text}' for '{full}'", expression=full) from None
     if not value.is_finite():
         raise BadRequest(f"Invalid number '{text}' for '{full}'", expression=full)
-    exponent = value.as_tuple().exponent
-    half = Decimal(5).scaleb(int(exponent) - 1)  # half a unit in the last significant place
-    return value, value - half, value + half
+    low, high = number_range(value)  # the indexer's own notion of a number's precision
+    return value, low, high
 
 
 def _parse_quantity(full: str, raw: str) -> QuantityValue:
