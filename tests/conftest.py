@@ -37,7 +37,7 @@ def _psycopg_url(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgresql_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (and xdist worker)."""
     admin = create_engine(_psycopg_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
     name = f"fhir_test_{uuid.uuid4().hex[:10]}"

@@ -7,6 +7,7 @@ identical to R4 for every type we accept; the R4 types R4B lacks or redefined ar
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -89,3 +90,29 @@ def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
             name = name[: -len("_fhir")]
         path += f".{name}"
     return path
+
+
+_TYPE_NAME = re.compile(r"\b(\w+)Type\b")
+
+
+def element_is_list(resource_type: str, path: list[str]) -> bool | None:
+    """Whether the element at ``path`` (names below the resource) repeats (max = *).
+
+    Used by FHIRPath Patch ``add`` to know whether to create an array. None when unknown.
+    """
+    try:
+        model = _model(resource_type)
+        for position, name in enumerate(path):
+            field = model.model_fields.get(name)
+            if field is None:
+                return None
+            annotation = str(field.annotation)
+            if position == len(path) - 1:
+                return "List[" in annotation
+            found = _TYPE_NAME.search(annotation)
+            if not found:
+                return None
+            model = get_fhir_model_class(found.group(1))
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return None

@@ -11,7 +11,8 @@ from ..errors import BadRequest, Issue, NotFound, PreconditionFailed, Unprocessa
 from ..fhir.instants import parse_http_date
 from ..fhir.validation import check_id, validate_resource
 from ..repository.sql import UnitOfWork
-from ..search.summary import apply_summary
+from ..search.summary import apply_summary, load_summary_elements
+from .fhirpath_patch import apply_fhirpath_patch
 from .headers import prefer, stored_headers, version_from_etag, write_response
 from .messages import FhirRequest, FhirResponse
 
@@ -45,13 +46,13 @@ def read(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirR
     since = parse_http_date(req.header("if-modified-since") or "")
     if since is not None and stored.last_updated.replace(microsecond=0) <= since:
         return FhirResponse(304, None, headers)
-    return FhirResponse(200, _summarised(req, stored.content), headers)
+    return FhirResponse(200, _summarised(uow, req, stored.content), headers)
 
 
 def vread(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str, version: str) -> FhirResponse:
     check_id(res_id)
     stored = uow.vread(res_type, res_id, version)
-    return FhirResponse(200, _summarised(req, stored.content), stored_headers(stored))
+    return FhirResponse(200, _summarised(uow, req, stored.content), stored_headers(stored))
 
 
 def update(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirResponse:
@@ -110,27 +111,34 @@ def conditional_delete(uow: UnitOfWork, req: FhirRequest, res_type: str) -> Fhir
 
 
 def patch(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirResponse:
-    """http.html#patch with JSON Patch (RFC 6902, ``application/json-patch+json``)."""
+    """http.html#patch with JSON Patch (RFC 6902, ``application/json-patch+json``) or FHIRPath
+    Patch (fhirpatch.html, a Parameters resource in ``application/fhir+json``)."""
     check_id(res_id)
-    if (req.content_type or "") != "application/json-patch+json":
-        raise UnsupportedMediaType("PATCH takes a JSON Patch document (Content-Type: application/json-patch+json)",
-                                   expression="Content-Type")
-    if not isinstance(req.body, list):
-        raise BadRequest("A JSON Patch document is a JSON array of operations")
     current = uow.read(res_type, res_id)
     if_match = version_from_etag(req.header("if-match"))
     if if_match is not None and if_match != current.version_id:
         raise PreconditionFailed(f"{res_type}/{res_id} is at version {current.version_id}, not {if_match}",
                                  expression="If-Match")
-    try:
-        patched: Any = jsonpatch.JsonPatch(req.body).apply(current.content)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
-        raise Unprocessable(f"The patch cannot be applied: {exc}") from None
+    patched = _patched(req, current.content)
     if not isinstance(patched, dict) or patched.get("resourceType") != res_type or patched.get("id") != res_id:
         raise Unprocessable("A patch may not change resourceType or id")
     body = validate_resource(patched, expected_type=res_type, expected_id=res_id)
     result = uow.update(req.ctx, res_type, res_id, body, if_match=current.version_id, method="PATCH")
     return write_response(req, result.stored, 200, message=f"Patched {result.stored.reference}")
+
+
+def _patched(req: FhirRequest, content: dict[str, Any] | None) -> Any:
+    if req.content_type == "application/json-patch+json":
+        if not isinstance(req.body, list):
+            raise BadRequest("A JSON Patch document is a JSON array of operations")
+        try:
+            return jsonpatch.JsonPatch(req.body).apply(content)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise Unprocessable(f"The patch cannot be applied: {exc}") from None
+    if req.content_type == "application/fhir+json":
+        return apply_fhirpath_patch(content or {}, req.body)
+    raise UnsupportedMediaType("PATCH takes application/json-patch+json (JSON Patch) or "
+                               "application/fhir+json (FHIRPath Patch Parameters)", expression="Content-Type")
 
 
 def conditional_patch(uow: UnitOfWork, req: FhirRequest, res_type: str) -> FhirResponse:
@@ -150,12 +158,13 @@ def _deleted(req: FhirRequest, etag: str | None, what: str) -> FhirResponse:
     return FhirResponse(204, None, headers)
 
 
-def _summarised(req: FhirRequest, content: dict[str, Any] | None) -> dict[str, Any] | None:
+def _summarised(uow: UnitOfWork, req: FhirRequest, content: dict[str, Any] | None) -> dict[str, Any] | None:
     summary = req.param("_summary")
     elements = req.param("_elements")
     if content is None or (summary is None and elements is None):
         return content
-    return apply_summary(content, summary, elements.split(",") if elements else None)
+    table = load_summary_elements(uow.repo.settings.profiles_dir)
+    return apply_summary(content, summary, elements.split(",") if elements else None, table)
 
 
 def _criteria_from_query(req: FhirRequest) -> list[tuple[str, str]]:
