@@ -441,9 +441,11 @@ class TypedIdentifierValue:
 
 @dataclass(frozen=True)
 class TextValue:
-    """``:text`` on a token: string match on the display/text (search.html#token)."""
+    """``:text`` on a token: string match on the display/text (search.html#token). The indexer keeps
+    that text as written, so both the folded form and the plain lower-case form are tried."""
 
     norm: str
+    lower: str = ""
 
 
 @dataclass(frozen=True)
@@ -580,7 +582,8 @@ def parse_value(full: str, param: SearchParam, mod: str | None, raw: str,
 
 def _parse_token(full: str, mod: str | None, raw: str) -> SearchValue:
     if mod == "text":
-        return TextValue(normalize_string(unescape(raw)))
+        text = unescape(raw)
+        return TextValue(normalize_string(text), text.lower()[:STRING_INDEX_LENGTH])
     parts = split_unescaped(raw, "|")
     if mod == "of-type":
         if len(parts) != 3 or not all(parts):

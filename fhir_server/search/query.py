@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
-from sqlalchemy import (ColumnElement, FromClause, Select, and_, case, exists, false, func, literal, not_,
+from sqlalchemy import (ColumnElement, FromClause, Select, and_, exists, false, func, literal, not_,
                         or_, select, true)
 
 from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, resource
@@ -166,7 +166,10 @@ def _typed_identifier(t: Any, _p: SearchParam, _m: str | None, v: TypedIdentifie
 
 
 def _text(t: Any, _p: SearchParam, _m: str | None, v: TextValue, _now: datetime) -> Cond:
-    return func.lower(t.c.text).like(_like_prefix(v.norm), escape="\\")
+    # idx_token.text is stored as written (not accent-folded): try the folded and the plain form.
+    lowered = func.lower(t.c.text)
+    forms = {v.norm, v.lower or v.norm}
+    return or_(*(lowered.like(_like_prefix(f), escape="\\") for f in sorted(forms)))
 
 
 def _string(t: Any, _p: SearchParam, mod: str | None, v: StringValue, _now: datetime) -> Cond:
@@ -319,8 +322,8 @@ def order_by(keys: tuple[SortKey, ...], resource_types: tuple[str, ...]) -> list
     rtype = resource_types[0] if len(resource_types) == 1 else None
     for key in keys:
         expr = sort_value(key, rtype)
-        out.append(case((expr.is_(None), 1), else_=0))
-        out.append(expr.desc() if key.descending else expr.asc())
+        # NULLS LAST (PostgreSQL; SQLite >= 3.30) evaluates the correlated sort value only once per row.
+        out.append((expr.desc() if key.descending else expr.asc()).nulls_last())
     out.append(resource.c.pk.asc())
     return out
 

@@ -38,6 +38,10 @@ def test_token_identifier_of_type_and_boolean(data: Store) -> None:
     assert ids(data, "Patient", "identifier=A-1") == ["p2"]
     assert ids(data, "Patient", f"identifier:of-type={V2_0203}|MR|9434765919") == ["p1"]
     assert ids(data, "Patient", f"identifier:of-type={V2_0203}|MR|A-1") == []
+    assert ids(data, "Patient", "identifier:text=medical rec") == ["p1"]
+    data.put({"resourceType": "Patient", "id": "accent",
+              "identifier": [{"value": "1", "type": {"text": "Numéro"}}]})
+    assert ids(data, "Patient", "identifier:text=numéro") == ["accent"]
     assert ids(data, "Patient", "active=true") == ["p1"]
     assert ids(data, "Patient", "gender=male,female") == ["p1", "p2"]
 

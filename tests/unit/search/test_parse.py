@@ -95,7 +95,7 @@ def test_token_modifiers() -> None:
     assert req.criteria[0].values == (TypedIdentifierValue(
         "http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "123"),)
     assert req.criteria[1].modifier == "not"
-    assert req.criteria[2].values == (TextValue("medical"),)
+    assert req.criteria[2].values == (TextValue("medical", "médical"),)
     with pytest.raises(BadRequest) as err:
         parse("Patient", ("identifier:of-type", "MR|123"))
     assert err.value.issues[0].expression == ("identifier:of-type",)
