@@ -59,7 +59,9 @@ def _read_body(req: FhirRequest, settings: Any) -> None:
 def render(res: FhirResponse, media: str) -> Response:
     headers = dict(res.headers)
     if res.resource is None:
-        return Response(status=res.status, headers=headers)
+        empty = Response(status=res.status, headers=headers)
+        del empty.headers["Content-Type"]  # no body, so no media type (not Flask's text/html)
+        return empty
     pretty = request.args.get("_pretty") == "true"
     return Response(jsonio.dumps(res.resource, pretty=pretty), status=res.status, headers=headers,
                     content_type=f"{media}; charset=utf-8")

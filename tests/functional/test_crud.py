@@ -134,6 +134,7 @@ def test_conditional_read(client):
 def test_prefer_return(client):
     minimal = post(client, patient(), Prefer="return=minimal")
     assert minimal.status_code == 201 and minimal.data == b""
+    assert "Content-Type" not in minimal.headers
     assert minimal.headers["Location"]
     outcome = post(client, patient(), Prefer="return=OperationOutcome")
     assert body(outcome)["resourceType"] == "OperationOutcome"
