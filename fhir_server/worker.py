@@ -1,0 +1,178 @@
+"""The Celery app and the outbox drain: the after-commit half of every write.
+
+Every write appends an ``outbox`` row in the same transaction as the resource (repository/sql.py).
+After the transaction commits, :func:`install_outbox_drain` sends :func:`drain_outbox`, which hands
+the pending rows to the registered consumers (subscriptions, risk, audit fan-out: later features)
+and marks them processed, all in one transaction. So an event is never lost (the row outlives a
+crash or a broker outage) and never seen before its write is visible (the task runs after commit).
+
+* ``FHIR_BROKER_URL`` set (e.g. ``redis://redis:6379/0``): tasks go to the broker and a Celery worker
+  runs them (``celery -A fhir_server.worker worker``; add ``--beat`` for the periodic sweep that
+  picks up rows left behind while the broker was down).
+* ``FHIR_BROKER_URL`` unset (the embedded default): ``task_always_eager``, so the drain runs
+  in-process right after the commit, in the web worker.
+
+The task takes no resource data, only a batch size: it re-reads the rows, so running it twice, or
+concurrently, is harmless (PostgreSQL hands each pending row to one drain via ``SKIP LOCKED``;
+SQLite serialises writers).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from sqlalchemy import Connection, Engine, select, update
+
+from .config import Settings
+from .fhir.instants import utcnow
+from .storage.tables import outbox
+
+if TYPE_CHECKING:
+    from .repository.sql import SqlRepository
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 500
+SWEEP_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One committed change, as recorded in the outbox."""
+
+    id: int
+    created: datetime
+    res_type: str
+    res_id: str
+    version_id: int
+    event: str  # create | update | delete
+
+
+# A consumer gets a batch of events and the connection of the transaction that will mark them
+# processed: if it raises, nothing is marked and the batch is offered again on the next drain.
+OutboxConsumer = Callable[[Connection, list[OutboxEvent]], None]
+_consumers: list[OutboxConsumer] = []
+
+
+def register_consumer(consumer: OutboxConsumer) -> OutboxConsumer:
+    """Add a consumer of outbox events (usable as a decorator). Consumers must be idempotent."""
+    if consumer not in _consumers:
+        _consumers.append(consumer)
+    return consumer
+
+
+def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
+                consumers: list[OutboxConsumer] | None = None) -> int:
+    """Hand up to ``limit`` pending events, oldest first, to the consumers and mark them processed,
+    inside the caller's transaction. Returns how many were processed."""
+    query = (select(outbox).where(outbox.c.processed_at.is_(None))
+             .order_by(outbox.c.id).limit(limit))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    events = [OutboxEvent(r.id, r.created, r.res_type, r.res_id, r.version_id, r.event)
+              for r in conn.execute(query)]
+    if not events:
+        return 0
+    for consumer in _consumers if consumers is None else consumers:
+        consumer(conn, events)
+    conn.execute(update(outbox).where(outbox.c.id.in_([e.id for e in events]))
+                 .values(processed_at=utcnow()))
+    return len(events)
+
+
+def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
+    """Drain every pending event, one transaction per batch."""
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            done = drain_batch(conn, limit)
+        total += done
+        if done < limit:
+            return total
+
+
+# -- Celery ----------------------------------------------------------------------------------------
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app for ``settings``: a real broker when ``broker_url`` is set, eager otherwise."""
+    eager = settings.broker_url is None
+    app = Celery("fhir_server", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.broker_url or "memory://",
+        task_always_eager=eager,
+        task_eager_propagates=True,
+        task_ignore_result=True,
+        # a task is acknowledged when done, so a worker killed mid-drain leaves it queued
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={"sweep-outbox": {"task": "fhir_server.drain_outbox", "schedule": SWEEP_SECONDS}},
+    )
+    return app
+
+
+settings = Settings.from_env()
+celery = make_celery(settings)
+
+_engine_lock = threading.Lock()
+_engine: Engine | None = None
+
+
+def bind_engine(engine: Engine | None) -> None:
+    """Use ``engine`` for tasks run in this process (the web worker's own pool, in eager mode)."""
+    global _engine
+    _engine = engine
+
+
+def get_engine() -> Engine:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            from .storage.db import make_engine
+            _engine = make_engine(settings.database_url)
+        return _engine
+
+
+@worker_process_init.connect
+def _fresh_pool_after_fork(**_: Any) -> None:
+    # a forked Celery child must not share the parent's database connections
+    bind_engine(None)
+
+
+@celery.task(name="fhir_server.drain_outbox", bind=True, max_retries=8)
+def drain_outbox(self: Any, limit: int = DRAIN_BATCH) -> int:
+    """Process every pending outbox row; see the module docstring. On a Celery worker a failure
+    (database restarting, a consumer's error) is retried with exponential backoff; in eager mode it
+    is raised at once, since an eager retry would block the web request that sent it."""
+    try:
+        return drain(get_engine(), limit)
+    except Exception as exc:
+        if self.request.is_eager:
+            raise
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 300)) from exc
+
+
+def install_outbox_drain(repo: "SqlRepository") -> None:
+    """Send :func:`drain_outbox` after every committed write of ``repo``.
+
+    The write has committed by then, so a failure here must not fail the request: the rows stay
+    pending and the next drain (or the periodic sweep) takes them.
+    """
+    if celery.conf.task_always_eager and _engine is None:
+        bind_engine(repo.engine)
+
+    def send() -> None:
+        try:
+            drain_outbox.delay()
+        except Exception:  # noqa: BLE001 - see docstring
+            log.exception("Outbox drain not sent; pending rows wait for the next drain")
+
+    repo.on_commit(send)
