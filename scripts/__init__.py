@@ -1,0 +1,1 @@
+"""Maintenance scripts (importable so tests can reuse them)."""

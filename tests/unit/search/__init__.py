@@ -1,0 +1,1 @@
+"""Unit tests of fhir_server.search (pure: no database)."""
