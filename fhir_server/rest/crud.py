@@ -10,7 +10,7 @@ import jsonpatch
 from ..errors import BadRequest, Issue, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, operation_outcome
 from ..fhir.instants import parse_http_date
 from ..fhir.validation import check_id, validate_resource
-from ..repository.sql import UnitOfWork
+from ..repository.sql import UnitOfWork, WriteResult
 from ..search.summary import apply_summary, load_summary_elements
 from .fhirpath_patch import apply_fhirpath_patch
 from .headers import prefer, stored_headers, version_from_etag, write_response
@@ -60,9 +60,8 @@ def update(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> Fhi
     check_id(res_id)
     body = validate_resource(req.body, expected_type=res_type, expected_id=res_id)
     result = uow.update(req.ctx, res_type, res_id, body, if_match=version_from_etag(req.header("if-match")))
-    message = "Created" if result.created else ("Updated" if result.changed else "No change")
     return write_response(req, result.stored, 201 if result.created else 200,
-                          message=f"{message} {result.stored.reference}")
+                          message=f"{_verb(result)} {result.stored.reference}")
 
 
 def conditional_update(uow: UnitOfWork, req: FhirRequest, res_type: str) -> FhirResponse:
@@ -88,7 +87,7 @@ def conditional_update(uow: UnitOfWork, req: FhirRequest, res_type: str) -> Fhir
                          expression=f"{res_type}.id")
     body = {**body, "id": target}
     result = uow.update(req.ctx, res_type, target, body, if_match=version_from_etag(req.header("if-match")))
-    return write_response(req, result.stored, 200, message=f"Updated {result.stored.reference}")
+    return write_response(req, result.stored, 200, message=f"{_verb(result)} {result.stored.reference}")
 
 
 def delete(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirResponse:
@@ -148,6 +147,10 @@ def conditional_patch(uow: UnitOfWork, req: FhirRequest, res_type: str) -> FhirR
     if len(ids) > 1:
         raise PreconditionFailed(f"The criteria matched {len(ids)} resources")
     return patch(uow, req, res_type, ids[0])
+
+
+def _verb(result: WriteResult) -> str:
+    return "Created" if result.created else ("Updated" if result.changed else "No change")
 
 
 def _deleted(req: FhirRequest, etag: str | None, what: str) -> FhirResponse:

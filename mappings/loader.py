@@ -1,0 +1,150 @@
+"""One mapped file → one transaction Bundle → written atomically (http.html#transaction).
+
+Every resource becomes a conditional update on its business identifier (``PUT Patient?identifier=…``),
+so importing the same file twice changes nothing and a corrected file updates only what changed. The
+agency's Organization is upserted the same way. One Provenance per file records the agency and the
+client as agents, the file's SHA-256 as the source entity, the lawful basis as policy, and every
+resource as a target; it is a conditional create keyed on the file hash, so a re-import adds none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fhir_server.errors import FhirError, Issue, Unprocessable, operation_outcome
+from fhir_server.repository.context import RequestContext
+from fhir_server.rest.messages import FhirRequest
+from fhir_server.rest.router import Router
+
+from . import systems
+from .core import Agency, MappingResult, SourceFile, Upsert, identifier_match
+
+PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
+                       "code": "transform", "display": "Transform/Translate Record Lifecycle Event"}
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+@dataclass
+class ImportSummary:
+    """What an import did, for the operation's answer and the CLI's summary line."""
+
+    file: str
+    format: str
+    records: int
+    rejected_records: int
+    resources: int
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    issues: list[Issue] = field(default_factory=list)
+    written: bool = False
+
+    def outcome(self) -> dict[str, Any]:
+        headline = Issue("information", "informational",
+                         f"{self.file} ({self.format}): {self.records} records, {self.rejected_records} rejected; "
+                         f"{self.resources} resources: {self.created} created, {self.updated} updated, "
+                         f"{self.unchanged} unchanged" + ("" if self.written else "; nothing written"))
+        return operation_outcome([headline, *self.issues])
+
+
+def usable_upserts(result: MappingResult, *, lenient: bool) -> list[Upsert]:
+    """Default mode: any error rejects the whole file (returns []); lenient mode drops the records
+    that have errors and keeps the rest."""
+    if not result.has_errors:
+        return list(result.upserts)
+    if not lenient:
+        return []
+    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
+    if "" in bad:  # a file-level error: nothing can be trusted
+        return []
+    return [u for u in result.upserts if u.record not in bad]
+
+
+def transaction_bundle(upserts: list[Upsert], agency: Agency, source: SourceFile, *,
+                       client_id: str | None, recorded: datetime | None = None) -> dict[str, Any]:
+    """The transaction Bundle for one file: the agency Organization, every upsert, one Provenance."""
+    org = Upsert({"resourceType": "Organization", "identifier": [agency.identifier], "active": True,
+                  "name": agency.name},
+                 identifier_match(agency.identifier["system"], agency.identifier["value"]))
+    entries = [_entry(org, agency)]
+    entries += [_entry(u, agency) for u in upserts]
+    entries.append(_provenance_entry(upserts, org, agency, source, client_id, recorded))
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def load(router: Router, ctx: RequestContext, bundle: dict[str, Any]) -> dict[str, Any]:
+    """Write the bundle as one transaction through the same path as ``POST [base]``; returns the
+    transaction-response Bundle. Raises a FhirError (nothing written) if any entry fails."""
+    request = FhirRequest("POST", "", ctx, headers={"prefer": "return=OperationOutcome"}, body=bundle,
+                          content_type="application/fhir+json")
+    response = router.handle(request)
+    if response.status >= 400 or response.resource is None:
+        raise Unprocessable("The import transaction failed")
+    return response.resource
+
+
+def import_file(router: Router, ctx: RequestContext, result: MappingResult, agency: Agency,
+                source: SourceFile, fmt: str, *, lenient: bool = False) -> ImportSummary:
+    """Map-then-load for one file, with the all-or-nothing rule for errors (unless ``lenient``)."""
+    upserts = usable_upserts(result, lenient=lenient)
+    summary = ImportSummary(source.name, fmt, result.records,
+                            result.records if not upserts and result.has_errors else result.rejected_records,
+                            len(upserts), issues=[i.to_issue() for i in result.issues])
+    if not upserts:
+        return summary
+    try:
+        response = load(router, ctx, transaction_bundle(upserts, agency, source, client_id=ctx.client_id))
+    except FhirError as exc:
+        summary.issues += exc.issues
+        return summary
+    summary.written = True
+    for entry in response.get("entry", [])[1:1 + len(upserts)]:
+        status = entry.get("response", {}).get("status", "")
+        said = " ".join(i.get("diagnostics", "") for i in entry.get("response", {}).get("outcome", {}).get("issue", []))
+        if status.startswith("201"):
+            summary.created += 1
+        elif said.startswith("No change"):
+            summary.unchanged += 1
+        else:
+            summary.updated += 1
+    return summary
+
+
+def _entry(upsert: Upsert, agency: Agency) -> dict[str, Any]:
+    resource = dict(upsert.resource)
+    meta = dict(resource.get("meta") or {})
+    meta["source"] = agency.meta_source
+    tags = [t for t in meta.get("tag", []) if t.get("system") != systems.AGENCY_TAG_SYSTEM]
+    meta["tag"] = [*tags, agency.tag]
+    resource["meta"] = meta
+    return {"fullUrl": upsert.full_url, "resource": resource,
+            "request": {"method": "PUT", "url": f"{upsert.resource_type}?{upsert.match}"}}
+
+
+def _provenance_entry(upserts: list[Upsert], org: Upsert, agency: Agency, source: SourceFile,
+                      client_id: str | None, recorded: datetime | None) -> dict[str, Any]:
+    file_id = {"system": systems.IMPORT_FILE, "value": f"urn:sha256:{source.sha256}"}
+    agents: list[dict[str, Any]] = [{
+        "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "custodian"}]},
+        "who": {"reference": org.full_url, "display": agency.name},
+    }]
+    if client_id:
+        agents.append({"type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "performer"}]},
+                       "who": {"identifier": {"system": f"{systems.CANONICAL_BASE}/Id/client", "value": client_id}},
+                       "onBehalfOf": {"reference": org.full_url}})
+    when = (recorded or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": u.full_url} for u in upserts],
+        "recorded": when,
+        "policy": agency.lawful_basis,
+        "activity": {"coding": [PROVENANCE_ACTIVITY]},
+        "agent": agents,
+        "entity": [{"role": "source", "what": {"identifier": file_id, "display": source.name}}],
+    }
+    return {"fullUrl": f"urn:uuid:{source.sha256[:8]}-{source.sha256[8:12]}-{source.sha256[12:16]}-"
+                       f"{source.sha256[16:20]}-{source.sha256[20:32]}",
+            "resource": provenance,
+            "request": {"method": "POST", "url": "Provenance",
+                        "ifNoneExist": f"entity:identifier={file_id['system']}|{file_id['value']}"}}
