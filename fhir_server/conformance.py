@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # The canonical base of the conformance resources we define (their ``url``). Fixed, independent of
 # where a server is deployed, so that a profile or operation keeps its identity across servers.
-CANONICAL_BASE = "https://safeguarding.example.org/fhir"
+CANONICAL_BASE = "https://w3id.org/sg-fhir"
 GENERATED_DIR = "r4"  # profiles/r4/: tables generated from the R4 package, not resources
 SEARCH_TYPES_INDEXED = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 

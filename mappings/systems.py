@@ -6,7 +6,7 @@ per local authority for ``LAchildID`` (the same id means different children in t
 """
 from __future__ import annotations
 
-CANONICAL_BASE = "https://w3id.org/sg-fhir"
+from fhir_server.conformance import CANONICAL_BASE
 
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"

@@ -111,7 +111,7 @@ def test_every_listed_search_param_include_and_revinclude_is_accepted(client, st
 def test_every_listed_operation_resolves_and_is_defined(client, statement, loaded):
     listed = [(t, op) for t, entry in _resources(statement).items() for op in entry.get("operation", [])]
     assert ("Patient", {"name": "validate",
-                        "definition": "https://safeguarding.example.org/fhir/OperationDefinition/validate"}) in listed
+                        "definition": "https://w3id.org/sg-fhir/OperationDefinition/validate"}) in listed
     definitions = {}
     for _, op in listed:
         if op["definition"] not in definitions:
@@ -193,7 +193,7 @@ def test_operation_definition_is_readable_and_loading_is_idempotent(client, app,
     assert "OperationDefinition/validate" in loaded.created
     res = client.get("/fhir/OperationDefinition/validate")
     assert res.status_code == 200
-    assert body(res)["url"] == "https://safeguarding.example.org/fhir/OperationDefinition/validate"
+    assert body(res)["url"] == "https://w3id.org/sg-fhir/OperationDefinition/validate"
     again = load_conformance_resources(app.extensions["fhir"].repo, settings, base_search_parameters=False)
     assert again.created == [] and again.updated == []
     assert body(client.get("/fhir/OperationDefinition/validate"))["meta"]["versionId"] == "1"

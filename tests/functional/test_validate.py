@@ -16,8 +16,8 @@ from fhir_server.operations.validate import profile_checker
 
 FHIR_JSON = "application/fhir+json"
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
-PROFILE_URL = "https://safeguarding.example.org/fhir/StructureDefinition/child-patient"
-VS_URL = "https://safeguarding.example.org/fhir/ValueSet/marital-subset"
+PROFILE_URL = "https://w3id.org/sg-fhir/StructureDefinition/child-patient"
+VS_URL = "https://w3id.org/sg-fhir/ValueSet/marital-subset"
 MARITAL = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,10 @@ def registry() -> SearchRegistry:
     return SearchRegistry.load(PROFILES)
 
 
-def test_cold_load_is_well_under_a_second() -> None:
+def test_load_is_cached_per_process() -> None:
     SearchRegistry.clear_cache()
-    started = time.perf_counter()
     first = SearchRegistry.load(PROFILES)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"loading took {elapsed:.3f}s"
-    assert SearchRegistry.load(PROFILES) is first  # cached per process
+    assert SearchRegistry.load(PROFILES) is first
 
 
 def test_every_type_has_the_resource_level_parameters(registry: SearchRegistry) -> None:
