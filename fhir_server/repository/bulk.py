@@ -9,12 +9,14 @@ method ``POST``, the search index rows and an ``outbox`` row with event ``create
 """
 from __future__ import annotations
 
+import threading
 import uuid
 from operator import itemgetter
 from typing import Any
 
 import simplejson
 from sqlalchemy import insert, literal, select
+from sqlalchemy.exc import DBAPIError
 
 from ..fhir.instants import utcnow
 from ..search.indexer import ROW_COLUMNS
@@ -28,12 +30,21 @@ DEFAULT_BATCH = 500
 class DeferredCreates:
     """A UnitOfWork whose plain creates are written in batches; every other call goes straight
     through (after writing the queue). ``next_id`` lets the caller choose the id of the next
-    create — transaction processing assigns ids before it rewrites references (http.html#trules)."""
+    create — transaction processing assigns ids before it rewrites references (http.html#trules).
 
-    def __init__(self, uow: UnitOfWork, *, batch_size: int = DEFAULT_BATCH) -> None:
+    On PostgreSQL a full queue is written by a background thread while the caller goes on
+    validating the next entries, so the database works while Python does: the connection is used
+    by one thread at a time, because every other call waits for that write first. Use it as a
+    context manager inside the unit of work, so no write is still running when it commits or
+    rolls back.
+    """
+
+    def __init__(self, uow: UnitOfWork, *, batch_size: int = DEFAULT_BATCH, background: bool | None = None) -> None:
         self._uow = uow
         self._batch_size = batch_size
+        self._background = uow.conn.dialect.name == "postgresql" if background is None else background
         self._pending: list[Stored] = []
+        self._writer: _Writer | None = None
         self.next_id: str | None = None
 
     def create(self, ctx: RequestContext, content: dict[str, Any], *, res_id: str | None = None) -> Stored:
@@ -45,18 +56,68 @@ class DeferredCreates:
                         _with_server_meta(content, res_id, 1, now), "POST")
         self._pending.append(stored)
         if len(self._pending) >= self._batch_size:
-            self.flush()
+            self._write_queue(wait=not self._background)
         return stored
 
     def flush(self) -> None:
+        """Write everything queued and wait for it (errors of a background write surface here)."""
+        self._write_queue(wait=True)
+
+    def _write_queue(self, *, wait: bool) -> None:
+        self._join()
         if self._pending:
             pending, self._pending = self._pending, []
-            insert_new_resources(self._uow, pending)
+            if wait:
+                insert_new_resources(self._uow, pending)
+            else:
+                self._writer = _Writer(self._uow, pending)
+        if wait:
+            self._join()
+
+    def _join(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.result()
+
+    def __enter__(self) -> "DeferredCreates":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.flush()
+            return
+        # Failing anyway: wait for a running write so the rollback finds the connection idle.
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.wait()
 
     def __getattr__(self, name: str) -> Any:
         # Anything but ``create`` may read what the queue would have written: write it first.
         self.flush()
         return getattr(self._uow, name)
+
+
+class _Writer:
+    """``insert_new_resources`` on a thread; :meth:`result` waits and re-raises its error."""
+
+    def __init__(self, uow: UnitOfWork, created: list[Stored]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(uow, created), name="fhir-bulk-write", daemon=True)
+        self._thread.start()
+
+    def _run(self, uow: UnitOfWork, created: list[Stored]) -> None:
+        try:
+            insert_new_resources(uow, created)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def insert_new_resources(uow: UnitOfWork, created: list[Stored]) -> None:
@@ -71,7 +132,12 @@ def insert_new_resources(uow: UnitOfWork, created: list[Stored]) -> None:
         return
     uow.wrote = True
     if uow.conn.dialect.name == "postgresql":
-        _copy_postgres(uow, created)
+        dbapi_error = uow.conn.dialect.loaded_dbapi.Error
+        try:
+            _copy_postgres(uow, created)
+        except dbapi_error as exc:
+            # the driver's error, as SQLAlchemy would raise it (IntegrityError for a duplicate id …)
+            raise DBAPIError.instance("COPY (bulk create)", None, exc, dbapi_error) from None
     else:
         _insert_portable(uow, created)
 

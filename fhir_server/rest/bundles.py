@@ -95,8 +95,7 @@ def _transaction(router: "Router", req: FhirRequest, raw_entries: list[Any]) -> 
     entries = [_parse_entry(i, raw, base) for i, raw in enumerate(raw_entries)]
     _check_unique_full_urls(entries)
     out: list[dict[str, Any] | None] = [None] * len(entries)
-    with router.repo.unit_of_work() as real:
-        uow = DeferredCreates(real)
+    with router.repo.unit_of_work() as real, DeferredCreates(real) as uow:
         plan = _Plan(uow, base)
         for e in _in_phase(entries, PHASES[0]):
             with _failing_at(e):
@@ -114,7 +113,6 @@ def _transaction(router: "Router", req: FhirRequest, raw_entries: list[Any]) -> 
                     uow.next_id = e.assigned_id
                     out[e.index] = _run(router, uow, req, e)
                     plan.check_target(e, out[e.index])
-        uow.flush()
     return FhirResponse(200, _response_bundle("transaction-response", out))
 
 

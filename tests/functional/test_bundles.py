@@ -177,6 +177,40 @@ def test_transaction_is_atomic(client):
     assert search_ids(client, f"Patient?identifier={SYSTEM}|ATOMIC-1") == []
 
 
+def test_transaction_failing_after_a_batch_of_creates_was_written_rolls_back_all(client):
+    """More entries than one write batch (repository/bulk.py): the first batch is already written
+    (on PostgreSQL by a background thread) when entry 600 fails."""
+    entries = [entry("POST", "Patient", patient(f"ATOMIC-BATCH-{i}")) for i in range(600)]
+    entries.append(entry("POST", "Patient", patient(gender="not-a-gender-code")))
+    entries.append(entry("POST", "Patient", {"resourceType": "Patient", "unknownElement": 1}))
+    res = post_bundle(client, bundle("transaction", *entries), Prefer="return=minimal")
+    assert res.status_code in (400, 422), res.data
+    assert body(res)["issue"][0]["expression"][0] in ("Bundle.entry[600]", "Bundle.entry[601]")
+    assert search_ids(client, f"Patient?identifier={SYSTEM}|ATOMIC-BATCH-0") == []
+    assert search_ids(client, f"Patient?identifier={SYSTEM}|ATOMIC-BATCH-599") == []
+
+
+def test_a_failed_batched_write_surfaces_and_rolls_back(app):
+    """A write error of the queue (here: two creates with one id) is raised to the caller, and the
+    unit of work then rolls back as usual."""
+    from sqlalchemy.exc import IntegrityError
+
+    from fhir_server.repository.bulk import DeferredCreates
+    from fhir_server.repository.context import RequestContext
+
+    repo = app.extensions["fhir"].repo
+    ctx = RequestContext.system("http://localhost/fhir")
+    with pytest.raises(IntegrityError):
+        with repo.unit_of_work() as uow, DeferredCreates(uow, batch_size=2) as deferred:
+            deferred.create(ctx, patient("DUP-1"), res_id="dup")
+            deferred.create(ctx, patient("DUP-2"), res_id="dup")  # queue full: written (maybe in background)
+            deferred.create(ctx, patient("DUP-3"))
+            deferred.flush()
+    with repo.unit_of_work(write=False) as uow:
+        assert uow.find("Patient", [("identifier", f"{SYSTEM}|DUP-3")]) == []
+        assert not uow.exists("Patient", "dup")
+
+
 def test_transaction_failing_precondition_rolls_back_earlier_writes(client):
     existing = create(client, patient("ATOMIC-2"))
     stale = create(client, patient("ATOMIC-4"))
