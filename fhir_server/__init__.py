@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Services:
-    """What a request handler may use; built once per process by :func:`create_app`."""
+    """What a request handler or a background job may use; built once per process."""
 
     settings: Settings
     engine: Engine
@@ -24,9 +24,14 @@ class Services:
     router: "Router"
 
 
-def create_app(settings: Settings | None = None, *, connection: Connection | None = None) -> Flask:
-    """Build the WSGI app. ``connection`` binds all storage to one connection (tests)."""
-    from .api import errors as api_errors, http
+def build_services(settings: Settings | None = None, *, connection: Connection | None = None) -> Services:
+    """Storage, search, operations and the router, without any web framework (workers, CLI, app).
+
+    ``connection`` binds all storage to one connection (tests run each test in a transaction).
+    This is the one place that wires the optional packages (agency mappings) into the server.
+    """
+    from mappings.operation import register_import_operation
+
     from .operations.builtin import register_builtin_operations
     from .repository.sql import SqlRepository
     from .rest.bundles import process_bundle
@@ -34,24 +39,36 @@ def create_app(settings: Settings | None = None, *, connection: Connection | Non
     from .rest.router import Router
     from .search.registry import SearchRegistry
     from .storage.db import make_engine
+    from .worker import install_outbox_drain
 
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)
     registry = SearchRegistry.load(settings.profiles_dir)
     repo = SqlRepository(engine, registry, settings, connection=connection)
     router = Router(repo, register_builtin_operations(settings, registry), settings)
-    router.capabilities = CapabilityBuilder(settings, registry, router.operations).build
     router.bundle_processor = process_bundle
+    services = Services(settings, engine, repo, router)
+    register_import_operation(services)
+    router.capabilities = CapabilityBuilder(settings, registry, router.operations).build
+    if connection is None:
+        install_outbox_drain(repo)
+    return services
 
+
+def create_app(settings: Settings | None = None, *, connection: Connection | None = None) -> Flask:
+    """Build the WSGI app."""
+    from .api import errors as api_errors, http
+
+    services = build_services(settings, connection=connection)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["fhir"] = Services(settings, engine, repo, router)
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
+    app.extensions["fhir"] = services
     api_errors.register_error_handlers(app)
-    http.register(app, settings.base_path)
+    http.register(app, services.settings.base_path)
 
     @app.get("/healthz")
     def healthz() -> Response:
-        with engine.connect() as conn:
+        with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return Response("ok\n", content_type="text/plain")
 

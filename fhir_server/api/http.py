@@ -12,6 +12,9 @@ from ..rest.messages import FhirRequest, FhirResponse
 from .negotiation import body_media_type, response_format
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Non-FHIR bodies an operation may receive (agency files for $import-agency-data).
+# (JSON agency files go as multipart or application/octet-stream: application/json means FHIR JSON.)
+UPLOAD_TYPES = {"text/csv", "application/xml", "text/xml", "application/octet-stream"}
 
 
 def make_blueprint(url_prefix: str) -> Blueprint:
@@ -41,6 +44,8 @@ def _read_body(req: FhirRequest, settings: Any) -> None:
         raise PayloadTooLarge(f"The body exceeds the {settings.max_body_bytes}-byte limit")
     if req.method not in ("POST", "PUT", "PATCH"):
         return
+    if _is_operation(req.path) and _operation_upload(req, settings):
+        return
     raw = request.get_data(cache=False)
     if len(raw) > settings.max_body_bytes:
         raise PayloadTooLarge(f"The body exceeds the {settings.max_body_bytes}-byte limit")
@@ -54,6 +59,27 @@ def _read_body(req: FhirRequest, settings: Any) -> None:
         req.body = raw
     else:
         req.body = jsonio.loads(raw, max_depth=settings.max_json_depth)
+
+
+def _is_operation(path: str) -> bool:
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith("$")
+
+
+def _operation_upload(req: FhirRequest, settings: Any) -> bool:
+    """Operations may take agency files rather than FHIR: multipart/form-data parts, or a raw body
+    (CSV, XML, JSON that is not FHIR). They arrive as ``req.files``; FHIR JSON takes the usual path."""
+    media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        req.content_type = media
+        req.files = [(f.filename or name, f.read()) for name, f in request.files.items(multi=True)]
+        req.query += [(k, v) for k, v in request.form.items(multi=True)]
+        return True
+    if media in UPLOAD_TYPES:
+        req.content_type = media
+        raw = request.get_data(cache=False)
+        req.files = [(request.args.get("filename") or "upload", raw)]
+        return True
+    return False
 
 
 def render(res: FhirResponse, media: str) -> Response:

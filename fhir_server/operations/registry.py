@@ -30,6 +30,9 @@ Handler = Callable[["UnitOfWork", "FhirRequest", OperationTarget], "FhirResponse
 class Operation:
     definition: dict[str, Any]
     handler: Handler
+    # True for operations that open their own transactions (long imports, async kick-offs): the
+    # router then calls the handler with no unit of work instead of wrapping it in one.
+    own_transaction: bool = False
 
     @property
     def name(self) -> str:
@@ -53,8 +56,8 @@ class OperationRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, list[Operation]] = {}
 
-    def register(self, definition: dict[str, Any], handler: Handler) -> None:
-        op = Operation(definition, handler)
+    def register(self, definition: dict[str, Any], handler: Handler, *, own_transaction: bool = False) -> None:
+        op = Operation(definition, handler, own_transaction)
         self._by_name.setdefault(op.name, []).append(op)
 
     def find(self, name: str, target: OperationTarget, method: str) -> Operation:

@@ -14,8 +14,10 @@ class FhirRequest:
     ctx: RequestContext
     query: list[tuple[str, str]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    body: Any = None  # parsed JSON (dict, or list for JSON Patch)
+    body: Any = None  # parsed JSON (dict, or list for JSON Patch); raw bytes for an operation's non-FHIR body
     content_type: str | None = None
+    # Files sent to an operation as multipart/form-data, or its raw non-FHIR body: (name, content).
+    files: list[tuple[str, bytes]] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -12,6 +12,7 @@ from ..errors import BadRequest, MethodNotAllowed, NotFound
 from ..fhir.models import SUPPORTED_TYPES
 from ..operations.registry import OperationRegistry, OperationTarget
 from ..repository.sql import SqlRepository, UnitOfWork
+from .. import jobs
 from . import crud, history, searching
 from .messages import FhirRequest, FhirResponse
 
@@ -36,8 +37,22 @@ class Router:
             if self.bundle_processor is None:
                 raise MethodNotAllowed("Batch and transaction Bundles are not enabled")
             return self.bundle_processor(self, req)
+        standalone = self._standalone_operation(req, segments)
+        if standalone is not None:
+            return standalone
         with self.repo.unit_of_work(write=req.method != "GET") as uow:
             return self.dispatch(uow, req)
+
+    def _standalone_operation(self, req: FhirRequest, segments: list[str]) -> FhirResponse | None:
+        """Run an operation that manages its own transactions outside any unit of work."""
+        found = _operation_target(segments)
+        if found is None:
+            return None
+        name, target = found
+        if target.res_type is not None:
+            self._resource_type(target.res_type)
+        op = self.operations.find(name, target, req.method)
+        return op.handler(None, req, target) if op.own_transaction else None  # type: ignore[arg-type]
 
     def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
         return self._resolve(req)(uow, req)
@@ -58,6 +73,10 @@ class Router:
             return self._only(m, {"POST": lambda u, r: searching.search(u, r, _type_param(r))})
         if head.startswith("$") and n == 1:
             return self._operation(head[1:], OperationTarget("system"), m)
+        if head == "_async" and n == 2:
+            job_id = s[1]
+            return self._only(m, {"GET": lambda u, r: jobs.status(u.conn, r, job_id),
+                                  "DELETE": lambda u, r: jobs.status(u.conn, r, job_id)})
         res_type = self._resource_type(head)
         if n == 1:
             return self._only(m, {
@@ -115,6 +134,17 @@ class Router:
         if handler is None:
             raise MethodNotAllowed(f"{method} is not allowed here; allowed: {', '.join(sorted(handlers))}")
         return handler
+
+
+def _operation_target(s: list[str]) -> tuple[str, OperationTarget] | None:
+    """(name, target) when the path invokes an operation: $op, Type/$op or Type/id/$op."""
+    if len(s) == 1 and s[0].startswith("$"):
+        return s[0][1:], OperationTarget("system")
+    if len(s) == 2 and s[1].startswith("$"):
+        return s[1][1:], OperationTarget("type", s[0])
+    if len(s) == 3 and s[2].startswith("$"):
+        return s[2][1:], OperationTarget("instance", s[0], s[1])
+    return None
 
 
 def _segments(path: str) -> list[str]:
