@@ -7,7 +7,7 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 """
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text)
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -88,6 +88,10 @@ idx_string = _index_table(
     Column("value_exact", Text, nullable=False),
     value_indexes=[("value_norm",)],
 )
+# Prefix search (``LIKE 'abc%'``) can only use a btree under the C collation or with pattern ops;
+# servers usually run a locale collation, so give PostgreSQL a pattern-ops index as well.
+Index("ix_idx_string_prefix", idx_string.c.res_type, idx_string.c.param, idx_string.c.value_norm,
+      idx_string.c.resource_pk, postgresql_ops={"value_norm": "varchar_pattern_ops"})
 
 idx_date = _index_table(
     "idx_date",
@@ -130,6 +134,8 @@ idx_uri = _index_table(
     Column("value", Text, nullable=False),
     value_indexes=[("value",)],
 )
+Index("ix_idx_uri_prefix", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value,
+      postgresql_ops={"value": "text_pattern_ops"})
 
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
@@ -148,4 +154,29 @@ outbox = Table(
     Column("event", String(16), nullable=False),  # create | update | delete
     Column("processed_at", DateTime, nullable=True),
     Index("ix_outbox_pending", "processed_at", "id"),
+)
+
+# The FHIR asynchronous request pattern (async.html): one row per kicked-off request, polled at
+# [base]/_async/[id]. Inputs are kept in the database so that any worker process can run the job.
+async_job = Table(
+    "async_job", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(64), nullable=False),  # e.g. import-agency-data
+    Column("status", String(16), nullable=False),  # accepted | in-progress | completed | failed | cancelled
+    Column("created", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
+    Column("client_id", String(255), nullable=True),
+    Column("request", FhirJson, nullable=False),  # the parameters the job needs (format, lenient…)
+    Column("progress", String(255), nullable=True),
+    Column("result_status", Integer, nullable=True),
+    Column("result", FhirJson, nullable=True),  # the response body once completed or failed
+    Index("ix_async_job_status", "status", "updated"),
+)
+
+async_job_input = Table(
+    "async_job_input", metadata,
+    Column("job_id", String(64), ForeignKey("async_job.id", ondelete="CASCADE"), primary_key=True),
+    Column("ordinal", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("content", LargeBinary, nullable=False),
 )
