@@ -12,7 +12,9 @@ PORT        ?= 8080
 # pytest-xdist: each worker gets its own SQLite file and its own PostgreSQL database (conftest.py)
 PYTEST_ARGS ?= -n 2
 # bench/*.py files that are libraries used by the benchmarks, not benchmarks themselves
-BENCH_HELPERS := __init__ synthetic
+BENCH_HELPERS := __init__ synthetic harness
+# the quick variants take minutes; `make bench BENCH_ARGS=` runs the full ones (bench/README.md)
+BENCH_ARGS  ?= --quick
 
 .PHONY: run serve test migrate bench install clean help
 .DEFAULT_GOAL := help
@@ -21,7 +23,7 @@ help:
 	@echo "make run      install into .venv, migrate the database, serve on http://$(HOST):$(PORT)/fhir"
 	@echo "make test     install the test extras and run the whole suite (pytest $(PYTEST_ARGS))"
 	@echo "make migrate  create or upgrade the database schema (FHIR_DATABASE_URL, default var/fhir.db)"
-	@echo "make bench    run the benchmarks in bench/"
+	@echo "make bench    run the benchmarks in bench/ (BENCH_ARGS=$(BENCH_ARGS); needs PostgreSQL)"
 	@echo "make clean    remove .venv and caches (the database in var/ is kept)"
 
 $(BIN)/python:
@@ -55,7 +57,7 @@ bench: $(STAMP)
 	@found=0; for f in bench/*.py; do \
 	  [ -e "$$f" ] || continue; name=$$(basename "$$f" .py); \
 	  case " $(BENCH_HELPERS) " in *" $$name "*) continue;; esac; \
-	  found=1; echo "== bench/$$name.py"; $(BIN)/python -m bench.$$name || exit 1; \
+	  found=1; echo "== bench/$$name.py $(BENCH_ARGS)"; $(BIN)/python -m bench.$$name $(BENCH_ARGS) || exit 1; \
 	done; [ $$found = 1 ] || echo "No benchmarks in bench/ yet."
 
 clean:

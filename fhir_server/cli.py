@@ -117,13 +117,17 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from alembic import command
+    from alembic.util import CommandError
 
     config = alembic_config(settings.database_url)
     with database(settings) as engine:
         before = current_revision(engine)
         say(f"Migrating {display_url(settings.database_url)} (now at {before or 'no schema'}) "
             f"to {args.revision}...")
-        command.upgrade(config, args.revision)
+        try:
+            command.upgrade(config, args.revision)
+        except CommandError as exc:  # an unknown revision, or one behind the database
+            raise CliError(str(exc)) from exc
         after = current_revision(engine)
     if before == after:
         say(f"Nothing to do: the schema is already at revision {after}.")

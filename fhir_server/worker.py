@@ -10,7 +10,10 @@ crash or a broker outage) and never seen before its write is visible (the task r
   runs them (``celery -A fhir_server.worker worker``; add ``--beat`` for the periodic sweep that
   picks up rows left behind while the broker was down).
 * ``FHIR_BROKER_URL`` unset (the embedded default): ``task_always_eager``, so the drain runs
-  in-process right after the commit, in the web worker.
+  in-process right after the commit, in the web worker, on the engine that committed.
+
+``fhir_server.build_services`` installs the drain on every repository it builds (not on one bound to a
+test's connection). The worker also runs the tasks of the optional packages (``TASK_MODULES``).
 
 The task takes no resource data, only a batch size: it re-reads the rows, so running it twice, or
 concurrently, is harmless (PostgreSQL hands each pending row to one drain via ``SKIP LOCKED``;
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
+# Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
+# them itself when it first sends one.
+TASK_MODULES = ["mappings.tasks"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
 def make_celery(settings: Settings) -> Celery:
     """The Celery app for ``settings``: a real broker when ``broker_url`` is set, eager otherwise."""
     eager = settings.broker_url is None
-    app = Celery("fhir_server", set_as_current=False)
+    app = Celery("fhir_server", set_as_current=False, include=TASK_MODULES)
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=eager,
@@ -126,13 +132,8 @@ _engine_lock = threading.Lock()
 _engine: Engine | None = None
 
 
-def bind_engine(engine: Engine | None) -> None:
-    """Use ``engine`` for tasks run in this process (the web worker's own pool, in eager mode)."""
-    global _engine
-    _engine = engine
-
-
 def get_engine() -> Engine:
+    """The engine of a Celery worker process, made on first use (after the fork)."""
     global _engine
     with _engine_lock:
         if _engine is None:
@@ -144,7 +145,8 @@ def get_engine() -> Engine:
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_: Any) -> None:
     # a forked Celery child must not share the parent's database connections
-    bind_engine(None)
+    global _engine
+    _engine = None
 
 
 @celery.task(name="fhir_server.drain_outbox", bind=True, max_retries=8)
@@ -161,18 +163,19 @@ def drain_outbox(self: Any, limit: int = DRAIN_BATCH) -> int:
 
 
 def install_outbox_drain(repo: "SqlRepository") -> None:
-    """Send :func:`drain_outbox` after every committed write of ``repo``.
+    """Drain the outbox after every committed write of ``repo``: send :func:`drain_outbox` to the
+    broker or, eager, run it here on ``repo``'s own engine (the database that just committed).
 
     The write has committed by then, so a failure here must not fail the request: the rows stay
     pending and the next drain (or the periodic sweep) takes them.
     """
-    if celery.conf.task_always_eager and _engine is None:
-        bind_engine(repo.engine)
-
     def send() -> None:
         try:
-            drain_outbox.delay()
+            if celery.conf.task_always_eager:
+                drain(repo.engine)
+            else:
+                drain_outbox.delay()
         except Exception:  # noqa: BLE001 - see docstring
-            log.exception("Outbox drain not sent; pending rows wait for the next drain")
+            log.exception("Outbox drain failed or not sent; pending rows wait for the next drain")
 
     repo.on_commit(send)

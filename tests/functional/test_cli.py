@@ -69,6 +69,13 @@ def test_an_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPat
     assert "secret" not in err
 
 
+def test_an_unknown_revision_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FHIR_DATABASE_URL", f"sqlite:///{tmp_path / 'fhir.db'}")
+    assert main(["migrate", "--revision", "9999"]) == 1
+    assert "fhir-server migrate: Can't locate revision identified by '9999'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [["serve"], ["reindex"]])
 def test_commands_refuse_a_database_without_the_schema(
         command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -105,7 +105,7 @@ def test_the_task_drains_every_batch(committed_outbox: Engine, seen: list) -> No
 
 def test_writes_are_drained_after_their_commit(committing_app, engine: Engine, seen: list,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker, "_engine", None)
+    """create_app installs the drain; without a broker it runs right after each commit."""
     monkeypatch.setitem(worker.celery.conf, "task_always_eager", True)
     visible_at_drain: list[bool] = []
 
@@ -117,7 +117,6 @@ def test_writes_are_drained_after_their_commit(committing_app, engine: Engine, s
             visible_at_drain.append(found is not None)
 
     worker.register_consumer(check_committed)
-    worker.install_outbox_drain(committing_app.extensions["fhir"].repo)
     client = committing_app.test_client()
 
     created = client.post("/fhir/Patient", json={"resourceType": "Patient", "active": True})
@@ -132,6 +131,11 @@ def test_writes_are_drained_after_their_commit(committing_app, engine: Engine, s
     assert visible_at_drain == [True, True]
     with engine.connect() as connection:
         assert pending(connection) == 0
+
+
+def test_the_worker_knows_every_task() -> None:
+    worker.celery.loader.import_default_modules()
+    assert {"fhir_server.drain_outbox", "mappings.import_agency_data"} <= set(worker.celery.tasks)
 
 
 def _redis_or_skip() -> None:
