@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from fhir_server.errors import Issue
 
@@ -48,6 +50,14 @@ class Agency:
     @property
     def lawful_basis(self) -> list[str]:
         return LAWFUL_BASIS[self.kind].split("|")
+
+    @property
+    def full_url(self) -> str:
+        """The agency Organization's fullUrl in an import transaction: derived from its identifier, so
+        a mapper can reference the Organization (``performer``, ``author``) before the loader adds
+        it. A conditional reference (``Organization?identifier=…``) would not resolve on the first
+        import, when the Organization is created by the same transaction."""
+        return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, self.identifier['system'] + '|' + self.code)}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,45 @@ class MappingResult:
         return any(i.severity in ("error", "fatal") for i in self.issues)
 
 
+def reject_dependents(result: MappingResult, file: str) -> None:
+    """Lenient mode drops the records that have errors; an upsert that references (by ``full_url``)
+    an upsert of a dropped record would then point at nothing and fail the whole transaction. Add an
+    error issue for each such dependent record, repeatedly, so that it is dropped and reported too."""
+    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
+    if not bad or "" in bad:  # nothing dropped, or the whole file is rejected anyway
+        return
+    owner = {u.full_url: u.record for u in result.upserts}
+    changed = True
+    while changed:
+        changed = False
+        for upsert in result.upserts:
+            if upsert.record in bad:
+                continue
+            for ref in _placeholders(upsert.resource):
+                if owner.get(ref) in bad:
+                    result.issues.append(SourceIssue(
+                        "error", file, f"record {upsert.record}", upsert.resource_type,
+                        f"not loaded: it refers to record {owner[ref]}, which has errors",
+                        code="processing", record=upsert.record))
+                    bad.add(upsert.record)
+                    changed = True
+                    break
+
+
+def _placeholders(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _placeholders(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _placeholders(value)
+    elif isinstance(node, str) and node.startswith("urn:uuid:"):
+        yield node
+
+
 def identifier_match(system: str, value: str) -> str:
     """The conditional-update criterion for an identifier (search.html#token)."""
     escaped = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
-    return f"identifier={system}|{escaped}"
+    # percent-encoded, because the criterion travels as a URL query (Bundle.entry.request.url):
+    # an unencoded "&", "+", "#" or "%" in a source key would change or cut the search
+    return "identifier=" + quote(f"{system}|{escaped}", safe=":/|\\,$")

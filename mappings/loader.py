@@ -66,7 +66,8 @@ def transaction_bundle(upserts: list[Upsert], agency: Agency, source: SourceFile
     """The transaction Bundle for one file: the agency Organization, every upsert, one Provenance."""
     org = Upsert({"resourceType": "Organization", "identifier": [agency.identifier], "active": True,
                   "name": agency.name},
-                 identifier_match(agency.identifier["system"], agency.identifier["value"]))
+                 identifier_match(agency.identifier["system"], agency.identifier["value"]),
+                 full_url=agency.full_url)
     entries = [_entry(org, agency)]
     entries += [_entry(u, agency) for u in upserts]
     entries.append(_provenance_entry(upserts, org, agency, source, client_id, recorded))
