@@ -82,9 +82,17 @@ class SqlRepository:
             with self._bound.begin_nested():
                 uow = UnitOfWork(self._bound, self)
                 yield uow
-        else:
+        elif write:
             with self.engine.begin() as conn:
                 uow = UnitOfWork(conn, self)
+                yield uow
+        else:
+            # Reads: autocommit on PostgreSQL (no BEGIN/COMMIT round trips), a deferred BEGIN on SQLite.
+            options: dict[str, Any] = {"readonly": True}
+            if self.engine.dialect.name == "postgresql":
+                options["isolation_level"] = "AUTOCOMMIT"
+            with self.engine.connect() as raw, raw.execution_options(**options).begin():
+                uow = UnitOfWork(raw, self)
                 yield uow
         if write and uow.wrote:
             for callback in self._after_commit:

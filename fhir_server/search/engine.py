@@ -41,7 +41,9 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     count = settings.default_page_size if req.count is None else min(req.count, settings.max_page_size)
     if req.summary == "count":
         count = 0
-    snapshot = req.snapshot if req.snapshot is not None else current_snapshot(conn)
+    # The first page runs without a horizon; only when there is a next page is the horizon fixed
+    # (after the query, so it covers every row this page saw) for the links to carry.
+    snapshot = req.snapshot
     result = SearchResult()
     if req.warnings:
         result.outcome = operation_outcome(list(req.warnings))
@@ -52,6 +54,8 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
         rows = list(conn.execute(stmt))
     has_next = len(rows) > count
     rows = rows[:count]
+    if snapshot is None and has_next:
+        snapshot = current_snapshot(conn)
     result.total = _total(conn, req, now=now, snapshot=snapshot, count=count, rows=len(rows),
                           has_next=has_next)
     matches = [Found(r.pk, r.res_type, r.res_id, r.content) for r in rows]

@@ -17,7 +17,7 @@ class Page:
 
     count: int
     offset: int
-    snapshot: int
+    snapshot: int | None  # None when everything fits on this page: no horizon was needed
     has_next: bool
     total: int | None = None
 
@@ -34,8 +34,9 @@ def page_links(base_url: str, resource_types: tuple[str, ...], link_params: tupl
     url = search_url(base_url, resource_types)
 
     def at(offset: int) -> str:
-        params = [*link_params, ("_count", str(page.count)), ("_offset", str(offset)),
-                  ("_snapshot", str(page.snapshot))]
+        params = [*link_params, ("_count", str(page.count)), ("_offset", str(offset))]
+        if page.snapshot is not None:
+            params.append(("_snapshot", str(page.snapshot)))
         return f"{url}?{urlencode(params, quote_via=quote, safe=':,|/')}"
 
     links = {"self": at(page.offset), "first": at(0)}

@@ -25,7 +25,11 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping (a round trip per checkout); stale connections are avoided by recycling and
+        # TCP keepalives instead.
+        options.update(pool_size=10, max_overflow=20, pool_recycle=1800,
+                       connect_args={"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                     "keepalives_count": 3})
     options.update(kwargs)
     engine = create_engine(database_url, **options)
     if engine.dialect.name == "sqlite":
@@ -47,7 +51,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Readers take no write lock (WAL lets them run beside the writer).
+    readonly = connection.get_execution_options().get("readonly", False)
+    connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def create_schema(engine: Engine) -> None:
