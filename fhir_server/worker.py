@@ -163,19 +163,50 @@ def drain_outbox(self: Any, limit: int = DRAIN_BATCH) -> int:
 
 
 def install_outbox_drain(repo: "SqlRepository") -> None:
-    """Drain the outbox after every committed write of ``repo``: send :func:`drain_outbox` to the
-    broker or, eager, run it here on ``repo``'s own engine (the database that just committed).
+    """After every committed write of ``repo``, have the outbox drained.
 
-    The write has committed by then, so a failure here must not fail the request: the rows stay
-    pending and the next drain (or the periodic sweep) takes them.
+    With a broker, :func:`drain_outbox` is sent to the workers. Without one, the drain runs on a
+    background thread of this process (at most one at a time per engine, re-run while writes keep
+    arriving), so it never lengthens the request that wrote. Either way the write has committed
+    first, so a failure here must not fail the request: the rows stay pending for the next drain.
     """
-    def send() -> None:
-        try:
-            if celery.conf.task_always_eager:
-                drain(repo.engine)
-            else:
+    if not celery.conf.task_always_eager:
+        def send() -> None:
+            try:
                 drain_outbox.delay()
-        except Exception:  # noqa: BLE001 - see docstring
-            log.exception("Outbox drain failed or not sent; pending rows wait for the next drain")
+            except Exception:  # noqa: BLE001 - see docstring
+                log.exception("Outbox drain not sent; pending rows wait for the next drain")
 
-    repo.on_commit(send)
+        repo.on_commit(send)
+        return
+    repo.on_commit(_BackgroundDrain(repo.engine).request)
+
+
+class _BackgroundDrain:
+    """Coalesces drain requests: one thread drains until no request arrived during its run."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._running = False
+        self._again = False
+
+    def request(self) -> None:
+        with self._lock:
+            if self._running:
+                self._again = True
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="outbox-drain", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                drain(self.engine)
+            except Exception:  # noqa: BLE001 - rows stay pending; the next write retries
+                log.exception("Outbox drain failed; pending rows wait for the next drain")
+            with self._lock:
+                if not self._again:
+                    self._running = False
+                    return
+                self._again = False

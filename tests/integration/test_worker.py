@@ -105,7 +105,7 @@ def test_the_task_drains_every_batch(committed_outbox: Engine, seen: list) -> No
 
 def test_writes_are_drained_after_their_commit(committing_app, engine: Engine, seen: list,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """create_app installs the drain; without a broker it runs right after each commit."""
+    """create_app installs the drain; without a broker it runs on a thread right after each commit."""
     monkeypatch.setitem(worker.celery.conf, "task_always_eager", True)
     visible_at_drain: list[bool] = []
 
@@ -126,6 +126,13 @@ def test_writes_are_drained_after_their_commit(committing_app, engine: Engine, s
                          json={"resourceType": "Patient", "id": patient_id, "active": False})
     assert updated.status_code == 200, updated.get_data(as_text=True)
 
+    deadline = time.monotonic() + 10  # the drain runs on a background thread after each commit
+    def drained() -> bool:
+        with engine.connect() as connection:
+            return len(seen) >= 2 and pending(connection) == 0
+
+    while not drained() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert [(e.res_id, e.version_id, e.event) for e in seen] == [(patient_id, 1, "create"),
                                                                  (patient_id, 2, "update")]
     assert visible_at_drain == [True, True]
