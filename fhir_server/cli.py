@@ -139,8 +139,9 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
 # -- serve -----------------------------------------------------------------------------------------
 
 def default_workers() -> int:
-    """Two sync workers per core: requests spend much of their time waiting on the database."""
-    return 2 * (os.cpu_count() or 1)
+    """One process per core, each with a few threads (gthread): requests spend much of their time
+    waiting on the database, and threads keep client connections alive between requests."""
+    return os.cpu_count() or 1
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +149,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         "0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, default=None,
-                        help=f"gunicorn worker processes (default 2 per core: {default_workers()} here)")
+                        help=f"gunicorn worker processes (default 1 per core: {default_workers()} here)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
     parser.add_argument("--timeout", type=int, default=120,
                         help="seconds before a silent worker is restarted (default 120: large "
                              "transaction bundles take a while)")
@@ -177,7 +179,9 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     options: dict[str, Any] = {
         "bind": f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}",
         "workers": workers,
-        "worker_class": "sync",
+        "worker_class": "gthread",
+        "threads": max(1, args.threads),
+        "keepalive": 5,
         "timeout": args.timeout,
         "graceful_timeout": 30,
         "proc_name": "fhir-server",

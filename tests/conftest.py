@@ -84,10 +84,11 @@ def app(engine: Engine, settings: Settings):
     """The app with all storage on one connection inside a transaction rolled back after the test."""
     conn = engine.connect()
     outer = conn.begin()
-    application = create_app(settings, connection=conn)
-    yield application
-    outer.rollback()
-    conn.close()
+    try:
+        yield create_app(settings, connection=conn)
+    finally:  # also when create_app fails: never leave SQLite's write lock held
+        outer.rollback()
+        conn.close()
 
 
 @pytest.fixture
