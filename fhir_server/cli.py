@@ -41,6 +41,8 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Settings], int]
+    # False for a command that forwards its arguments (including --help) to its own parser
+    own_help: bool = True
 
 
 def say(message: str) -> None:
@@ -133,7 +135,23 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
         say(f"Nothing to do: the schema is already at revision {after}.")
     else:
         say(f"Done: the schema is now at revision {after}.")
+    if after == head_revision():
+        say(f"Loaded {load_conformance(settings)}.")
     return 0
+
+
+def load_conformance(settings: Settings) -> str:
+    """Our conformance resources (profiles/) readable through the API, at their fixed ids."""
+    from .conformance import ConformanceError, load_conformance_resources
+    from .repository.sql import SqlRepository
+    from .search.registry import SearchRegistry
+
+    with database(settings) as engine:
+        repo = SqlRepository(engine, SearchRegistry.load(settings.profiles_dir), settings)
+        try:
+            return str(load_conformance_resources(repo, settings))
+        except ConformanceError as exc:
+            raise CliError(str(exc)) from exc
 
 
 # -- serve -----------------------------------------------------------------------------------------
@@ -246,7 +264,21 @@ COMMANDS: list[Command] = [
     Command("serve", "serve the FHIR API with gunicorn", add_serve_arguments, run_serve),
     Command("migrate", "create or upgrade the database schema (alembic)", add_migrate_arguments, run_migrate),
     Command("reindex", "rebuild search index rows from stored resources", add_reindex_arguments, run_reindex),
+    Command("import", "import agency files (CIN census, SSDA903, police, school census, ED, FHIR bundles)",
+            lambda p: _data_command("mappings.cli", "add_import_arguments")(p),
+            lambda a, s: _data_command("mappings.cli", "run_import")(a, s)),
+    Command("synth", "write synthetic multi-agency source files (no real data) with their ground truth; "
+                     "`fhir-server synth --help` for its options",
+            lambda p: p.add_argument("synth_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS),
+            lambda a, s: _data_command("synthetic.cli", "main")(a.synth_args), own_help=False),
 ]
+
+
+def _data_command(module: str, name: str) -> Any:
+    """The agency-data commands live with the mappings and the generator (wired here, not imported
+    by the server itself)."""
+    from importlib import import_module
+    return getattr(import_module(module), name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="overrides FHIR_DATABASE_URL for this command")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
-        sub = subcommands.add_parser(command.name, help=command.help, description=command.help)
+        sub = subcommands.add_parser(command.name, help=command.help, description=command.help,
+                                     add_help=command.own_help)
         command.add_arguments(sub)
         sub.set_defaults(run=command.run)
     return parser
