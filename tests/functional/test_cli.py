@@ -34,11 +34,12 @@ def migrated_database_url(empty_database_url: str, monkeypatch: pytest.MonkeyPat
     return empty_database_url
 
 
-def index_row_count(url: str) -> int:
+def index_row_count(url: str, res_type: str = "Patient") -> int:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return sum(conn.execute(select(func.count()).select_from(t)).scalar_one() for t in INDEX_TABLES.values())
+            return sum(conn.execute(select(func.count()).select_from(t).where(t.c.res_type == res_type)).scalar_one()
+                       for t in INDEX_TABLES.values())
     finally:
         engine.dispose()
 
@@ -172,9 +173,17 @@ def test_serve_answers_the_fhir_api(server: str, migrated_database_url: str) -> 
     # wsgi.py wires the after-commit outbox drain (eager: no FHIR_BROKER_URL)
     engine = make_engine(migrated_database_url)
     try:
-        with engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(outbox)
-                                .where(outbox.c.processed_at.is_(None))).scalar_one() == 0
-            assert conn.execute(select(func.count()).select_from(outbox)).scalar_one() == 1
+        deadline = time.monotonic() + 10  # the drain runs on a background thread after the commit
+        while True:
+            with engine.connect() as conn:
+                pending = conn.execute(select(func.count()).select_from(outbox)
+                                       .where(outbox.c.processed_at.is_(None))).scalar_one()
+                patients = conn.execute(select(func.count()).select_from(outbox)
+                                        .where(outbox.c.res_type == "Patient")).scalar_one()
+            if pending == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert pending == 0
+        assert patients == 1
     finally:
         engine.dispose()
