@@ -1,0 +1,44 @@
+"""Police notifications (``police-notifications-csv`` / ``police-notifications-json``) → FHIR.
+
+Reader (:mod:`.reader`: CSV or JSON rows → :mod:`.records`) then mapping (:mod:`.resources`).
+The agency is the force named by the rows' ``force_code``: one force per import.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import chain
+
+from ..core import Agency, MappingResult, SourceFile, SourceIssue, reject_dependents
+from .reader import collect, csv_rows, json_rows
+from .resources import to_fhir
+
+RowReader = Callable[[SourceFile, list[SourceIssue]], Iterator]
+
+
+def _mapper(read: RowReader) -> Callable[[list[SourceFile]], tuple[Agency | None, MappingResult]]:
+    def map_files(files: list[SourceFile]) -> tuple[Agency | None, MappingResult]:
+        result = MappingResult()
+        police = collect(chain.from_iterable(read(f, result.issues) for f in files))
+        # a JSON notification is read as one row per adult: its own problems would repeat per adult
+        result.issues = list(dict.fromkeys(result.issues))
+        result.records = len(police.records)
+        name = ", ".join(f.name for f in files)
+        if police.force is None:
+            if not any(i.severity in ("error", "fatal") and not i.record for i in result.issues):
+                result.issues.append(SourceIssue("error", name, "", "force_code",
+                                                 "no notification names its force: nothing to import", "required"))
+            return None, result
+        agency = Agency("police", police.force, f"{police.force} Police")
+        result.upserts = to_fhir(police, agency)
+        reject_dependents(result, name)
+        bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
+        result.rejected_records = len(bad & police.records)
+        return agency, result
+
+    return map_files
+
+
+map_csv_files = _mapper(csv_rows)
+map_json_files = _mapper(json_rows)
+
+MAPPERS = {"police-notifications-csv": map_csv_files, "police-notifications-json": map_json_files}
