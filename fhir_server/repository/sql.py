@@ -185,9 +185,9 @@ class UnitOfWork:
         return [_stored(r) for r in rows], total
 
     def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
-               *, strict: bool = False) -> SearchResult:
+               *, strict: bool = False, compartment: Any = None) -> SearchResult:
         return execute_search(self.conn, self.repo.registry, resource_types, params,
-                              settings=self.repo.settings, strict=strict)
+                              settings=self.repo.settings, strict=strict, compartment=compartment)
 
     def find(self, res_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of the current resources matching ``params`` (conditional interactions)."""

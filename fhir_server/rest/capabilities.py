@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from ..search.compartment import PATIENT_COMPARTMENT
 from ..errors import BadRequest, Issue
 from ..fhir.models import SUPPORTED_TYPES
 from .messages import FhirRequest
@@ -76,6 +77,8 @@ class CapabilityBuilder:
             "resource": [self._resource(t, sorted(rev.get(t, []))) for t in sorted(SUPPORTED_TYPES)],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             "searchParam": self._system_search_params(),
+            # GET [base]/Patient/[id]/[type] (rest/searching.compartment_search)
+            "compartment": [PATIENT_COMPARTMENT],
         }
         system_ops = [self._operation(op) for op in self.operations.all() if op.definition.get("system")]
         if system_ops:

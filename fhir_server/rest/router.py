@@ -106,6 +106,8 @@ class Router:
             return self._only(m, {"GET": lambda u, r: history.history(u, r, res_type, res_id)})
         if n == 3 and third.startswith("$"):
             return self._operation(third[1:], OperationTarget("instance", res_type, res_id), m)
+        if n == 3 and res_type == "Patient" and (third == "*" or third in SUPPORTED_TYPES):
+            return self._only(m, {"GET": lambda u, r: searching.compartment_search(u, r, res_id, third)})
         if n == 4 and third == "_history":
             version = s[3]
             return self._only(m, {"GET": lambda u, r: crud.vread(u, r, res_type, res_id, version)})

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import UnsupportedMediaType
+from ..errors import BadRequest, UnsupportedMediaType
+from ..fhir.validation import check_id
+from ..search.compartment import patient_compartment
 from ..repository.sql import UnitOfWork
 from ..search.model import SearchResult
 from .headers import is_strict
@@ -17,6 +19,21 @@ def search(uow: UnitOfWork, req: FhirRequest, resource_types: list[str] | None) 
     if req.method == "POST":
         params += _form_params(req)
     result = uow.search(resource_types, params, strict=is_strict(req))
+    return FhirResponse(200, searchset(req.ctx.base_url, result))
+
+
+def compartment_search(uow: UnitOfWork, req: FhirRequest, patient_id: str, res_type: str) -> FhirResponse:
+    """``GET [base]/Patient/[id]/[type]`` (http.html#search, compartmentdefinition.html): a search of
+    ``[type]`` (``*`` = every member type) within the patient's compartment. 404 if the patient is
+    unknown, so the compartment of a nonexistent patient is never an empty success."""
+    check_id(patient_id)
+    uow.read("Patient", patient_id)
+    compartment = patient_compartment(uow.repo.settings.profiles_dir, patient_id)
+    types = sorted({*compartment.params, "Patient"}) if res_type == "*" else [res_type]
+    if res_type not in compartment.params and res_type not in ("*", "Patient"):
+        raise BadRequest(f"{res_type} is not in the Patient compartment", expression="type")
+    params = list(req.query) + (_form_params(req) if req.method == "POST" else [])
+    result = uow.search(types, params, strict=is_strict(req), compartment=compartment)
     return FhirResponse(200, searchset(req.ctx.base_url, result))
 
 

@@ -5,6 +5,7 @@ This is the one entry point the repository calls; it knows nothing of HTTP.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -27,7 +28,7 @@ _INCLUDE_ROUNDS = 4
 
 def execute_search(conn: Connection, registry: ParamSource, resource_types: list[str] | None,
                    params: Sequence[tuple[str, str]], *, settings: Settings, strict: bool = False,
-                   now: datetime | None = None) -> SearchResult:
+                   now: datetime | None = None, compartment: Any = None) -> SearchResult:
     """Run a type search (one type) or a whole-system search (None or several types) and return one
     page of matches with its includes, total and links (search.html#return, http.html#paging).
 
@@ -38,6 +39,8 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     """
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     req = parse_search(params, registry, resource_types, strict=strict, base_url=settings.base_url)
+    if compartment is not None:
+        req = replace(req, compartment=compartment)
     count = settings.default_page_size if req.count is None else min(req.count, settings.max_page_size)
     if req.summary == "count":
         count = 0
@@ -67,8 +70,12 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     result.matches = [apply_summary(m.content, req.summary, elements, table) for m in matches]
     result.includes = [apply_summary(i.content, req.summary, _elements_for(i.res_type, elements), table)
                        for i in included]
+    url = None
+    if compartment is not None:
+        target = req.resource_types[0] if len(req.resource_types) == 1 else "*"
+        url = f"{settings.base_url}/{compartment.compartment_type}/{compartment.compartment_id}/{target}"
     result.links = page_links(settings.base_url, req.resource_types, req.link_params,
-                              Page(count, req.offset, snapshot, has_next, result.total))
+                              Page(count, req.offset, snapshot, has_next, result.total), url=url)
     return result
 
 

@@ -29,9 +29,10 @@ def search_url(base_url: str, resource_types: tuple[str, ...]) -> str:
 
 
 def page_links(base_url: str, resource_types: tuple[str, ...], link_params: tuple[tuple[str, str], ...],
-               page: Page) -> dict[str, str]:
-    """self / first / previous / next / last (``last`` only when the total is known)."""
-    url = search_url(base_url, resource_types)
+               page: Page, *, url: str | None = None) -> dict[str, str]:
+    """self / first / previous / next / last (``last`` only when the total is known). ``url`` overrides
+    the search URL (a compartment search pages at ``[base]/Patient/[id]/[type]``)."""
+    url = url or search_url(base_url, resource_types)
 
     def at(offset: int) -> str:
         params = [*link_params, ("_count", str(page.count)), ("_offset", str(offset))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Protocol, Sequence, Union
+from typing import Any, Protocol, Sequence, Union
 
 from ..errors import BadRequest, Issue
 from ..fhir.resource_types import R4_RESOURCE_TYPES
@@ -119,6 +119,8 @@ class SearchRequest:
     warnings: tuple[Issue, ...] = ()
     # The client's own parameters (criteria and _sort/_include/…), kept to build paging links.
     link_params: tuple[tuple[str, str], ...] = ()
+    # Compartment search (Patient/[id]/[type]): a search.compartment.Compartment, or None.
+    compartment: Any = None
 
 
 def parse_search(params: Sequence[tuple[str, str]], registry: ParamSource,

@@ -32,6 +32,10 @@ def base_filter(req: SearchRequest, *, now: datetime, snapshot: int | None = Non
         clauses.append(resource.c.res_type.in_(req.resource_types))
     if snapshot is not None:
         clauses.append(resource.c.pk <= snapshot)
+    if req.compartment is not None:
+        clauses.append(or_(*[and_(resource.c.res_type == t, req.compartment.clause(t))
+                             for t in req.resource_types]) if len(req.resource_types) > 1
+                       else req.compartment.clause(req.resource_types[0]))
     single = req.resource_types[0] if len(req.resource_types) == 1 else None
     clauses.extend(criterion_clause(resource, single, c, now) for c in req.criteria)
     return clauses

@@ -115,3 +115,26 @@ def test_summary_count_and_elements(client):
 def test_search_parameter_values_with_bad_json_body_is_clear(client):
     res = client.post("/fhir/Patient/_search", data=simplejson.dumps({"name": "x"}), content_type=FHIR_JSON)
     assert res.status_code == 415
+
+
+def test_patient_compartment_search(client):
+    pid = body(post(client, _child("Mensah", "Kofi", "9990000085")))["id"]
+    other = body(post(client, _child("Mensah", "Ama", "9990000093")))["id"]
+    for day in range(1, 4):
+        post(client, _obs(f"Patient/{pid}", "29463-7", f"2025-05-0{day}"))
+    post(client, _obs(f"Patient/{other}", "29463-7", "2025-05-01"))
+    post(client, {"resourceType": "Flag", "status": "active", "code": {"text": "CP plan"},
+                  "subject": {"reference": f"Patient/{pid}"}})
+    found = body(client.get(f"/fhir/Patient/{pid}/Observation?_count=2&_sort=date"))
+    assert found["total"] == 3
+    assert [e["resource"]["effectiveDateTime"] for e in found["entry"]] == ["2025-05-01", "2025-05-02"]
+    nxt = next(l["url"] for l in found["link"] if l["relation"] == "next")
+    assert f"/Patient/{pid}/Observation?" in nxt
+    second = body(client.get(nxt.replace("http://localhost", "")))
+    assert [e["resource"]["effectiveDateTime"] for e in second["entry"]] == ["2025-05-03"]
+    everything = body(client.get(f"/fhir/Patient/{pid}/*"))
+    assert sorted(e["resource"]["resourceType"] for e in everything["entry"]) == \
+        ["Flag", "Observation", "Observation", "Observation", "Patient"]
+    assert body(client.get(f"/fhir/Patient/{pid}/Observation?date=2025-05-02"))["total"] == 1
+    assert client.get("/fhir/Patient/nobody/Observation").status_code == 404
+    assert client.get(f"/fhir/Patient/{pid}/Organization").status_code == 400
