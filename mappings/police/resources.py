@@ -168,8 +168,8 @@ def _observation(n: Notification, patient: Upsert, related: dict[tuple[str, str]
 
 
 def _code(n: Notification) -> dict[str, Any]:
-    """The risk-factor code; domestic abuse splits on whether the child was present. When that is
-    not known (U) no presence is asserted: the code is the notification type, with text."""
+    """The risk-factor code; domestic abuse splits on whether the child was present (Y, N, or U:
+    not known, which has its own code so that no presence is asserted)."""
     if not n.type_known:
         return {"text": n.type}
     if n.type == "DA":
@@ -177,8 +177,7 @@ def _code(n: Notification) -> dict[str, Any]:
             return codes.concept("risk-factor", "domestic-abuse-child-present")
         if n.child_present == "N":
             return codes.concept("risk-factor", "domestic-abuse-child-not-present")
-        return {**codes.concept("police-notification-type", "DA"),
-                "text": "Domestic abuse incident; whether the child was present is not known"}
+        return codes.concept("risk-factor", "domestic-abuse-child-presence-unknown")
     return codes.concept("risk-factor", RISK_FACTOR[n.type])
 
 

@@ -115,8 +115,8 @@ def test_csv_notifications_map_to_patients_related_persons_and_observations(clie
     assert codes(oliver_da["code"]) == {(RISK, "domestic-abuse-child-not-present")}
     assert len(involved(oliver_da)) == 2
     unknown_presence = notification(client, "20-250615-0300", "P100232")
-    assert codes(unknown_presence["code"]) == {(f"{BASE}/CodeSystem/police-notification-type", "DA")}
-    assert "not known" in unknown_presence["code"]["text"]
+    assert codes(unknown_presence["code"]) == {(RISK, "domestic-abuse-child-presence-unknown")}
+    assert "not known" in unknown_presence["code"]["coding"][0]["display"]
     carter = one(client, f"RelatedPerson?identifier={quote(BASE + '/Id/20/relationship')}|A200116:P100232")
     assert carter["relationship"][0]["coding"][0]["code"] == "mothers-partner"
 
