@@ -14,6 +14,7 @@ from typing import Any
 
 from fhir_server.errors import FhirError, Issue, Unprocessable, operation_outcome
 from fhir_server.repository.context import RequestContext
+from fhir_server.rest.bundles import process_bundle
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.router import Router
 
@@ -79,7 +80,8 @@ def load(router: Router, ctx: RequestContext, bundle: dict[str, Any]) -> dict[st
     transaction-response Bundle. Raises a FhirError (nothing written) if any entry fails."""
     request = FhirRequest("POST", "", ctx, headers={"prefer": "return=OperationOutcome"}, body=bundle,
                           content_type="application/fhir+json")
-    response = router.handle(request)
+    # One file is one transaction however large: the HTTP limit on Bundle entries is for clients.
+    response = process_bundle(router, request, max_entries=None)
     if response.status >= 400 or response.resource is None:
         raise Unprocessable("The import transaction failed")
     return response.resource

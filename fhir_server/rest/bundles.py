@@ -74,12 +74,14 @@ class _Entry:
         return f"Bundle.entry[{self.index}]"
 
 
-def process_bundle(router: "Router", req: FhirRequest) -> FhirResponse:
+def process_bundle(router: "Router", req: FhirRequest, *, max_entries: int | None = -1) -> FhirResponse:
     """``POST [base]`` with a Bundle of type batch or transaction (http.html#transaction).
 
-    400 for anything else or a malformed Bundle; 413 beyond ``settings.max_bundle_entries`` entries.
+    400 for anything else or a malformed Bundle; 413 beyond ``settings.max_bundle_entries`` entries
+    (``max_entries``: another limit, or None for none — the server's own imports of agency files).
     """
-    bundle = _check_bundle(req.body, router.settings.max_bundle_entries)
+    limit = router.settings.max_bundle_entries if max_entries == -1 else max_entries
+    bundle = _check_bundle(req.body, limit)
     entries = bundle.get("entry") or []
     if bundle["type"] == "transaction":
         return _transaction(router, req, entries)
@@ -393,7 +395,7 @@ def _at_entry(issue: Issue, e: _Entry) -> Issue:
 # -- parsing -----------------------------------------------------------------------------------
 
 
-def _check_bundle(body: Any, max_entries: int) -> dict[str, Any]:
+def _check_bundle(body: Any, max_entries: int | None) -> dict[str, Any]:
     """The envelope: a Bundle of type batch or transaction, structurally valid (bundle.html)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise BadRequest("POST to the base takes a Bundle of type batch or transaction", expression="Bundle")
@@ -403,7 +405,7 @@ def _check_bundle(body: Any, max_entries: int) -> dict[str, Any]:
     entries = body.get("entry", [])
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array", expression="Bundle.entry")
-    if len(entries) > max_entries:
+    if max_entries is not None and len(entries) > max_entries:
         raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; this server takes at most {max_entries}",
                               expression="Bundle.entry")
     # Entries are checked one by one (_parse_entry) and their resources by the handlers; validating

@@ -65,3 +65,11 @@ def test_errors_reject_the_file_unless_lenient(app, client):
     lenient = _import(app, _result(with_error=True), lenient=True)
     assert lenient.written and lenient.created == 2
     assert body(client.get(f"/fhir/Patient?identifier={SYSTEM}|C2"))["total"] == 0
+
+
+def test_a_file_larger_than_the_client_bundle_limit_still_loads_as_one_transaction(app, client):
+    router = app.extensions["fhir"].router
+    router.settings = router.settings.with_overrides(max_bundle_entries=3)
+    summary = _import(app, _result())
+    assert summary.written and summary.created == 4
+    assert body(client.get("/fhir/Flag"))["total"] == 2
