@@ -11,15 +11,9 @@ RUN useradd --create-home --uid 10001 fhir
 WORKDIR /app
 
 # Editable install from the source tree: migrations/ and profiles/ are found next to fhir_server/
-# (fhir_server.config.REPO_ROOT), exactly as in a checkout. Only what the server needs is copied
-# (there is no .dockerignore to keep .venv/ and var/ out of a `COPY .`). Add `COPY subscriptions`
-# (and any other package pyproject.toml lists) here once it has code: git keeps no empty directory,
-# and COPY of a missing one fails the build.
-COPY pyproject.toml README.md alembic.ini ./
-COPY fhir_server ./fhir_server
-COPY mappings ./mappings
-COPY migrations ./migrations
-COPY profiles ./profiles
+# (fhir_server.config.REPO_ROOT), exactly as in a checkout. .dockerignore keeps .venv/, var/ and
+# caches out, so every package pyproject.toml lists comes along.
+COPY . .
 RUN pip install -e . && mkdir -p /app/var && chown fhir /app/var
 
 USER fhir
