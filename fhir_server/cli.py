@@ -41,7 +41,7 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, Settings], int]
-    # False for a command that forwards its arguments (including --help) to its own parser
+    # False for a command that forwards all its arguments (including --help) to its own parser
     own_help: bool = True
 
 
@@ -269,8 +269,8 @@ COMMANDS: list[Command] = [
             lambda a, s: _data_command("mappings.cli", "run_import")(a, s)),
     Command("synth", "write synthetic multi-agency source files (no real data) with their ground truth; "
                      "`fhir-server synth --help` for its options",
-            lambda p: p.add_argument("synth_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS),
-            lambda a, s: _data_command("synthetic.cli", "main")(a.synth_args), own_help=False),
+            lambda p: None,
+            lambda a, s: _data_command("synthetic.cli", "main")(a.forwarded_args), own_help=False),
 ]
 
 
@@ -296,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    forwarded = {c.name: c for c in COMMANDS if not c.own_help}
+    if argv and argv[0] in forwarded:  # its own parser takes every argument, --help included
+        return forwarded[argv[0]].run(argparse.Namespace(forwarded_args=argv[1:]), Settings.from_env())
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -93,12 +93,18 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
 
 def _exists(res: FromClause, rtype: str | None, table: Any, code: str, cond: Cond | None,
             alias: Any = None) -> Cond:
+    """Some index row of ``code`` for this resource meets ``cond``.
+
+    With the type known this is ``pk IN (uncorrelated subquery)``: SQLite then drives the search
+    from the value index instead of probing every resource of the type (PostgreSQL plans both as
+    the same semi-join); whole-system searches keep a correlated EXISTS."""
     t = alias if alias is not None else table.alias()
-    where = [t.c.resource_pk == res.c.pk, t.c.param == code,
-             t.c.res_type == (literal(rtype) if rtype else res.c.res_type)]
+    where = [t.c.param == code]
     if cond is not None:
         where.append(cond)
-    return exists().where(*where)
+    if rtype:
+        return res.c.pk.in_(select(t.c.resource_pk).where(t.c.res_type == literal(rtype), *where))
+    return exists().where(t.c.resource_pk == res.c.pk, t.c.res_type == res.c.res_type, *where)
 
 
 def _missing(crit: Criterion) -> bool:
