@@ -1,0 +1,38 @@
+"""The SSDA903 looked-after children return (format ``ssda903-csv``), from a local authority.
+
+The Header, Episodes and Missing CSV tables of one return come as several files of one import.
+reader.py (tables recognised by their header rows; the LA code from an ``LA_CODE`` column or the
+file names) → records.py (typed) → to_fhir.py (Patient, EpisodeOfCare, Flag, Observation). See
+docs/formats/ssda903-csv.md.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from ..cin_census import agency_for
+from ..core import Agency, MappingResult, SourceFile
+from ..csvutil import today_uk
+from .reader import read_return
+from .to_fhir import to_fhir
+
+FORMAT = "ssda903-csv"
+
+
+def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Agency | None, MappingResult]:
+    """Map the tables of one return (``formats.Mapper``). Never raises on bad data: an unusable
+    return (no Header table, an unrecognised file, no local authority) gives ``(None, result)``
+    with a file-level error. The agency is the LA's children's social care, as for the CIN census."""
+    result = MappingResult()
+    ret = read_return(files, result.issues, today or today_uk())
+    if ret is None or ret.la_code is None:
+        return None, result
+    agency = agency_for(ret.la_code)
+    result.upserts = to_fhir(ret, agency, result.issues)
+    result.records = len(ret.keys)
+    result.rejected_records = len({i.record for i in result.issues if i.severity in ("error", "fatal") and i.record})
+    if any(i.record == "" and i.severity in ("error", "fatal") for i in result.issues):
+        return None, result
+    return agency, result
+
+
+MAPPERS = {FORMAT: map_files}
