@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from .config import Settings
 
 if TYPE_CHECKING:
+    from .auth.service import AuthService
     from .repository.sql import SqlRepository
     from .rest.router import Router
 
@@ -22,6 +23,7 @@ class Services:
     engine: Engine
     repo: "SqlRepository"
     router: "Router"
+    auth: "AuthService"
 
 
 def build_services(settings: Settings | None = None, *, connection: Connection | None = None) -> Services:
@@ -32,6 +34,8 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     """
     from mappings.operation import register_import_operation
 
+    from .auth.access import ScopeGuard
+    from .auth.service import AuthService, with_security
     from .operations.builtin import register_builtin_operations
     from .repository.sql import SqlRepository
     from .rest.bundles import process_bundle
@@ -47,9 +51,16 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     repo = SqlRepository(engine, registry, settings, connection=connection)
     router = Router(repo, register_builtin_operations(settings, registry), settings)
     router.bundle_processor = process_bundle
-    services = Services(settings, engine, repo, router)
+    # auth hook: tokens → RequestContext (AuthService), scopes checked on every request and entry
+    auth = AuthService(settings, engine, connection=connection)
+    if settings.auth_enabled:
+        router.guards.append(ScopeGuard(router.operations, registry))
+    services = Services(settings, engine, repo, router, auth)
     register_import_operation(services)
-    router.capabilities = CapabilityBuilder(settings, registry, router.operations).build
+    capabilities = CapabilityBuilder(settings, registry, router.operations)
+    if settings.auth_enabled:
+        capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
+    router.capabilities = capabilities.build
     if connection is None:
         install_outbox_drain(repo)
     return services
@@ -58,12 +69,14 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
 def create_app(settings: Settings | None = None, *, connection: Connection | None = None) -> Flask:
     """Build the WSGI app."""
     from .api import errors as api_errors, http
+    from .auth import smart
 
     services = build_services(settings, connection=connection)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.extensions["fhir"] = services
     api_errors.register_error_handlers(app)
+    smart.register(app, services.settings.base_path)  # auth hook: SMART endpoints, 401/403 challenges
     http.register(app, services.settings.base_path)
 
     @app.get("/healthz")

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from .auth import cli as auth_cli
 from .config import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -267,6 +268,13 @@ COMMANDS: list[Command] = [
     Command("import", "import agency files (CIN census, SSDA903, police, school census, ED, FHIR bundles)",
             lambda p: _data_command("mappings.cli", "add_import_arguments")(p),
             lambda a, s: _data_command("mappings.cli", "run_import")(a, s)),
+    # auth hook (fhir_server/auth/cli.py): clients, development tokens, signing keys
+    Command("client", "register, list, disable SMART backend-services clients", auth_cli.add_client_arguments,
+            auth_cli.run_client),
+    Command("dev-token", "mint a token from the development issuer (FHIR_AUTH_DEV_ISSUER=1 only)",
+            auth_cli.add_dev_token_arguments, auth_cli.run_dev_token),
+    Command("auth-key", "list or rotate the server's token signing keys", auth_cli.add_key_arguments,
+            auth_cli.run_key),
     Command("synth", "write synthetic multi-agency source files (no real data) with their ground truth; "
                      "`fhir-server synth --help` for its options",
             lambda p: None,

@@ -17,6 +17,21 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of one server process (gunicorn worker, Celery worker or CLI)."""
@@ -33,6 +48,25 @@ class Settings:
     max_json_depth: int = 64
     profiles_dir: Path = field(default=REPO_ROOT / "profiles")
     testing: bool = False
+    # -- authentication (fhir_server/auth; docs/security.md) ---------------------------------------
+    # Every API call needs a bearer token, except metadata, .well-known/* and auth/token.
+    auth_enabled: bool = True
+    # The server's signing keys: PEM text, or PEM file paths separated by commas; the first signs,
+    # all verify (rotation). Unset: a key generated once and kept in the database (development).
+    auth_signing_key: str | None = None
+    auth_token_lifetime: int = 300  # seconds an access token lives (SMART suggests <= 5 minutes)
+    # The development issuer (`fhir-server dev-token`): never enable it in production.
+    auth_dev_issuer: bool = False
+    # URL prefixes a client's jwks_url (and an assertion's jku) may point at.
+    auth_trusted_jwks_urls: tuple[str, ...] = ()
+    auth_jwks_timeout: float = 3.0  # seconds to fetch a JWK Set
+    auth_jwks_cache_seconds: int = 300  # how long a fetched JWK Set is reused
+    auth_key_cache_seconds: int = 30  # how long a process reuses the signing keys it read
+    # An external OpenID Connect provider for practitioners' tokens: its issuer, its JWK Set (URL
+    # or file) and the audience its tokens name (default: the FHIR base URL).
+    auth_oidc_issuer: str | None = None
+    auth_oidc_jwks: str | None = None
+    auth_oidc_audience: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -46,6 +80,17 @@ class Settings:
             default_page_size=_env_int("FHIR_DEFAULT_PAGE_SIZE", base.default_page_size),
             max_page_size=_env_int("FHIR_MAX_PAGE_SIZE", base.max_page_size),
             profiles_dir=Path(os.environ.get("FHIR_PROFILES_DIR") or base.profiles_dir),
+            auth_enabled=_env_bool("FHIR_AUTH_ENABLED", base.auth_enabled),
+            auth_signing_key=os.environ.get("FHIR_AUTH_SIGNING_KEY") or None,
+            auth_token_lifetime=_env_int("FHIR_AUTH_TOKEN_LIFETIME", base.auth_token_lifetime),
+            auth_dev_issuer=_env_bool("FHIR_AUTH_DEV_ISSUER", base.auth_dev_issuer),
+            auth_trusted_jwks_urls=_env_list("FHIR_AUTH_TRUSTED_JWKS_URLS"),
+            auth_jwks_cache_seconds=_env_int("FHIR_AUTH_JWKS_CACHE_SECONDS", base.auth_jwks_cache_seconds),
+            auth_key_cache_seconds=_env_int("FHIR_AUTH_KEY_CACHE_SECONDS", base.auth_key_cache_seconds),
+            auth_oidc_issuer=os.environ.get("FHIR_AUTH_OIDC_ISSUER") or None,
+            auth_oidc_jwks=os.environ.get("FHIR_AUTH_OIDC_JWKS_URL") or os.environ.get("FHIR_AUTH_OIDC_JWKS_FILE")
+            or None,
+            auth_oidc_audience=os.environ.get("FHIR_AUTH_OIDC_AUDIENCE") or None,
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

@@ -75,8 +75,10 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    # Authentication is off for the general suite: it is tested on its own, switched on, in
+    # tests/functional/test_auth.py and tests/unit/auth/ (the `auth_settings` fixture there).
     return Settings(database_url=database_url, base_url=TEST_BASE_URL, testing=True,
-                    profiles_dir=Path(__file__).resolve().parent.parent / "profiles")
+                    profiles_dir=Path(__file__).resolve().parent.parent / "profiles", auth_enabled=False)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from ..errors import BadRequest, PayloadTooLarge
 from ..fhir import jsonio
-from ..repository.context import RequestContext
+from ..auth.smart import request_context as auth_context
 from ..rest.messages import FhirRequest, FhirResponse
 from .negotiation import body_media_type, response_format
 
@@ -28,7 +28,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
         fhir_request = FhirRequest(
             method=request.method,
             path=path,
-            ctx=RequestContext(base_url=services.settings.base_url),
+            ctx=auth_context(services, path),  # auth hook: 401 here, before the body is read
             query=[(k, v) for k, v in request.args.items(multi=True)],
             headers={k.lower(): v for k, v in request.headers.items()},
         )

@@ -17,6 +17,7 @@ from . import crud, history, searching
 from .messages import FhirRequest, FhirResponse
 
 if TYPE_CHECKING:
+    from ..auth.access import Guard
     from ..config import Settings
 
 Handler = Callable[[UnitOfWork, FhirRequest], FhirResponse]
@@ -30,12 +31,16 @@ class Router:
         # Set by create_app: the CapabilityStatement builder and the Bundle processor.
         self.capabilities: Callable[[FhirRequest], dict] | None = None
         self.bundle_processor: Callable[["Router", FhirRequest], FhirResponse] | None = None
+        # Auth hook (fhir_server/auth/access.py): checks run around every request and every Bundle
+        # entry — the scope guard when authentication is on; agency/role/consent policies join it.
+        self.guards: list["Guard"] = []
 
     def handle(self, req: FhirRequest) -> FhirResponse:
         segments = _segments(req.path)
         if req.method == "POST" and not segments:
             if self.bundle_processor is None:
                 raise MethodNotAllowed("Batch and transaction Bundles are not enabled")
+            self._guard_before(req)  # auth hook: a token for the Bundle; every entry is checked too
             return self.bundle_processor(self, req)
         standalone = self._standalone_operation(req, segments)
         if standalone is not None:
@@ -52,10 +57,27 @@ class Router:
         if target.res_type is not None:
             self._resource_type(target.res_type)
         op = self.operations.find(name, target, req.method)
-        return op.handler(None, req, target) if op.own_transaction else None  # type: ignore[arg-type]
+        if not op.own_transaction:
+            return None
+        self._guard_before(req)  # auth hook
+        response = op.handler(None, req, target)  # type: ignore[arg-type]
+        self._guard_after(req, response)
+        return response
 
     def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
-        return self._resolve(req)(uow, req)
+        handler = self._resolve(req)
+        self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
+        response = handler(uow, req)
+        self._guard_after(req, response)  # raising here rolls the unit of work back
+        return response
+
+    def _guard_before(self, req: FhirRequest) -> None:
+        for guard in self.guards:
+            guard.before(req)
+
+    def _guard_after(self, req: FhirRequest, response: FhirResponse) -> None:
+        for guard in self.guards:
+            guard.after(req, response)
 
     def _resolve(self, req: FhirRequest) -> Handler:
         """Pick the handler for ``req.method`` and ``req.path``; 404/405 when there is none."""

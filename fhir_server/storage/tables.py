@@ -183,3 +183,53 @@ async_job_input = Table(
     Column("name", String(255), nullable=False),
     Column("content", LargeBinary, nullable=False),
 )
+
+# -- authentication (fhir_server/auth) -------------------------------------------------------------
+# Everything the token endpoint and token verification share between gunicorn workers lives here,
+# never in one process: registered clients, client-assertion ids already used, the signing keys the
+# server generated for itself (only when none is configured), and fetched client JWKS.
+
+# SMART backend-services clients (backend-services.html#registering-a-client-communicating-public-keys).
+auth_client = Table(
+    "auth_client", metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("agency", String(64), nullable=False),  # e.g. la:201, police:01, health:RXX
+    Column("role", String(64), nullable=False),  # e.g. mash-practitioner, school-dsl, auditor
+    Column("scopes", Text, nullable=False),  # the most it may be granted, space-separated
+    Column("jwks", JSON, nullable=True),  # inline public JWK Set, or
+    Column("jwks_url", Text, nullable=True),  # a JWK Set URL on the configured trusted list
+    Column("active", Boolean, nullable=False),
+    Column("created", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
+)
+
+# Client-assertion ``jti`` values seen, kept until the assertion expires: a second use is a replay.
+auth_jti = Table(
+    "auth_jti", metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_auth_jti_expires_at", "expires_at"),
+)
+
+# Keys the server signs with when none is configured (development and tests): ``issuer`` is
+# "server" (access tokens) or "dev" (the development issuer); the highest ``slot`` signs, all verify.
+auth_signing_key = Table(
+    "auth_signing_key", metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("issuer", String(16), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("alg", String(8), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("created", DateTime, nullable=False),
+    Index("ux_auth_signing_key_issuer_slot", "issuer", "slot", unique=True),
+)
+
+# JWK Sets fetched from trusted URLs (client jwks_url, OpenID Connect provider), shared by workers.
+auth_jwks_cache = Table(
+    "auth_jwks_cache", metadata,
+    Column("url", String(2048), primary_key=True),
+    Column("jwks", JSON, nullable=False),
+    Column("fetched_at", DateTime, nullable=False),
+)

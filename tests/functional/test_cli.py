@@ -87,7 +87,8 @@ def test_commands_refuse_a_database_without_the_schema(
 
 
 def test_reindex_rebuilds_the_search_index(migrated_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = Settings(database_url=migrated_database_url, base_url="http://localhost/fhir", profiles_dir=PROFILES)
+    settings = Settings(database_url=migrated_database_url, base_url="http://localhost/fhir", profiles_dir=PROFILES,
+                        auth_enabled=False)  # authentication is tested in test_auth.py
     app = create_app(settings)
     client = app.test_client()
     try:
@@ -127,7 +128,8 @@ def server(migrated_database_url: str) -> Iterator[str]:
     """``fhir-server serve`` in a subprocess, as ``make run`` starts it; yields the FHIR base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/fhir"
-    env = {**os.environ, "FHIR_DATABASE_URL": migrated_database_url, "FHIR_BASE_URL": base}
+    # authentication is tested in test_auth.py (test_serve_with_the_dev_issuer starts it switched on)
+    env = {**os.environ, "FHIR_DATABASE_URL": migrated_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0"}
     env.pop("FHIR_BROKER_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", "2"],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
