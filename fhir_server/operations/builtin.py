@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..search.registry import SearchRegistry
 
 OPERATIONS_DIR = "operations"
-OPERATION_MODULES: tuple[str, ...] = ("validate", "everything")
+OPERATION_MODULES: tuple[str, ...] = ("validate", "everything", "family_summary")
 
 
 def register_builtin_operations(settings: "Settings", registry: "SearchRegistry") -> OperationRegistry:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..repository.context import RequestContext
+from .family_loader import FamilyRecord
+from .record import ChildRecord
 
 ResourceFilter = Callable[[dict[str, Any]], bool]
 T = TypeVar("T")
@@ -32,3 +34,22 @@ def keep(items: list[T], allow: ResourceFilter, content: Callable[[T], dict[str,
     if allow is allow_all:
         return items
     return [item for item in items if allow(content(item))]
+
+
+def filter_family(record: FamilyRecord, allow: ResourceFilter) -> FamilyRecord:
+    """``record`` with every resource ``allow`` refuses left out (the child's record, the relatives'
+    Patients, RelatedPersons and facts, and the import sources of what was left out)."""
+    if allow is allow_all:
+        return record
+    content = lambda f: f.content  # noqa: E731
+    child = ChildRecord(record.child.patient_id, record.child.patient_ids,
+                        keep(record.child.matches, allow, content), keep(record.child.includes, allow, content))
+    kept = FamilyRecord(child,
+                        patients={k: v for k, v in record.patients.items() if allow(v)},
+                        related={k: v for k, v in record.related.items() if allow(v)},
+                        relatives=keep(record.relatives, allow, content),
+                        referenced=keep(record.referenced, allow, content))
+    visible = {f"{f.res_type}/{f.res_id}" for f in kept.resources()}
+    visible |= {f"Patient/{k}" for k in kept.patients} | {f"RelatedPerson/{k}" for k in kept.related}
+    kept.sources = {ref: s for ref, s in record.sources.items() if ref in visible}
+    return kept
