@@ -57,6 +57,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
         router.guards.append(ScopeGuard(router.operations, registry))
     services = Services(settings, engine, repo, router, auth)
     register_import_operation(services)
+    # -- record linkage (linkage/): $match, $link, $unlink and linking on write (outbox consumer) --
+    from linkage import register_linkage
+    register_linkage(services)
+    # -- end record linkage --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]

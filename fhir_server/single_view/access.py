@@ -5,6 +5,11 @@ searchset, the family summary document) shows whatever it is given. Between the 
 passes through one :data:`ResourceFilter`. Today that filter allows everything; access control and
 consent (the governance issue) plug in here, deciding per resource from the RequestContext (agency,
 role, purpose of use) and the resource's ``meta.security`` labels and source agency.
+
+What is enforced already: with a verified token, only resource types the token's SMART scopes grant
+``read`` on are shown. The router's scope guard checks only ``read`` on Patient for
+``Patient/[id]/$everything``; without this filter a ``system/Patient.rs`` token would read every
+Observation, Flag and RelatedPerson of the child through it.
 """
 from __future__ import annotations
 
@@ -24,9 +29,25 @@ def allow_all(_resource: dict[str, Any]) -> bool:
 
 
 def filter_for(ctx: RequestContext) -> ResourceFilter:
-    """The filter for one request. No policy is enforced yet: every resource is allowed."""
-    del ctx  # the governance issue decides from the agency, role, purpose of use and security labels
-    return allow_all
+    """The filter for one request: without a verified token (authentication off) everything; with
+    one, the types its scopes grant ``read`` on (SMART scopes-and-launch-context.html). Agency, role,
+    purpose-of-use and consent rules join here (governance issue)."""
+    if not ctx.authenticated:
+        return allow_all
+    from ..auth.scopes import READ, scope_set
+
+    granted = scope_set(ctx.scopes)
+    if granted.allows(READ, "*"):
+        return allow_all
+    readable: dict[str, bool] = {}
+
+    def allow(resource: dict[str, Any]) -> bool:
+        res_type = str(resource.get("resourceType"))
+        if res_type not in readable:
+            readable[res_type] = granted.allows(READ, res_type)
+        return readable[res_type]
+
+    return allow
 
 
 def keep(items: list[T], allow: ResourceFilter, content: Callable[[T], dict[str, Any]]) -> list[T]:

@@ -228,6 +228,18 @@ def test_a_filter_removes_what_the_caller_may_not_see_before_rendering():
     validate_resource(hidden, expected_type="Bundle")
 
 
+def test_with_a_token_only_the_types_its_scopes_can_read_are_shown():
+    from fhir_server.repository.context import RequestContext
+    from fhir_server.single_view.access import allow_all, filter_for
+
+    assert filter_for(RequestContext(BASE)) is allow_all  # authentication off
+    assert filter_for(RequestContext(BASE, authenticated=True, scopes=frozenset({"system/*.rs"}))) is allow_all
+    narrow = filter_for(RequestContext(BASE, authenticated=True,
+                                       scopes=frozenset({"system/Patient.rs", "user/Flag.read"})))
+    assert narrow({"resourceType": "Patient"}) and narrow({"resourceType": "Flag"})
+    assert not narrow({"resourceType": "Observation"})
+
+
 def test_narrative_escapes_and_never_is_empty():
     markup = div(table(["a"], [["<script>alert(1)</script>", ["x & y", None]]]))
     assert "<script>" not in markup and "&lt;script&gt;" in markup and "x &amp; y" in markup

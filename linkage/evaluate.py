@@ -1,0 +1,224 @@
+"""Linkage quality against the synthetic generator's ground truth.
+
+The generator (``synthetic``) writes agency files and ``ground_truth/records.csv``, which names the
+true person behind every agency record. This module maps the files with the agency mappers (no
+server: :func:`mappings.formats.mapper`), keeps one Patient per conditional-update key (what the
+loader would store), links them in file order exactly as the outbox consumer does on write
+(:class:`~linkage.linker.Matcher` over a :class:`~linkage.memory.MemoryStore`), and compares the
+resulting clusters with the truth:
+
+- pairwise precision, recall and F1 over pairs of distinct agency Patients (a pair is predicted when
+  both are linked to one master);
+- the false-merge rate for children: the share of children whose master holds a record of someone
+  else;
+- what review would add (pairs put to a practitioner, and how many of them are true);
+- blocking recall (true pairs that share at least one blocking key).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from .blocking import query_for, query_keys, stored_keys
+from .linker import Matcher
+from .memory import MemoryStore
+from .model import Model, train
+from .record import AGENCY_TAG_SYSTEM, PersonRecord, from_patient
+
+
+@dataclass
+class Dataset:
+    records: list[PersonRecord]  # in load order
+    person: dict[str, str]  # record id → true person id
+    children: set[str]  # true person ids of children
+    unmatched: int = 0  # Patients whose source record the ground truth does not name
+
+
+def generate(families: int, seed: int, out: Path) -> Path:
+    """Run the generator into ``out`` (quietly); returns the directory."""
+    from synthetic.config import SynthConfig
+    from synthetic.generator import generate as run
+
+    run(SynthConfig(families=families, seed=seed, counterfactual=False), out, progress=False, overwrite=True)
+    return out
+
+
+def load_dataset(directory: Path) -> Dataset:
+    """Agency Patients from the manifest's files, each with its true person."""
+    from mappings.core import SourceFile
+    from mappings.formats import mapper
+
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    truth: dict[tuple[str, str], str] = {}
+    with (directory / "ground_truth" / "records.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            truth[(row["agency_code"], row["key"])] = row["person_id"]
+    children = set()
+    with (directory / "ground_truth" / "persons.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["role"] == "child":
+                children.add(row["person_id"])
+    patients: dict[str, dict[str, Any]] = {}
+    person: dict[str, str] = {}
+    unmatched = 0
+    for entry in manifest["files"]:
+        sources = [SourceFile(p, (directory / p).read_bytes()) for p in entry["paths"]]
+        agency, result = mapper(entry["format"])(sources)
+        if agency is None:
+            continue
+        for upsert in result.upserts:
+            if upsert.resource_type != "Patient":
+                continue
+            key = upsert.match
+            resource = dict(upsert.resource)
+            meta = dict(resource.get("meta") or {})
+            meta["tag"] = [*(meta.get("tag") or []), {"system": AGENCY_TAG_SYSTEM,
+                                                      "code": f"{agency.kind}/{agency.code}"}]
+            resource["meta"] = meta
+            patients[key] = resource  # a later row of the same record replaces it, as the loader does
+            value = unquote(key.split("&", 1)[0].split("|", 1)[-1])
+            who = truth.get((agency.code, value))
+            if who is None:
+                unmatched += 1
+            else:
+                person[key] = who
+    records = [from_patient(resource, res_id=key) for key, resource in patients.items() if key in person]
+    return Dataset(records, person, children, unmatched)
+
+
+@dataclass
+class Report:
+    records: int
+    true_pairs: int
+    predicted_pairs: int
+    true_positives: int
+    reviews: int
+    reviews_true: int
+    blocking_recall: float
+    children: int
+    children_false_merged: int
+    seconds_linking: float
+    model: dict[str, Any] = field(default_factory=dict)
+    missed: list[tuple[str, str, str]] = field(default_factory=list)
+    false: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.predicted_pairs if self.predicted_pairs else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.true_pairs if self.true_pairs else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def false_merge_rate(self) -> float:
+        return self.children_false_merged / self.children if self.children else 0.0
+
+    @property
+    def recall_with_reviews(self) -> float:
+        return (self.true_positives + self.reviews_true) / self.true_pairs if self.true_pairs else 1.0
+
+    def lines(self) -> list[str]:
+        return [
+            f"records (agency Patients): {self.records:,}; true pairs: {self.true_pairs:,}; "
+            f"blocking recall {self.blocking_recall:.4f}",
+            f"auto-linked pairs: {self.predicted_pairs:,} (true {self.true_positives:,})",
+            f"precision {self.precision:.5f}  recall {self.recall:.5f}  F1 {self.f1:.5f}",
+            f"children false-merged: {self.children_false_merged} of {self.children:,} "
+            f"({self.false_merge_rate:.5f})",
+            f"review tasks: {self.reviews:,} ({self.reviews_true:,} true matches); recall if all true ones are "
+            f"confirmed: {self.recall_with_reviews:.5f}",
+            f"linking time: {self.seconds_linking:.1f} s ({1000 * self.seconds_linking / max(self.records, 1):.2f} "
+            f"ms per record)",
+        ]
+
+
+def true_pairs(data: Dataset) -> set[frozenset[str]]:
+    by_person: dict[str, list[str]] = defaultdict(list)
+    for record in data.records:
+        by_person[data.person[record.id]].append(record.id)
+    return {frozenset(p) for ids in by_person.values() for p in combinations(ids, 2)}
+
+
+def cluster_pairs(clusters: Iterable[set[str]]) -> set[frozenset[str]]:
+    return {frozenset(p) for members in clusters for p in combinations(sorted(members), 2)}
+
+
+def link_all(data: Dataset, model: Model) -> tuple[MemoryStore, float]:
+    """Link the records in load order, each against those stored before it (linking on write)."""
+    store = MemoryStore()
+    started = time.perf_counter()
+    for record in data.records:
+        store.add(record)
+        Matcher(model, store).decide(record)
+    return store, time.perf_counter() - started
+
+
+def blocking_recall(data: Dataset, truth: set[frozenset[str]]) -> float:
+    by_id = {r.id: r for r in data.records}
+    found = 0
+    for pair in truth:
+        a, b = (by_id[i] for i in pair)
+        if query_keys(query_for(a)) & stored_keys(b) or query_keys(query_for(b)) & stored_keys(a):
+            found += 1
+    return found / len(truth) if truth else 1.0
+
+
+def evaluate(data: Dataset, model: Model) -> Report:
+    truth = true_pairs(data)
+    store, seconds = link_all(data, model)
+    predicted = cluster_pairs(store.clusters.values())
+    tp = predicted & truth
+    reviews_true = sum(1 for pair in store.reviews if pair in truth and pair not in predicted)
+    merged_children = set()
+    for members in store.clusters.values():
+        people = {data.person[i] for i in members}
+        if len(people) > 1:
+            merged_children.update(p for p in people if p in data.children)
+    children = {data.person[r.id] for r in data.records if data.person[r.id] in data.children}
+
+    def describe(pair: frozenset[str]) -> tuple[str, str, str]:
+        a, b = sorted(pair)
+        ra = next(r for r in data.records if r.id == a)
+        rb = next(r for r in data.records if r.id == b)
+        return _brief(ra), _brief(rb), Matcher(model, store).score(ra, rb).explain()
+
+    return Report(
+        records=len(data.records), true_pairs=len(truth), predicted_pairs=len(predicted), true_positives=len(tp),
+        reviews=len(store.reviews), reviews_true=reviews_true, blocking_recall=blocking_recall(data, truth),
+        children=len(children), children_false_merged=len(merged_children), seconds_linking=seconds,
+        model={"matches_per_record": model.matches_per_record, "population": model.population},
+        missed=[describe(p) for p in sorted(truth - predicted, key=sorted)[:40]],
+        false=[describe(p) for p in sorted(predicted - truth, key=sorted)[:40]])
+
+
+def _brief(r: PersonRecord) -> str:
+    return (f"{r.agency} {' '.join(r.given)} {r.family or ''} {r.birth_date} {r.gender or ''} "
+            f"{'/'.join(r.postcodes)} nhs={r.nhs or '-'} ids={len(r.identifiers)}")
+
+
+def run(families: int, seed: int, *, directory: Path | None = None, model: Model | None = None,
+        train_model: bool = True) -> tuple[Report, Model, Dataset]:
+    """Generate (unless ``directory`` holds a dataset), map, train by EM (unless a model is given)
+    on the same unlabelled records, link and evaluate."""
+    if directory is None or not (directory / "manifest.json").exists():
+        directory = directory or Path(tempfile.mkdtemp(prefix="linkage-eval-"))
+        generate(families, seed, directory)
+    data = load_dataset(directory)
+    if model is None:
+        model = train(data.records) if train_model else Model.load()
+    return evaluate(data, model), model, data
