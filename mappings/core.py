@@ -94,12 +94,16 @@ class Upsert:
 
     ``match`` is the search (``identifier=system|value``) of the conditional update; ``full_url``
     (urn:uuid) lets other resources in the same file reference it before it has a server id.
+    ``merge``: the loader combines the resource with the stored one it updates instead of replacing
+    it (:mod:`mappings.merge`), for resources that another format of the same agency also writes
+    with other elements — every Patient, the agency Organization, shared reference data.
     """
 
     resource: dict[str, Any]
     match: str
     full_url: str = field(default_factory=lambda: f"urn:uuid:{uuid.uuid4()}")
     record: str = ""  # the source record it came from (for issues and progress)
+    merge: bool = False
 
     @property
     def resource_type(self) -> str:

@@ -5,12 +5,17 @@ so importing the same file twice changes nothing and a corrected file updates on
 agency's Organization is upserted the same way. One Provenance per file records the agency and the
 client as agents, the file's SHA-256 as the source entity, the lawful basis as policy, and every
 resource as a target; it is a conditional create keyed on the file hash, so a re-import adds none.
+
+Upserts in ``merge`` mode are first combined with the resource they will update (:mod:`.merge`),
+read before the transaction: so two formats of one agency writing the same Patient complete it
+instead of taking turns to replace it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fhir_server.errors import FhirError, Issue, Unprocessable, operation_outcome
 from fhir_server.repository.context import RequestContext
@@ -20,6 +25,7 @@ from fhir_server.rest.router import Router
 
 from . import systems
 from .core import Agency, MappingResult, SourceFile, Upsert, identifier_match
+from .merge import merge_resource, union
 
 PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
                        "code": "transform", "display": "Transform/Translate Record Lifecycle Event"}
@@ -62,17 +68,52 @@ def usable_upserts(result: MappingResult, *, lenient: bool) -> list[Upsert]:
     return [u for u in result.upserts if u.record not in bad]
 
 
+def agency_organization(agency: Agency) -> Upsert:
+    """The agency's Organization, matched on its identifier; merged, so that what another import
+    adds to it (a health system's Bundle describing the trust) is kept."""
+    return Upsert({"resourceType": "Organization", "identifier": [agency.identifier], "active": True,
+                   "name": agency.name},
+                  identifier_match(agency.identifier["system"], agency.identifier["value"]),
+                  full_url=agency.full_url, merge=True)
+
+
+def criteria(upsert: Upsert, agency: Agency) -> str:
+    """The search of the upsert's conditional update (``Type?<criteria>``)."""
+    return upsert.match
+
+
 def transaction_bundle(upserts: list[Upsert], agency: Agency, source: SourceFile, *,
-                       client_id: str | None, recorded: datetime | None = None) -> dict[str, Any]:
-    """The transaction Bundle for one file: the agency Organization, every upsert, one Provenance."""
-    org = Upsert({"resourceType": "Organization", "identifier": [agency.identifier], "active": True,
-                  "name": agency.name},
-                 identifier_match(agency.identifier["system"], agency.identifier["value"]),
-                 full_url=agency.full_url)
+                       client_id: str | None, recorded: datetime | None = None,
+                       org: Upsert | None = None) -> dict[str, Any]:
+    """The transaction Bundle for one file: the agency Organization (``org``, default
+    :func:`agency_organization`), every upsert, one Provenance."""
+    org = org or agency_organization(agency)
     entries = [_entry(org, agency)]
     entries += [_entry(u, agency) for u in upserts]
     entries.append(_provenance_entry(upserts, org, agency, source, client_id, recorded))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def with_stored(router: Router, upserts: list[Upsert], agency: Agency) -> list[Upsert]:
+    """``upserts`` with each one in ``merge`` mode combined with the stored resource it will update
+    (:func:`merge.merge_resource`). Read before the transaction, in a read-only unit of work: one
+    search per merging upsert, one read for all of them. No match, or several (the transaction
+    then fails on them), leaves the upsert as it is."""
+    wanted = [(n, u) for n, u in enumerate(upserts) if u.merge]
+    if not wanted:
+        return upserts
+    targets: dict[int, tuple[str, str]] = {}
+    with router.repo.unit_of_work(write=False) as uow:
+        for n, upsert in wanted:
+            ids = uow.find(upsert.resource_type, parse_qsl(criteria(upsert, agency), keep_blank_values=True))
+            if len(ids) == 1:
+                targets[n] = (upsert.resource_type, ids[0])
+        stored = uow.read_many(list(targets.values())) if targets else {}
+    out = list(upserts)
+    for n, target in targets.items():
+        if target in stored:
+            out[n] = replace(upserts[n], resource=merge_resource(stored[target], upserts[n].resource))
+    return out
 
 
 def load(router: Router, ctx: RequestContext, bundle: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +138,8 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
     if not upserts:
         return summary
     try:
-        response = load(router, ctx, transaction_bundle(upserts, agency, source, client_id=ctx.client_id))
+        org, *upserts = with_stored(router, [agency_organization(agency), *upserts], agency)
+        response = load(router, ctx, transaction_bundle(upserts, agency, source, client_id=ctx.client_id, org=org))
     except FhirError as exc:
         summary.issues += exc.issues
         return summary
@@ -115,14 +157,17 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
 
 
 def _entry(upsert: Upsert, agency: Agency) -> dict[str, Any]:
+    """The PUT entry; the resource says which agency it comes from (meta.source, meta.tag). The
+    agency's tag takes the place of a tag it had already (a merged resource keeps its order)."""
     resource = dict(upsert.resource)
     meta = dict(resource.get("meta") or {})
     meta["source"] = agency.meta_source
-    tags = [t for t in meta.get("tag", []) if t.get("system") != systems.AGENCY_TAG_SYSTEM]
-    meta["tag"] = [*tags, agency.tag]
+    tags = [t for t in meta.get("tag", [])
+            if t.get("system") != systems.AGENCY_TAG_SYSTEM or t.get("code") == agency.tag["code"]]
+    meta["tag"] = union(tags, [agency.tag], ("system", "code"))
     resource["meta"] = meta
     return {"fullUrl": upsert.full_url, "resource": resource,
-            "request": {"method": "PUT", "url": f"{upsert.resource_type}?{upsert.match}"}}
+            "request": {"method": "PUT", "url": f"{upsert.resource_type}?{criteria(upsert, agency)}"}}
 
 
 def _provenance_entry(upserts: list[Upsert], org: Upsert, agency: Agency, source: SourceFile,

@@ -133,7 +133,7 @@ class ChildMapping:
         if extensions:
             patient["extension"] = extensions
         url = self.patient_urls.setdefault(c.la_child_id, f"urn:uuid:{uuid.uuid4()}")
-        return Upsert(patient, identifier_match(system, c.la_child_id), full_url=url, record=c.key)
+        return Upsert(patient, identifier_match(system, c.la_child_id), full_url=url, record=c.key, merge=True)
 
     # -- episodes --------------------------------------------------------------------------------
 

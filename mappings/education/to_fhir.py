@@ -66,7 +66,8 @@ def _school(school: School) -> Upsert:
                            "active": True, "type": [ORGANIZATION_TYPE]}
     if school.name:
         org["name"] = school.name
-    return Upsert(org, identifier_match(systems.SCHOOL_URN, school.urn), full_url=f"urn:uuid:{uuid.uuid4()}")
+    return Upsert(org, identifier_match(systems.SCHOOL_URN, school.urn), full_url=f"urn:uuid:{uuid.uuid4()}",
+                  merge=True)
 
 
 def _patient(pupil: Pupil, agency: Agency) -> Upsert:
@@ -90,7 +91,7 @@ def _patient(pupil: Pupil, agency: Agency) -> Upsert:
         patient["address"] = [{"use": "home", "postalCode": pupil.postcode}]
     patient["managingOrganization"] = {"reference": agency.full_url, "display": agency.name}
     return Upsert(patient, agency_match(agency, systems.UPN, pupil.upn), full_url=f"urn:uuid:{uuid.uuid4()}",
-                  record=pupil.upn)
+                  record=pupil.upn, merge=True)
 
 
 class _Keys:

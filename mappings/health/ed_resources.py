@@ -67,7 +67,8 @@ def _patient(p: EdPatient, ods: str) -> Upsert:
         resource["birthDate"] = p.birth_date.isoformat()
     if p.postcode:
         resource["address"] = [{"use": "home", "postalCode": p.postcode}]
-    return Upsert(resource, identifier_match(hospital_number_system(ods), p.hospital_number), record=p.record)
+    return Upsert(resource, identifier_match(hospital_number_system(ods), p.hospital_number), record=p.record,
+                  merge=True)
 
 
 def _base(kind: str, key: str, code: str, subject: Upsert, agency: Agency) -> tuple[dict[str, Any], str]:

@@ -113,7 +113,10 @@ def map_bundle(source: SourceFile) -> tuple[Agency | None, MappingResult]:
                 issue("error", entry.pointer, "identifier",
                       f"has the same business identifier as entry {other}: one resource per identifier",
                       entry.record, code="duplicate")
-        entry.upsert = Upsert(entry.resource, match or "", record=entry.record)
+        # Patients and ODS-coded Organizations are written by other imports too: merged, not replaced
+        merge = entry.resource["resourceType"] == "Patient" or (
+            entry.resource["resourceType"] == "Organization" and _ods(entry.resource) is not None)
+        entry.upsert = Upsert(entry.resource, match or "", record=entry.record, merge=merge)
         for key in entry.keys:
             keyed[key] = entry
     for entry in entries:

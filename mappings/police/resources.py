@@ -67,7 +67,7 @@ def _patient(child: Person, force: str) -> Upsert:
     if child.nhs_number:
         identifiers.append({"use": "official", "system": systems.NHS_NUMBER, "value": child.nhs_number})
     resource = {"resourceType": "Patient", "identifier": identifiers, **_demographics(child)}
-    return Upsert(resource, identifier_match(person_system(force), child.person_id), record=child.record)
+    return Upsert(resource, identifier_match(person_system(force), child.person_id), record=child.record, merge=True)
 
 
 def _related_person(rel: Relationship, adult: Person, child: Upsert, force: str) -> Upsert:

@@ -81,7 +81,7 @@ def _patient(child: ChildHeader, agency: Agency) -> Upsert:
     if extensions:
         patient["extension"] = extensions
     return Upsert(patient, identifier_match(system, child.child_id), full_url=f"urn:uuid:{uuid.uuid4()}",
-                  record=child.child_id)
+                  record=child.child_id, merge=True)
 
 
 def _episode(ep: Episode, subject: dict[str, str], agency: Agency) -> Upsert:
