@@ -84,7 +84,7 @@ def load_dataset(directory: Path) -> Dataset:
             meta["tag"] = [*(meta.get("tag") or []), {"system": AGENCY_TAG_SYSTEM,
                                                       "code": f"{agency.kind}/{agency.code}"}]
             resource["meta"] = meta
-            patients[key] = resource  # a later row of the same record replaces it, as the loader does
+            patients[key] = combine(patients.get(key), resource, merge=getattr(upsert, "merge", False))
             value = unquote(key.split("&", 1)[0].split("|", 1)[-1])
             who = truth.get((agency.code, value))
             if who is None:
@@ -93,6 +93,18 @@ def load_dataset(directory: Path) -> Dataset:
                 person[key] = who
     records = [from_patient(resource, res_id=key) for key, resource in patients.items() if key in person]
     return Dataset(records, person, children, unmatched)
+
+
+def combine(stored: dict[str, Any] | None, new: dict[str, Any], *, merge: bool) -> dict[str, Any]:
+    """What the loader stores for a second upsert of one record: the new content, or (``merge``, for
+    records another format of the same agency writes too) the stored one completed by the new one."""
+    if stored is None or not merge:
+        return new
+    out = {**stored, **{k: v for k, v in new.items() if v not in (None, [], {})}}
+    seen = {(i.get("system"), i.get("value")) for i in stored.get("identifier") or []}
+    out["identifier"] = [*(stored.get("identifier") or []),
+                         *(i for i in new.get("identifier") or [] if (i.get("system"), i.get("value")) not in seen)]
+    return out
 
 
 @dataclass

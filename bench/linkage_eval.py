@@ -1,0 +1,249 @@
+"""Record linkage: quality against the synthetic ground truth, and ``Patient/$match`` latency.
+
+``quality`` generates ``--families`` families with the synthetic generator (or reads ``--data``),
+maps the agency files without a server, links the agency Patients in load order exactly as linking
+on write does (linkage.linker over an in-memory store) and prints pairwise precision, recall, F1,
+the false-merge rate for children, what review Tasks would add, and the missed pairs by agency pair
+and agreement pattern. ``--model em`` (default) estimates m/u by EM on the evaluated records
+themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM on another seed).
+
+``latency`` loads the agency Patients of enough families for ``--children`` children into a fresh
+PostgreSQL database (the server's own schema and index rows, written with the bulk writer), starts
+the real server and times ``--queries`` sequential ``POST /fhir/Patient/$match`` calls over HTTP,
+each with an agency record of the dataset as the query (p50/p95/p99). The raw-SQL baseline is the
+blocking query alone (what a match cannot do without), run directly with psycopg.
+
+    python bench/linkage_eval.py quality --families 5000 --seed 11
+    python bench/linkage_eval.py latency --children 100000 --queries 500
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness  # noqa: E402
+from linkage import evaluate  # noqa: E402
+from linkage.linker import Matcher  # noqa: E402
+from linkage.model import Model, train  # noqa: E402
+
+CHILDREN_PER_FAMILY = 1.87  # the generator's mean (1,870 children in 1,000 families, seed 7)
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    directory = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="linkage-quality-"))
+    started = time.perf_counter()
+    if not (directory / "manifest.json").exists():
+        evaluate.generate(args.families, args.seed, directory)
+    data = evaluate.load_dataset(directory)
+    prepared = time.perf_counter() - started
+    started = time.perf_counter()
+    model = train(data.records) if args.model == "em" else Model.load()
+    trained = time.perf_counter() - started
+    report = evaluate.evaluate(data, model)
+    print(f"dataset: {directory} ({args.families:,} families, seed {args.seed}); generated and mapped in "
+          f"{prepared:.1f} s; model: {args.model} ({trained:.1f} s)")
+    print("\n".join(report.lines()))
+    store, _ = evaluate.link_all(data, model)
+    truth = evaluate.true_pairs(data)
+    predicted = evaluate.cluster_pairs(store.clusters.values())
+    by_id = {r.id: r for r in data.records}
+    matcher = Matcher(model, store)
+    missed: Counter[tuple[Any, ...]] = Counter()
+    for pair in truth - predicted:
+        a, b = (by_id[i] for i in sorted(pair))
+        kinds = tuple(sorted(((a.agency or "?").split("/")[0], (b.agency or "?").split("/")[0])))
+        score = matcher.score(a, b)
+        named = bool(a.family and b.family)
+        missed[(kinds, "named" if named else "no name", score.grade or "-")] += 1
+    rows = [(" + ".join(k[0]), k[1], k[2], n) for k, n in missed.most_common(12)]
+    harness.print_table("Missed true pairs by agency pair", ("agencies", "names", "grade given", "pairs"), rows)
+    named_truth = {p for p in truth if all(by_id[i].family for i in p)}
+    named_tp = len(named_truth & predicted)
+    named_pred = {p for p in predicted if all(by_id[i].family for i in p)}
+    named_recall = named_tp / len(named_truth) if named_truth else 1.0
+    named_precision = named_tp / len(named_pred) if named_pred else 1.0
+    print(f"pairs where both records carry a name: precision {named_precision:.5f} recall {named_recall:.5f} "
+          f"F1 {2 * named_precision * named_recall / (named_precision + named_recall):.5f}")
+    result = {"precision": report.precision, "recall": report.recall, "f1": report.f1,
+              "false_merge_rate": report.false_merge_rate, "reviews": report.reviews,
+              "named_recall": named_recall, "named_precision": named_precision}
+    if args.save_model:
+        model.save(args.save_model)
+        print(f"model saved to {args.save_model}")
+    return result
+
+
+# -- latency ------------------------------------------------------------------------------------------------
+
+def load_patients(url: str, records: list[dict[str, Any]]) -> float:
+    """Write the Patients with the server's own bulk writer (resource, history, index and outbox rows)."""
+    from fhir_server.config import Settings
+    from fhir_server.repository.bulk import DeferredCreates
+    from fhir_server.repository.context import RequestContext
+    from fhir_server.repository.sql import SqlRepository
+    from fhir_server.search.registry import SearchRegistry
+    from fhir_server.storage.db import make_engine
+
+    settings = Settings.from_env()
+    engine = make_engine(url)
+    repo = SqlRepository(engine, SearchRegistry.load(settings.profiles_dir), settings)
+    ctx = RequestContext.system(settings.base_url)
+    started = time.perf_counter()
+    for start in range(0, len(records), 20_000):
+        with repo.unit_of_work() as uow, DeferredCreates(uow, batch_size=2000) as bulk:
+            for patient in records[start:start + 20_000]:
+                bulk.create(ctx, patient)
+        print(f"  loaded {min(start + 20_000, len(records)):,} Patients", file=sys.stderr)
+    with engine.begin() as conn:  # nothing to link on write here: the figure is $match alone
+        from sqlalchemy import text
+        conn.execute(text("UPDATE outbox SET processed_at = CURRENT_TIMESTAMP WHERE processed_at IS NULL"))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def agency_patients(directory: Path) -> list[dict[str, Any]]:
+    from mappings.core import SourceFile
+    from mappings.formats import mapper
+
+    from linkage.record import AGENCY_TAG_SYSTEM
+
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    patients: dict[str, dict[str, Any]] = {}
+    for entry in manifest["files"]:
+        agency, result = mapper(entry["format"])([SourceFile(p, (directory / p).read_bytes()) for p in entry["paths"]])
+        if agency is None:
+            continue
+        for upsert in result.upserts:
+            if upsert.resource_type == "Patient":
+                resource = {k: v for k, v in upsert.resource.items() if k not in ("managingOrganization",
+                                                                                 "generalPractitioner")}
+                resource["meta"] = {"tag": [{"system": AGENCY_TAG_SYSTEM, "code": f"{agency.kind}/{agency.code}"}]}
+                patients[upsert.match] = evaluate.combine(patients.get(upsert.match), resource,
+                                                          merge=getattr(upsert, "merge", False))
+    return list(patients.values())
+
+
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    families = int(args.children / CHILDREN_PER_FAMILY) + 1
+    directory = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="linkage-latency-"))
+    if not (directory / "manifest.json").exists():
+        print(f"generating {families:,} families …", file=sys.stderr)
+        evaluate.generate(families, args.seed, directory)
+    patients = agency_patients(directory)
+    children = sum(1 for line in (directory / "ground_truth" / "persons.csv").open() if ",child," in line)
+    url = harness.create_database(args.pg_url, args.database)
+    try:
+        harness.migrate(url)
+        print(f"loading {len(patients):,} agency Patients ({children:,} children) …", file=sys.stderr)
+        load_seconds = load_patients(url, patients)
+        harness.analyze(url)
+        rng = random.Random(args.seed)
+        queries = [json.dumps({"resourceType": "Parameters", "parameter": [
+            {"name": "resource", "resource": {k: v for k, v in p.items() if k != "meta"}}]}).encode()
+            for p in rng.sample(patients, args.queries)]
+        timings: list[float] = []
+        found: list[int] = []
+        os.environ.setdefault("FHIR_AUTH_ENABLED", "0")  # token checks are measured by their own benchmark
+        with harness.running_server(url, port=args.port, workers=1) as server:
+            client = harness.Client(server.port)
+            for body in queries[:20]:  # warm-up: imports, caches, connection pool
+                client.call("POST", "/fhir/Patient/$match", body)
+            for body in queries:
+                started = time.perf_counter()
+                status, answer = client.call("POST", "/fhir/Patient/$match", body)
+                timings.append(time.perf_counter() - started)
+                assert status == 200, answer[:300]
+                found.append(len(json.loads(answer).get("entry", [])))
+            client.close()
+        baseline = blocking_baseline(url, patients, rng, args.queries)
+        summary = harness.latency_summary(timings)
+        base = harness.latency_summary(baseline)
+        harness.print_table(
+            f"POST Patient/$match, {len(patients):,} agency Patients ({children:,} children), "
+            f"{args.queries} sequential queries, 1 worker",
+            ("", "p50 ms", "p95 ms", "p99 ms", "mean ms"),
+            [("$match over HTTP", summary["p50"], summary["p95"], summary["p99"], summary["mean"]),
+             ("raw SQL: blocking query only", base["p50"], base["p95"], base["p99"], base["mean"])])
+        print(f"load: {load_seconds:.0f} s; candidates returned per query: mean {sum(found) / len(found):.1f}")
+        return {"patients": len(patients), "children": children, **summary}
+    finally:
+        if not args.keep:
+            harness.drop_database(args.pg_url, args.database)
+
+
+def blocking_baseline(url: str, patients: list[dict[str, Any]], rng: random.Random, n: int) -> list[float]:
+    """The blocking query of linkage.store, run directly (no HTTP, no scoring, no FHIR JSON)."""
+    from sqlalchemy.dialects import postgresql
+
+    import psycopg
+
+    from fhir_server.config import Settings
+    from fhir_server.repository.context import RequestContext
+    from fhir_server.repository.sql import SqlRepository, UnitOfWork
+    from fhir_server.search.registry import SearchRegistry
+    from fhir_server.storage.db import make_engine
+    from linkage.blocking import query_for
+    from linkage.record import from_patient
+    from linkage.store import SqlLinkStore
+
+    settings = Settings.from_env()
+    engine = make_engine(url)
+    repo = SqlRepository(engine, SearchRegistry.load(settings.profiles_dir), settings)
+    timings = []
+    statements = []
+    with engine.connect() as conn:
+        store = SqlLinkStore(UnitOfWork(conn, repo), RequestContext.system(settings.base_url))
+        captured: list[Any] = []
+        store.conn = type("Capture", (), {"execute": lambda self, stmt, *a: captured.append(stmt) or []})()
+        for patient in rng.sample(patients, n):
+            captured.clear()
+            store.candidates(query_for(from_patient(patient, "")))
+            if captured:
+                statements.append(str(captured[0].compile(dialect=postgresql.dialect(),
+                                                          compile_kwargs={"literal_binds": True})))
+    engine.dispose()
+    with psycopg.connect(url) as raw:
+        for sql in statements:
+            started = time.perf_counter()
+            raw.execute(sql).fetchall()
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quality", help="precision/recall/F1 against the generator's ground truth")
+    q.add_argument("--families", type=int, default=2000)
+    q.add_argument("--seed", type=int, default=11)
+    q.add_argument("--data", help="an existing generated dataset (directory with manifest.json)")
+    q.add_argument("--model", choices=("em", "shipped"), default="em")
+    q.add_argument("--save-model", help="write the model used to this JSON file")
+    lat = sub.add_parser("latency", help="$match p50/p95/p99 over HTTP on PostgreSQL")
+    lat.add_argument("--children", type=int, default=100_000)
+    lat.add_argument("--queries", type=int, default=500)
+    lat.add_argument("--seed", type=int, default=5)
+    lat.add_argument("--data", help="an existing generated dataset")
+    lat.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
+    lat.add_argument("--database", default="bench_linkage")
+    lat.add_argument("--port", type=int, default=8093)
+    lat.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = p.parse_args(argv)
+    result = quality(args) if args.command == "quality" else latency(args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
