@@ -97,6 +97,12 @@ class Upsert:
     ``merge``: the loader combines the resource with the stored one it updates instead of replacing
     it (:mod:`mappings.merge`), for resources that another format of the same agency also writes
     with other elements — every Patient, the agency Organization, shared reference data.
+
+    The loader scopes ``match`` to the importing agency's resources (``&_tag=`` its source-agency
+    tag), so that one agency never updates another's record that happens to carry the same
+    identifier (an NHS number). ``shared`` is the explicit exception, for reference data every
+    agency names the same way and may update: a school by its URN, an organisation by its ODS
+    code, an agency's own Organization.
     """
 
     resource: dict[str, Any]
@@ -104,6 +110,7 @@ class Upsert:
     full_url: str = field(default_factory=lambda: f"urn:uuid:{uuid.uuid4()}")
     record: str = ""  # the source record it came from (for issues and progress)
     merge: bool = False
+    shared: bool = False
 
     @property
     def resource_type(self) -> str:
@@ -162,7 +169,18 @@ def _placeholders(node: Any) -> Iterator[str]:
 
 def identifier_match(system: str, value: str) -> str:
     """The conditional-update criterion for an identifier (search.html#token)."""
+    return token_criterion("identifier", system, value)
+
+
+def agency_scope(agency: Agency) -> str:
+    """The criterion that limits a conditional update to ``agency``'s resources (``_tag``)."""
+    return token_criterion("_tag", systems.AGENCY_TAG_SYSTEM, agency.tag["code"])
+
+
+def token_criterion(parameter: str, system: str, value: str) -> str:
+    """``parameter=system|value`` for a token search (search.html#token): ``\\``, ``|``, ``,`` and
+    ``$`` in the value escaped, the whole percent-encoded, because the criterion travels as a URL
+    query (Bundle.entry.request.url): an unencoded "&", "+", "#" or "%" in a source key would
+    change or cut the search."""
     escaped = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
-    # percent-encoded, because the criterion travels as a URL query (Bundle.entry.request.url):
-    # an unencoded "&", "+", "#" or "%" in a source key would change or cut the search
-    return "identifier=" + quote(f"{system}|{escaped}", safe=":/|\\,$")
+    return f"{parameter}=" + quote(f"{system}|{escaped}", safe=":/|\\,$")

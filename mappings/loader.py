@@ -6,6 +6,10 @@ agency's Organization is upserted the same way. One Provenance per file records 
 client as agents, the file's SHA-256 as the source entity, the lawful basis as policy, and every
 resource as a target; it is a conditional create keyed on the file hash, so a re-import adds none.
 
+Every conditional update is scoped to the importing agency's resources (``&_tag=`` its
+source-agency tag), except ``shared`` reference data and the agency Organization itself: an
+agency's import never overwrites another agency's record with the same identifier.
+
 Upserts in ``merge`` mode are first combined with the resource they will update (:mod:`.merge`),
 read before the transaction: so two formats of one agency writing the same Patient complete it
 instead of taking turns to replace it.
@@ -24,7 +28,7 @@ from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.router import Router
 
 from . import systems
-from .core import Agency, MappingResult, SourceFile, Upsert, identifier_match
+from .core import Agency, MappingResult, SourceFile, Upsert, agency_scope, identifier_match
 from .merge import merge_resource, union
 
 PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
@@ -69,17 +73,19 @@ def usable_upserts(result: MappingResult, *, lenient: bool) -> list[Upsert]:
 
 
 def agency_organization(agency: Agency) -> Upsert:
-    """The agency's Organization, matched on its identifier; merged, so that what another import
-    adds to it (a health system's Bundle describing the trust) is kept."""
+    """The agency's Organization, matched on its identifier alone (``shared``: it is the agency
+    itself, which another agency's file may also name); merged, so that what another import adds
+    to it (a health system's Bundle describing the trust) is kept."""
     return Upsert({"resourceType": "Organization", "identifier": [agency.identifier], "active": True,
                    "name": agency.name},
                   identifier_match(agency.identifier["system"], agency.identifier["value"]),
-                  full_url=agency.full_url, merge=True)
+                  full_url=agency.full_url, merge=True, shared=True)
 
 
 def criteria(upsert: Upsert, agency: Agency) -> str:
-    """The search of the upsert's conditional update (``Type?<criteria>``)."""
-    return upsert.match
+    """The search of the upsert's conditional update (``Type?<criteria>``): its match among the
+    importing agency's resources only, unless the upsert is ``shared`` reference data."""
+    return upsert.match if upsert.shared else f"{upsert.match}&{agency_scope(agency)}"
 
 
 def transaction_bundle(upserts: list[Upsert], agency: Agency, source: SourceFile, *,
@@ -158,12 +164,17 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
 
 def _entry(upsert: Upsert, agency: Agency) -> dict[str, Any]:
     """The PUT entry; the resource says which agency it comes from (meta.source, meta.tag). The
-    agency's tag takes the place of a tag it had already (a merged resource keeps its order)."""
+    agency's tag takes the place of a tag it had already (a merged resource keeps its order).
+
+    Shared reference data carries the tag of every agency that wrote it (kept by the merge) and
+    keeps the meta.source of the first: otherwise two agencies naming one school would take turns
+    to rewrite it."""
     resource = dict(upsert.resource)
     meta = dict(resource.get("meta") or {})
-    meta["source"] = agency.meta_source
-    tags = [t for t in meta.get("tag", [])
-            if t.get("system") != systems.AGENCY_TAG_SYSTEM or t.get("code") == agency.tag["code"]]
+    if not (upsert.shared and meta.get("source")):
+        meta["source"] = agency.meta_source
+    tags = [t for t in meta.get("tag", []) if upsert.shared or t.get("system") != systems.AGENCY_TAG_SYSTEM
+            or t.get("code") == agency.tag["code"]]
     meta["tag"] = union(tags, [agency.tag], ("system", "code"))
     resource["meta"] = meta
     return {"fullUrl": upsert.full_url, "resource": resource,

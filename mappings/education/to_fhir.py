@@ -12,9 +12,9 @@ one resource and the classification goes with it. A separate "persistent absence
 could not be withdrawn by a conditional update, so it would outlive the correction. Searching
 ``Observation?component-code=…|persistent-absence`` finds exactly the terms that are classed so.
 
-The pupil's Patient is matched on UPN *within this agency's resources* (``_tag`` = the agency),
-because local authorities and schools record the same UPN: without the tag, an education import
-would overwrite the local authority's Patient of the same child.
+The pupil's Patient is matched on UPN within this agency's resources (the loader scopes every match
+to the importing agency), because local authorities and schools record the same UPN. Schools are
+shared reference data, matched on URN alone (``shared``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import uuid
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from urllib.parse import quote
 
 from .. import codes, systems
 from ..cin_census.to_fhir import EXT_SOURCE_VALUE, OBSERVATION_CATEGORY
@@ -37,12 +36,6 @@ UCUM = "http://unitsofmeasure.org"
 
 KIND_ATTENDANCE, KIND_SUSPENSION, KIND_EXCLUSION = "school-attendance", "school-suspension", "school-exclusion"
 KIND_CME, KIND_EHE = "child-missing-education", "elective-home-education"
-
-
-def agency_match(agency: Agency, system: str, value: str) -> str:
-    """The conditional-update criterion for an identifier among this agency's resources only."""
-    tag = quote(f"{systems.AGENCY_TAG_SYSTEM}|{agency.tag['code']}", safe=":/|")
-    return f"{identifier_match(system, value)}&_tag={tag}"
 
 
 def to_fhir(census: CensusFile, agency: Agency, issues: list[SourceIssue]) -> list[Upsert]:
@@ -67,7 +60,7 @@ def _school(school: School) -> Upsert:
     if school.name:
         org["name"] = school.name
     return Upsert(org, identifier_match(systems.SCHOOL_URN, school.urn), full_url=f"urn:uuid:{uuid.uuid4()}",
-                  merge=True)
+                  merge=True, shared=True)
 
 
 def _patient(pupil: Pupil, agency: Agency) -> Upsert:
@@ -90,7 +83,7 @@ def _patient(pupil: Pupil, agency: Agency) -> Upsert:
     if pupil.postcode:
         patient["address"] = [{"use": "home", "postalCode": pupil.postcode}]
     patient["managingOrganization"] = {"reference": agency.full_url, "display": agency.name}
-    return Upsert(patient, agency_match(agency, systems.UPN, pupil.upn), full_url=f"urn:uuid:{uuid.uuid4()}",
+    return Upsert(patient, identifier_match(systems.UPN, pupil.upn), full_url=f"urn:uuid:{uuid.uuid4()}",
                   record=pupil.upn, merge=True)
 
 

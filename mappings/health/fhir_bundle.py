@@ -9,9 +9,9 @@ the Bundle changes nothing (http.html#cond-update):
 - any other resource on its first identifier (``system`` and ``value`` both present).
 
 A resource without such an identifier is an error: a content hash would change with every correction
-and turn a corrected resource into a duplicate. Matches other than ODS-coded Organizations are
-scoped to the sending agency (``_tag``), so a trust's Patient never overwrites another agency's
-record that happens to carry the same NHS number.
+and turn a corrected resource into a duplicate. The loader scopes every match to the sending agency
+(``_tag``), so a trust's Patient never overwrites another agency's record that happens to carry the
+same NHS number; ODS-coded Organizations are the exception (``shared`` reference data).
 
 References between entries (the entry's ``fullUrl``, or ``Type/id`` relative to the sender's base)
 are rewritten to the new entries' ``urn:uuid`` fullUrls, which the transaction resolves. A relative
@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from fhir_server.errors import FhirError
 from fhir_server.fhir import jsonio
@@ -114,9 +113,9 @@ def map_bundle(source: SourceFile) -> tuple[Agency | None, MappingResult]:
                       f"has the same business identifier as entry {other}: one resource per identifier",
                       entry.record, code="duplicate")
         # Patients and ODS-coded Organizations are written by other imports too: merged, not replaced
-        merge = entry.resource["resourceType"] == "Patient" or (
-            entry.resource["resourceType"] == "Organization" and _ods(entry.resource) is not None)
-        entry.upsert = Upsert(entry.resource, match or "", record=entry.record, merge=merge)
+        shared = entry.resource["resourceType"] == "Organization" and _ods(entry.resource) is not None
+        merge = shared or entry.resource["resourceType"] == "Patient"
+        entry.upsert = Upsert(entry.resource, match or "", record=entry.record, merge=merge, shared=shared)
         for key in entry.keys:
             keyed[key] = entry
     for entry in entries:
@@ -235,6 +234,11 @@ def _validate(entry: _Entry, issue: Any) -> None:
     if isinstance(meta, dict):
         for name in SERVER_META:
             meta.pop(name, None)
+        if isinstance(meta.get("tag"), list):  # the loader tags the source agency: a sender cannot
+            meta["tag"] = [t for t in meta["tag"]
+                           if not (isinstance(t, dict) and t.get("system") == systems.AGENCY_TAG_SYSTEM)]
+            if not meta["tag"]:
+                meta.pop("tag")
         if not meta:
             resource.pop("meta")
 
@@ -244,7 +248,6 @@ def _match(entry: _Entry, agency: Agency, issue: Any) -> str | None:
     Organization, or None (with an error issue) when there is no usable identifier."""
     resource = entry.resource
     res_type = resource.get("resourceType")
-    scope = "&_tag=" + quote(f"{systems.AGENCY_TAG_SYSTEM}|{agency.kind}/{agency.code}", safe=":/|")
     identifiers = [i for i in resource.get("identifier") or [] if isinstance(i, dict)] \
         if isinstance(resource.get("identifier"), list) else []
     if res_type == "Organization":
@@ -261,10 +264,10 @@ def _match(entry: _Entry, agency: Agency, issue: Any) -> str | None:
                     issue("error", entry.pointer, f"identifier[{n}].value",
                           f"{value!r} is not a valid NHS number (10 digits, modulus-11 check digit)", entry.record)
                     return None
-                return identifier_match(systems.NHS_NUMBER, value.replace(" ", "")) + scope
+                return identifier_match(systems.NHS_NUMBER, value.replace(" ", ""))
     for ident in identifiers:
         if ident.get("system") and ident.get("value"):
-            return identifier_match(str(ident["system"]), str(ident["value"])) + scope
+            return identifier_match(str(ident["system"]), str(ident["value"]))
     issue("error", entry.pointer, "identifier",
           f"a {res_type} needs an identifier (system and value) so that sending it again updates it instead of "
           "creating a duplicate", entry.record, code="required")

@@ -234,3 +234,17 @@ def test_fhir_bundle_rules_for_identifiers_agency_and_shape():
     deleting["entry"].append({"request": {"method": "DELETE", "url": "Patient/x"},
                               "resource": {"resourceType": "Patient"}})
     assert any(i.field == "method" and i.severity == "error" for i in mapped(deleting)[1].issues)
+
+
+def test_two_trusts_sending_one_nhs_number_keep_a_patient_each(client):
+    bundle = json.loads(fixture("bundle.json"))
+    assert post_file(client, "fhir-bundle", "r9q.json", json.dumps(bundle).encode()).status_code == 200
+    other = copy.deepcopy(bundle)
+    other["entry"][0]["resource"]["identifier"][0]["value"] = "RXY"
+    other["entry"][0]["resource"]["name"] = "Another Trust"
+    other["entry"][1]["resource"]["name"][0]["family"] = "Pickering-Jones"
+    assert post_file(client, "fhir-bundle", "rxy.json", json.dumps(other).encode()).status_code == 200
+    patients = search(client, f"Patient?identifier={NHS}|9990000115")
+    assert sorted((p["meta"]["tag"][0]["code"], p["name"][0]["family"], p["meta"]["versionId"]) for p in patients) \
+        == [("health/R9Q", "Pickering", "1"), ("health/RXY", "Pickering-Jones", "1")]
+    assert len(search(client, "Organization")) == 2

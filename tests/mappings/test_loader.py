@@ -73,3 +73,57 @@ def test_a_file_larger_than_the_client_bundle_limit_still_loads_as_one_transacti
     summary = _import(app, _result())
     assert summary.written and summary.created == 4
     assert body(client.get("/fhir/Flag"))["total"] == 2
+
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+TAG = "https://w3id.org/sg-fhir/CodeSystem/source-agency"
+POLICE = Agency("police", "20", "20 Police")
+TRUST = Agency("health", "R9Q", "R9Q NHS trust")
+URN = "https://w3id.org/sg-fhir/Id/school-urn"
+
+
+def _import_as(app, agency, upserts, content):
+    services = app.extensions["fhir"]
+    ctx = RequestContext(base_url=services.settings.base_url, client_id="etl")
+    return import_file(services.router, ctx, MappingResult(upserts, records=len(upserts)), agency,
+                       SourceFile("f", content), "test")
+
+
+def _nhs_patient(family: str) -> Upsert:
+    patient = {"resourceType": "Patient", "identifier": [{"system": NHS, "value": "9434765919"}],
+               "name": [{"family": family}]}
+    return Upsert(patient, identifier_match(NHS, "9434765919"), merge=True)
+
+
+def test_every_match_is_scoped_to_the_importing_agency(app, client):
+    assert _import_as(app, POLICE, [_nhs_patient("Police-Smith")], b"police").created == 1
+    assert _import_as(app, TRUST, [_nhs_patient("Trust-Smith")], b"trust").created == 1
+    patients = [e["resource"] for e in body(client.get(f"/fhir/Patient?identifier={NHS}|9434765919"))["entry"]]
+    assert sorted((p["name"][0]["family"], p["meta"]["tag"][0]["code"], p["meta"]["versionId"]) for p in patients) \
+        == [("Police-Smith", "police/20", "1"), ("Trust-Smith", "health/R9Q", "1")]
+    # each agency's own record is still the one its next import updates
+    assert _import_as(app, POLICE, [_nhs_patient("Police-Smyth")], b"police-2").updated == 1
+    families = {e["resource"]["name"][0]["family"]
+                for e in body(client.get(f"/fhir/Patient?identifier={NHS}|9434765919"))["entry"]}
+    assert families == {"Police-Smyth", "Trust-Smith"}
+
+
+def test_shared_reference_data_is_matched_across_agencies(app, client):
+    def school(name: str | None) -> Upsert:
+        org = {"resourceType": "Organization", "identifier": [{"system": URN, "value": "100234"}], "active": True}
+        if name:
+            org["name"] = name
+        return Upsert(org, identifier_match(URN, "100234"), merge=True, shared=True)
+
+    education = [Agency("education", la, f"LA {la} education service") for la in ("201", "202")]
+    assert _import_as(app, education[0], [school("Hillside Primary")], b"201").created == 1
+    assert _import_as(app, education[1], [school(None)], b"202").updated == 1  # it adds its tag
+    for n in range(2):  # and after that neither changes it
+        again = _import_as(app, education[n], [school("Hillside Primary" if n == 0 else None)], b"%d" % n)
+        assert again.unchanged == 1
+    found = body(client.get(f"/fhir/Organization?identifier={URN}|100234"))
+    assert found["total"] == 1
+    org = found["entry"][0]["resource"]
+    assert org["name"] == "Hillside Primary" and org["meta"]["versionId"] == "2"
+    assert [t["code"] for t in org["meta"]["tag"]] == ["education/201", "education/202"]
+    assert org["meta"]["source"].endswith("/agency/education/201")
