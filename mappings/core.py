@@ -29,13 +29,15 @@ class Agency:
     """The organisation a file comes from; becomes an Organization and the source of every resource."""
 
     kind: str  # local-authority | police | education | health
-    code: str  # LA code, police force code, school URN or ODS code
+    code: str  # LA code (local-authority, education), police force code or ODS code
     name: str
 
     @property
     def identifier(self) -> dict[str, str]:
+        """The agency Organization's identifier: one system per kind, so that an LA's children's
+        social care and its education service, which share the LA code, are two Organizations."""
         system = {"local-authority": systems.LA_CODE, "police": systems.POLICE_FORCE,
-                  "education": systems.SCHOOL_URN, "health": systems.ODS_CODE}[self.kind]
+                  "education": systems.LA_EDUCATION_SERVICE, "health": systems.ODS_CODE}[self.kind]
         return {"system": system, "value": self.code}
 
     @property

@@ -13,6 +13,9 @@ ODS_CODE = "https://fhir.nhs.uk/Id/ods-organization-code"
 UPN = f"{CANONICAL_BASE}/Id/upn"
 FORMER_UPN = f"{CANONICAL_BASE}/Id/former-upn"
 LA_CODE = f"{CANONICAL_BASE}/Id/la-code"  # DfE 3-digit local authority (LEA) code
+# The LA's education service, by the same 3-digit code: an organisation of its own, not the LA's
+# children's social care (LA_CODE) and not a school (SCHOOL_URN).
+LA_EDUCATION_SERVICE = f"{CANONICAL_BASE}/Id/la-education-service"
 SCHOOL_URN = f"{CANONICAL_BASE}/Id/school-urn"  # DfE unique reference number of a school
 POLICE_FORCE = f"{CANONICAL_BASE}/Id/police-force"  # Home Office force code
 POLICE_REFERENCE = f"{CANONICAL_BASE}/Id/police-reference"

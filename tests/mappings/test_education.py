@@ -66,6 +66,9 @@ def test_census_maps_pupils_schools_attendance_exclusions_cme_and_ehe(client):
     assert hillside["name"] == "Hillside Primary School" and hillside["type"][0]["coding"][0]["code"] == "edu"
     service = _one(client, "Organization?name:contains=education service")
     assert service["name"] == "Local authority 201 education service"
+    # its own identifier system: it is not a school, nor the LA's children's social care
+    assert service["identifier"] == [{"system": f"{BASE}/Id/la-education-service", "value": "201"}]
+    assert body(client.get(f"/fhir/Organization?identifier={BASE}/Id/school-urn|201"))["total"] == 0
 
     good = _obs(client, "school-attendance", "K201400112345/2024-autumn/100234")
     assert good["code"]["coding"][0] == {"system": RISK, "code": "school-attendance",
@@ -136,6 +139,11 @@ def test_an_education_import_never_overwrites_the_local_authoritys_patient(clien
     assert sources == ["education", "local-authority"]
     la = next(e["resource"] for e in both["entry"] if "local-authority" in e["resource"]["meta"]["source"])
     assert la["meta"]["versionId"] == "1" and "/la-child-id/201" in la["identifier"][0]["system"]
+    # LA 201's children's social care and education service are two Organizations
+    services = {e["resource"]["name"]: e["resource"]["identifier"][0]["system"].rsplit("/", 1)[-1]
+                for e in body(client.get("/fhir/Organization?identifier=201"))["entry"]}
+    assert services == {"Local authority 201 children's social care": "la-code",
+                        "Local authority 201 education service": "la-education-service"}
 
 
 def test_bad_rows_reject_the_file_by_default_and_only_those_pupils_when_lenient(client):
