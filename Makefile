@@ -20,7 +20,7 @@ BENCH_ARGS  ?= --quick
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make run      install into .venv, migrate the database, serve on http://$(HOST):$(PORT)/fhir"
+	@echo "make run      install into .venv, migrate the database, serve on http://$(HOST):$(PORT)/fhir (dev tokens on)"
 	@echo "make test     install the test extras and run the whole suite (pytest $(PYTEST_ARGS))"
 	@echo "make migrate  create or upgrade the database schema (FHIR_DATABASE_URL, default var/fhir.db)"
 	@echo "make bench    run the benchmarks in bench/ (BENCH_ARGS=$(BENCH_ARGS); needs PostgreSQL)"
@@ -44,7 +44,14 @@ migrate: $(STAMP)
 	$(BIN)/fhir-server migrate
 
 # No demo data is loaded yet: the synthetic demo-data loader arrives with a later issue.
+# Authentication is on; `make run` (only) also enables the development token issuer and prints how
+# to mint a demo token with it (docs/security.md). Production never sets FHIR_AUTH_DEV_ISSUER.
+run: export FHIR_AUTH_DEV_ISSUER = 1
 run: migrate
+	@echo "Authentication is on. Get a demo token (development issuer, enabled by make run only):"
+	@echo "  export TOKEN=\$$(FHIR_AUTH_DEV_ISSUER=1 $(BIN)/fhir-server dev-token --client demo \\"
+	@echo "      --scope 'user/*.cruds' --practitioner demo --agency la:201 --role mash-practitioner)"
+	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/fhir/Patient"
 	exec $(BIN)/fhir-server serve --host $(HOST) --port $(PORT)
 
 serve: $(STAMP)

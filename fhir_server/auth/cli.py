@@ -2,7 +2,7 @@
 fhir_server/cli.py's COMMANDS).
 
     fhir-server client add --id ID --name N --agency A --role R --scopes "..." (--jwks FILE | --jwks-url URL)
-    fhir-server client list | disable ID | enable ID
+    fhir-server client list | disable ID | enable ID | jwks KEY.pem | assertion --id ID --key KEY.pem
     fhir-server dev-token --client NAME --scope "..." [--practitioner ID] [--purpose CODE] [--agency A --role R]
     fhir-server auth-key list | rotate [--alg ES384] | remove KID      (--dev: the development issuer's keys)
 """
@@ -54,6 +54,14 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--jwks-url", help="a JWK Set URL under FHIR_AUTH_TRUSTED_JWKS_URLS")
     add.add_argument("--replace", action="store_true", help="update an existing registration")
     sub.add_parser("list", help="list registered clients")
+    jwks = sub.add_parser("jwks", help="print the public JWK Set of a PEM key (private or public), to register")
+    jwks.add_argument("pem", type=Path, help="an RSA (RS384) or EC P-384 (ES384) key in PEM")
+    signed = sub.add_parser("assertion", help="sign a client assertion with a client's private key (testing aid: "
+                                              "a real client signs its own)")
+    signed.add_argument("--id", required=True, dest="client_id", help="the client_id")
+    signed.add_argument("--key", required=True, type=Path, help="the client's private key (PEM)")
+    signed.add_argument("--kid", help="the key id registered (default: the key's RFC 7638 thumbprint)")
+    signed.add_argument("--aud", help="the token endpoint (default: FHIR_BASE_URL/auth/token)")
     for action in ("disable", "enable"):
         p = sub.add_parser(action, help=f"{action} a client (a disabled client gets no new tokens)")
         p.add_argument("client_id")
@@ -63,6 +71,12 @@ def run_client(args: argparse.Namespace, settings: "Settings") -> int:
     from ..cli import say
     from .clients import Client, ClientError
 
+    if args.client_command == "jwks":
+        say(json.dumps(public_jwks(args.pem), indent=2))
+        return 0
+    if args.client_command == "assertion":
+        say(client_assertion(args.client_id, args.key, args.kid, args.aud or f"{settings.base_url}/auth/token"))
+        return 0
     with _auth(settings) as auth:
         if args.client_command == "list":
             clients = auth.clients.all()
@@ -93,6 +107,48 @@ def run_client(args: argparse.Namespace, settings: "Settings") -> int:
         say(f"Registered client {added.client_id} ({added.agency}, {added.role}): {' '.join(added.scopes)}. "
             f"Token endpoint: {auth.token_url}")
     return 0
+
+
+def public_jwks(pem_file: Path) -> dict:
+    """The JWK Set a client registers for the key in ``pem_file`` (kid = RFC 7638 thumbprint)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from .keys import SigningKeyError, alg_for, public_jwk
+
+    try:
+        data = pem_file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"Cannot read {pem_file}: {exc.strerror}") from exc
+    try:
+        if b"PRIVATE KEY" in data:
+            key = serialization.load_pem_private_key(data, password=None).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+        return {"keys": [public_jwk(key, alg_for(key))]}  # type: ignore[arg-type]
+    except (ValueError, TypeError, SigningKeyError) as exc:
+        raise _fail(f"{pem_file} is not an RSA (2048+ bits) or EC P-384 key in PEM: {exc}") from exc
+
+
+def client_assertion(client_id: str, pem_file: Path, kid: str | None, audience: str) -> str:
+    """A SMART client assertion (backend-services.html#authenticate-client), valid four minutes."""
+    import time
+    import uuid
+
+    from .keys import SigningKey, SigningKeyError, load_private_pem
+
+    try:
+        key = SigningKey.from_private(load_private_pem(pem_file.read_bytes()))
+    except OSError as exc:
+        raise _fail(f"Cannot read {pem_file}: {exc.strerror}") from exc
+    except SigningKeyError as exc:
+        raise _fail(f"{pem_file}: {exc}") from exc
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + 240,
+              "jti": uuid.uuid4().hex}
+    if kid and kid != key.kid:
+        import jwt
+        return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": kid, "typ": "JWT"})
+    return key.sign(claims)
 
 
 # -- dev-token --------------------------------------------------------------------------------------

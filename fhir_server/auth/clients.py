@@ -181,12 +181,12 @@ class ClientRegistry:
         return found
 
     def get(self, client_id: str) -> Client | None:
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             row = conn.execute(select(auth_client).where(auth_client.c.client_id == client_id)).first()
         return _client(row) if row else None
 
     def all(self) -> list[Client]:
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(select(auth_client).order_by(auth_client.c.client_id)).all()
         return [_client(r) for r in rows]
 
@@ -211,7 +211,7 @@ class ClientRegistry:
         if not is_trusted(url, self.trusted_urls):
             raise JwksUnavailable(f"{url} is not a trusted JWK Set URL")
         now = utcnow()
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             row = conn.execute(select(auth_jwks_cache).where(auth_jwks_cache.c.url == url)).first()
         if row is not None:
             age = now - row.fetched_at

@@ -228,7 +228,7 @@ class KeyStore:
             raise SigningKeyError(f"The {self.issuer} keys are configured (FHIR_AUTH_SIGNING_KEY): {what} them there")
 
     def _read(self) -> KeyRing:
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(select(auth_signing_key.c.private_pem)
                                 .where(auth_signing_key.c.issuer == self.issuer)
                                 .order_by(auth_signing_key.c.slot.desc())).all()
@@ -251,10 +251,12 @@ class KeyStore:
             if not expect_empty:
                 raise
             return key
-        if expect_empty:
-            log.warning("Generated a %s signing key for the %r issuer and stored it in the database "
-                        "(no FHIR_AUTH_SIGNING_KEY configured: fine for development, not for production)",
-                        key.alg, self.issuer)
+        if expect_empty and self.issuer == SERVER:
+            log.warning("Generated a %s signing key for access tokens and stored it in the database (no "
+                        "FHIR_AUTH_SIGNING_KEY configured: fine for development, not for production)", key.alg)
+        elif expect_empty:
+            log.info("Generated a %s signing key for the %r issuer and stored it in the database", key.alg,
+                     self.issuer)
         return key
 
     def describe(self) -> list[dict[str, Any]]:
@@ -262,7 +264,7 @@ class KeyStore:
         if self._configured is not None:
             return [{"kid": k.kid, "alg": k.alg, "source": "configured", "signs": i == 0}
                     for i, k in enumerate(self._configured.keys)]
-        with self.db.begin() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(select(auth_signing_key.c.kid, auth_signing_key.c.alg, auth_signing_key.c.slot,
                                        auth_signing_key.c.created)
                                 .where(auth_signing_key.c.issuer == self.issuer)

@@ -8,6 +8,8 @@ request context of each FHIR request, and the ``WWW-Authenticate`` challenge of 
 """
 from __future__ import annotations
 
+import logging
+import re
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -22,14 +24,20 @@ from .service import JWKS_PATH, SMART_CONFIGURATION_PATH, TOKEN_PATH
 if TYPE_CHECKING:
     from .. import Services
 
+log = logging.getLogger(__name__)
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_TOKEN_REQUEST_BYTES = 64 * 1024
 
 
 def request_info() -> events.RequestInfo:
+    """What the log line and the RequestContext keep of the HTTP request. ``X-Request-Id`` (set by a
+    proxy) becomes the request id when it is a plain token, so log lines can be correlated."""
+    request_id = request.headers.get("X-Request-Id")
+    if request_id is not None and not REQUEST_ID.match(request_id):
+        request_id = None
     return events.RequestInfo(request.method, request.path, request.remote_addr,
-                              (request.user_agent.string or None) if request.user_agent else None,
-                              request.headers.get("X-Request-Id"))
+                              (request.user_agent.string or None) if request.user_agent else None, request_id)
 
 
 def request_context(services: "Services", path: str) -> RequestContext:
@@ -97,6 +105,12 @@ def _challenge(error: str | None, description: str, scope: str | None = None) ->
 def register(app: Flask, url_prefix: str) -> None:
     """The SMART endpoints, and challenges on 401/403 (more specific than the FhirError handler)."""
     app.register_blueprint(make_blueprint(url_prefix))
+    settings = app.extensions["fhir"].settings
+    if not settings.auth_enabled and not settings.testing:
+        log.warning("Authentication is OFF (FHIR_AUTH_ENABLED=0): every request is served without a token")
+    elif settings.auth_enabled and settings.auth_dev_issuer and not settings.testing:
+        log.warning("The development token issuer is ON (FHIR_AUTH_DEV_ISSUER=1): its key is in the database and "
+                    "`fhir-server dev-token` mints any identity. Never enable it in production.")
 
     @app.errorhandler(InvalidToken)
     def _invalid_token(exc: InvalidToken) -> Response:

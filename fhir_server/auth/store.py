@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -22,6 +23,20 @@ class AuthDatabase:
     def __init__(self, engine: Engine, connection: Connection | None = None) -> None:
         self.engine = engine
         self._bound = connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: no write lock on SQLite, autocommit on PostgreSQL (as the
+        repository reads)."""
+        if self._bound is not None:
+            with self._bound.begin_nested():
+                yield self._bound
+            return
+        options: dict[str, Any] = {"readonly": True}
+        if self.engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        with self.engine.connect() as raw, raw.execution_options(**options).begin():
+            yield raw
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

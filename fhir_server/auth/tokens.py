@@ -12,7 +12,6 @@ Every failure is a :class:`TokenRejected` with a short ``reason`` for the log.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +75,9 @@ def public_key_from_jwk(jwk: dict[str, Any], alg: str) -> Any:
         raise TokenRejected("bad-key", "A registered key holds private or symmetric material")
     if jwk.get("alg") and jwk["alg"] != alg:
         raise TokenRejected("alg-key-mismatch", f"Key {jwk.get('kid')!r} is for {jwk['alg']}, not {alg}")
+    kty = "RSA" if alg in RSA_ALGS else "EC" if alg in EC_ALGS else None
+    if jwk.get("kty") != kty:
+        raise TokenRejected("alg-key-mismatch", f"Key {jwk.get('kid')!r} ({jwk.get('kty')}) cannot verify {alg}")
     try:
         key = jwt.PyJWK(jwk, algorithm=alg).key
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
@@ -127,8 +129,3 @@ def number_claim(claims: dict[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TokenRejected("missing-claim", f"The token's {name} is not a number")
     return int(value)
-
-
-def describe(claims: dict[str, Any]) -> str:
-    """Claims for a debug message (never the signature)."""
-    return json.dumps({k: claims.get(k) for k in ("iss", "sub", "aud", "exp", "jti") if k in claims})

@@ -624,6 +624,35 @@ def test_the_request_context(auth: AuthService) -> None:
     assert ctx.token_id == jwt.decode(token, options={"verify_signature": False})["jti"]
 
 
+def test_openid_connect_practitioner_tokens(auth_conn: Any, auth_settings: Settings, rsa_key: ClientKey,
+                                           tmp_path: Any) -> None:
+    """Production's practitioners: tokens of an external OpenID Connect provider, verified with its
+    JWK Set (here a file; FHIR_AUTH_OIDC_JWKS_URL fetches one from a trusted URL)."""
+    issuer = "https://idp.example.org/realms/la201"
+    jwks_file = tmp_path / "idp-jwks.json"
+    jwks_file.write_text(simplejson.dumps({"keys": [{**rsa_key.jwk, "alg": "RS256"}]}))
+    app = create_app(auth_settings.with_overrides(auth_dev_issuer=False, auth_oidc_issuer=issuer,
+                                                  auth_oidc_jwks=str(jwks_file)), connection=auth_conn)
+    http = app.test_client()
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": BASE, "sub": "u-1", "azp": "mash-portal", "iat": now, "exp": now + 600,
+              "fhirUser": "https://fhir.example.org/fhir/Practitioner/9", "agency": "la:201",
+              "role": "mash-practitioner", "scope": "openid fhirUser user/Patient.rs"}
+
+    def idp_token(**changes: Any) -> str:
+        return jwt.encode({**claims, **changes}, rsa_key.private, algorithm="RS256", headers={"kid": rsa_key.kid})
+
+    assert http.get("/fhir/Patient", headers=bearer(idp_token())).status_code == 200
+    assert post(http, "Patient", patient(), idp_token()).status_code == 403
+    info = events.RequestInfo("GET", "Patient")
+    ctx = app.extensions["fhir"].auth.authenticate("GET", "Patient", {"authorization": f"Bearer {idp_token()}"}, info)
+    assert (ctx.issuer, ctx.client_id, ctx.practitioner, ctx.agency) == (issuer, "mash-portal", "Practitioner/9",
+                                                                          "la:201")
+    assert http.get("/fhir/Patient", headers=bearer(idp_token(aud="https://other"))).status_code == 401
+    assert http.get("/fhir/Patient", headers=bearer(idp_token(iss="https://idp.example.org/realms/x"))).status_code \
+        == 401
+
+
 # -- key rotation ----------------------------------------------------------------------------------
 
 def test_key_rotation(http: FlaskClient, auth: AuthService, rsa_key: ClientKey) -> None:
