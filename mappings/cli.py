@@ -39,7 +39,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     batches = _batches(args)
     services = build_services(settings)
     require_migrated(services.engine, settings)
-    ctx = RequestContext(base_url=settings.base_url, client_id="fhir-server-cli")
+    ctx = RequestContext.system(settings.base_url, client_id="fhir-server-cli")
     progress = Progress(total=len(batches))
     failed = 0
     for fmt, paths in batches:

@@ -96,7 +96,8 @@ def dispatch(services: "Services", job_id: str) -> None:
 
 def job_runner(services: "Services"):
     def work(job: jobs.Job, files: list[tuple[str, bytes]]) -> FhirResponse:
-        ctx = RequestContext(base_url=services.settings.base_url, client_id=job.client_id)
+        # The client was authorised when it started the job; the job runs on its behalf.
+        ctx = RequestContext.system(services.settings.base_url, client_id=job.client_id or "system")
         return run_import(services, ctx, job.request["format"], files, lenient=bool(job.request.get("lenient")),
                           progress=lambda text: jobs.set_progress(services.engine, job.id, text))
 

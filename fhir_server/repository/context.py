@@ -56,6 +56,9 @@ class RequestContext:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def system(cls, base_url: str) -> "RequestContext":
-        """Context for the server's own work (CLI, migrations, background jobs)."""
-        return cls(base_url=base_url, client_id="system")
+    def system(cls, base_url: str, *, client_id: str = "system") -> "RequestContext":
+        """Context for the server's own work (CLI commands run by an operator on the server,
+        background jobs a client was authorised to start): trusted, with every system scope.
+        Never built from anything a request carries."""
+        return cls(base_url=base_url, client_id=client_id, scopes=frozenset({"system/*.cruds"}),
+                   role="system", authenticated=True, issuer="server")
