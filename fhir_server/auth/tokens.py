@@ -12,6 +12,9 @@ Every failure is a :class:`TokenRejected` with a short ``reason`` for the log.
 """
 from __future__ import annotations
 
+import base64
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 # Clock skew tolerated on exp, nbf and iat (RFC 7519 §4.1.4 allows "a small leeway").
 LEEWAY_SECONDS = 30
+MAX_TOKEN_LENGTH = 16_384
+_COMPACT_JWS = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGS = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -34,17 +39,23 @@ class TokenRejected(Exception):
 
 
 def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims *before* verification: used only to pick the issuer and the key."""
-    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16_384:
+    """Header and claims *before* verification: used only to pick the issuer and the key (the
+    verified decode then checks everything again, strictly)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.match(token):
         raise TokenRejected("malformed", "The token is not a compact JWS (header.payload.signature)")
+    header_b64, payload_b64, _ = token.split(".")
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt_errors.InvalidTokenError as exc:
-        raise TokenRejected("malformed", f"The token cannot be decoded: {exc}") from exc
-    if not isinstance(claims, dict):
-        raise TokenRejected("malformed", "The token's payload is not a JSON object")
+        header = json.loads(_b64url(header_b64))
+        claims = json.loads(_b64url(payload_b64))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TokenRejected("malformed", "The token's header or payload is not base64url JSON") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise TokenRejected("malformed", "The token's header and payload must be JSON objects")
     return header, claims
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def check_alg(header: dict[str, Any], allowed: frozenset[str] | tuple[str, ...]) -> str:

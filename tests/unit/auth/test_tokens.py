@@ -115,3 +115,28 @@ def test_a_token_signed_by_a_ring_key_decodes_with_the_published_jwk(ec_signing:
     token = ec_signing.sign({"sub": "x"}, typ="at+jwt")
     assert jwt.get_unverified_header(token) == {"alg": "ES384", "kid": ec_signing.kid, "typ": "at+jwt"}
     assert jwt.decode(token, jwt.PyJWK(ec_signing.jwk).key, algorithms=["ES384"])["sub"] == "x"
+
+
+def test_verified_cache() -> None:
+    from fhir_server.auth.issuers import VerifiedCache, VerifiedToken
+
+    class Issuer:
+        trusted = True
+
+        def still_trusts(self, kid: str | None) -> bool:
+            return self.trusted
+
+    issuer = Issuer()
+    cache = VerifiedCache(size=2)
+    now = int(time.time())
+    good = VerifiedToken("server", {"exp": now + 300})
+    cache.put("a", issuer, "k", good)  # type: ignore[arg-type]
+    assert cache.get("a") is good
+    cache.put("old", issuer, "k", VerifiedToken("server", {"exp": now - 120}))  # type: ignore[arg-type]
+    assert cache.get("old") is None, "an expired token is verified (and refused) again"
+    issuer.trusted = False
+    assert cache.get("a") is None, "a token whose key was removed is verified (and refused) again"
+    issuer.trusted = True
+    for name in ("b", "c", "d"):
+        cache.put(name, issuer, "k", good)  # type: ignore[arg-type]
+    assert cache.get("b") is None and cache.get("d") is good, "least recently used entries go first"
