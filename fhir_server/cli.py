@@ -1,8 +1,9 @@
 """The ``fhir-server`` command: ``serve``, ``migrate`` and ``reindex``.
 
 Every subcommand is a :class:`Command`: a name, a help line, a function that adds its arguments and
-a function ``run(args, settings) -> exit code``. A new subcommand (``import``, ``synth`` and
-``dev-token`` are planned) is one more entry in :data:`COMMANDS`. Settings come from the ``FHIR_*``
+a function ``run(args, settings) -> exit code``. A new subcommand (``import``, ``synth``; ``client``,
+``dev-token`` and ``auth-key`` from fhir_server/auth/cli.py) is one more entry in :data:`COMMANDS`.
+Settings come from the ``FHIR_*``
 environment variables; expected failures raise :class:`CliError`, printed as one line, exit code 1.
 """
 from __future__ import annotations

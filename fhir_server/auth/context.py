@@ -10,6 +10,7 @@ flagged for review by the audit trail).
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,9 +74,9 @@ def context_from_token(issuer: str, claims: dict[str, Any], headers: Mapping[str
     purposes = split_scopes(claims.get("purpose")) if isinstance(claims.get("purpose"), (str, list)) else []
     purpose, reason = purpose_of_use(purposes, headers)
     client_id = claims.get("client_id") or claims.get("azp") or claims.get("sub")
-    extra: dict[str, Any] = {"request_id": request_id} if request_id else {}
     return RequestContext(
         base_url=base_url,
+        request_id=request_id or uuid.uuid4().hex,
         client_id=str(client_id) if client_id else None,
         agency=_text(claims.get("agency")),
         practitioner=practitioner_reference(claims.get("practitioner") or claims.get("fhirUser")),
@@ -87,7 +88,6 @@ def context_from_token(issuer: str, claims: dict[str, Any], headers: Mapping[str
         token_id=_text(claims.get("jti")),
         break_glass_reason=reason,
         remote_addr=remote_addr,
-        **extra,
     )
 
 

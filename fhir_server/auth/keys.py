@@ -79,8 +79,10 @@ def alg_for(key: PrivateKey | PublicKey) -> str:
 
 def public_jwk(key: PublicKey, alg: str) -> dict[str, Any]:
     """The public JWK (RFC 7517) with ``kid`` (thumbprint), ``alg`` and ``use: sig``."""
-    algorithm = RSAAlgorithm if alg.startswith("RS") else ECAlgorithm
-    jwk = algorithm.to_jwk(key, as_dict=True)
+    if isinstance(key, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
+    else:
+        jwk = ECAlgorithm.to_jwk(key, as_dict=True)
     jwk = {k: v for k, v in jwk.items() if k in ("kty", "n", "e", "crv", "x", "y")}
     return {**jwk, "kid": thumbprint(jwk), "alg": alg, "use": "sig"}
 

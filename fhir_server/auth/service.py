@@ -98,15 +98,15 @@ class AuthService:
         a verified bearer token, or none at all for the public paths; anything else is a 401
         (RFC 6750 §3.1) recorded by ``events.denied``.
         """
-        base = {"base_url": self.base_url, "remote_addr": info.remote_addr}
+        anonymous = RequestContext(self.base_url, remote_addr=info.remote_addr)
         if info.request_id:
-            base["request_id"] = info.request_id
+            anonymous = anonymous.with_changes(request_id=info.request_id)
         if not self.settings.auth_enabled:
-            return RequestContext(**base)  # type: ignore[arg-type]
+            return anonymous
         authorization = headers.get("authorization")
         if authorization is None:
             if method in ("GET", "HEAD") and path.strip("/") in PUBLIC_PATHS:
-                return RequestContext(**base)  # type: ignore[arg-type]
+                return anonymous
             events.denied("no-credentials", None, info)
             raise InvalidToken("This request needs a bearer token (Authorization: Bearer ...); see "
                                f"{self.base_url}/{SMART_CONFIGURATION_PATH}", reason="no-credentials",
@@ -123,7 +123,8 @@ class AuthService:
             events.denied(exc.reason, None, info, exc.message)
             raise InvalidToken(exc.message, reason=exc.reason) from exc
         try:
-            return context_from_token(verified.issuer, verified.claims, headers, **base)  # type: ignore[arg-type]
+            return context_from_token(verified.issuer, verified.claims, headers, base_url=self.base_url,
+                                      request_id=anonymous.request_id, remote_addr=info.remote_addr)
         except AccessDenied as exc:
             client = verified.claims.get("client_id") or verified.claims.get("sub")
             events.denied(exc.reason, str(client) if client else None, info, exc.diagnostics)
