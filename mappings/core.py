@@ -62,6 +62,26 @@ class Agency:
         return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, self.identifier['system'] + '|' + self.code)}"
 
 
+def children_services(la_code: str) -> Agency:
+    """A local authority's children's social care (CIN census, SSDA903), by its 3-digit LA code."""
+    return Agency("local-authority", la_code, f"Local authority {la_code} children's social care")
+
+
+def education_service(la_code: str) -> Agency:
+    """A local authority's education service (it collects the school census from its schools)."""
+    return Agency("education", la_code, f"Local authority {la_code} education service")
+
+
+def police_force(code: str) -> Agency:
+    """A police force by its Home Office code; the files carry only the code, hence the name."""
+    return Agency("police", code, f"{code} Police")
+
+
+def health_organisation(ods_code: str, name: str | None = None) -> Agency:
+    """An NHS organisation by its ODS code, named as it names itself where it does."""
+    return Agency("health", ods_code, name or f"{ods_code} NHS trust")
+
+
 @dataclass(frozen=True)
 class SourceFile:
     name: str
@@ -132,12 +152,32 @@ class MappingResult:
     def has_errors(self) -> bool:
         return any(i.severity in ("error", "fatal") for i in self.issues)
 
+    def error_records(self) -> set[str]:
+        """The records that have an error: lenient mode drops them; ``""`` is the file itself."""
+        return {i.record for i in self.issues if i.severity in ("error", "fatal")}
+
+    @property
+    def file_rejected(self) -> bool:
+        """An error that belongs to no record: nothing in the file can be trusted."""
+        return "" in self.error_records()
+
+    def no_agency(self, file: str, field: str, message: str) -> None:
+        """The file-level error of a file whose records name no agency (unless it has one already)."""
+        if not self.file_rejected:
+            self.issues.append(SourceIssue("error", file, "", field, message, "required"))
+
+    def count_rejected(self, records: set[str] | None = None) -> None:
+        """``rejected_records``: the records with errors (only those among ``records``, when a
+        mapper's issues also name records that are not source records)."""
+        bad = self.error_records() - {""}
+        self.rejected_records = len(bad if records is None else bad & records)
+
 
 def reject_dependents(result: MappingResult, file: str) -> None:
     """Lenient mode drops the records that have errors; an upsert that references (by ``full_url``)
     an upsert of a dropped record would then point at nothing and fail the whole transaction. Add an
     error issue for each such dependent record, repeatedly, so that it is dropped and reported too."""
-    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
+    bad = result.error_records()
     if not bad or "" in bad:  # nothing dropped, or the whole file is rejected anyway
         return
     owner = {u.full_url: u.record for u in result.upserts}

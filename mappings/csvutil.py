@@ -23,12 +23,11 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from . import codes
+from . import codes, systems
 from .core import SourceFile, SourceIssue
+from .dates import UK_TIME
 
-UK_TIME = ZoneInfo("Europe/London")
 MIN_YEAR = 1900  # earlier years in agency files are placeholders or typing errors, not real dates
 
 # Administrative gender (R4 valueset-administrative-gender) from the codes agencies use: M/F/U and
@@ -39,6 +38,8 @@ GENDERS = {"m": "male", "male": "male", "1": "male",
            "9": "other", "indeterminate": "other", "other": "other"}
 
 RecordKey = Callable[[dict[str, str]], str]
+
+UK_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}")  # the shape of a UK postcode, upper case
 
 _ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _UK_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{2,4})")
@@ -112,13 +113,6 @@ def parse_datetime(text: str) -> dt.datetime | dt.date:
                          f"or DD/MM/YYYY HH:MM") from None
 
 
-def fhir_datetime(value: dt.datetime | dt.date) -> str:
-    """The FHIR text of a date or an aware date-time (seconds precision)."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="seconds")
-    return value.isoformat()
-
-
 def parse_gender(text: str) -> str:
     """An R4 administrative gender code from M/F/U, male/female/unknown, or 1/2/0/9 (9, DfE
     "indeterminate", becomes ``other``). Raises ValueError for anything else."""
@@ -177,6 +171,18 @@ def read_header(source: SourceFile) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a record starts in a CSV file, kept in typed records so that later checks can name it."""
+
+    file: str
+    line: int
+
+    @property
+    def location(self) -> str:
+        return f"line {self.line}"
+
+
 @dataclass
 class Row:
     """One CSV record: its values by lower-case column name, where it starts, and its record key."""
@@ -190,6 +196,10 @@ class Row:
     @property
     def location(self) -> str:
         return f"line {self.line}"
+
+    @property
+    def where(self) -> Where:
+        return Where(self.file, self.line)
 
     def get(self, name: str) -> str:
         """The stripped value of column ``name`` ("" when empty or when the file has no such column)."""
@@ -266,6 +276,40 @@ class Row:
         except ValueError as exc:
             self.warning(name, f"{exc}; kept as text", "code-invalid")
             return None
+
+    def gender_and_text(self, name: str) -> tuple[str | None, str]:
+        """:meth:`gender`, and the value as written when it is not a known gender ("" otherwise),
+        for the mapping to keep as text."""
+        text = self.get(name)
+        gender = self.gender(name)
+        return gender, text if gender is None else ""
+
+    def nhs_number(self, name: str) -> str | None:
+        """A valid NHS number from column ``name`` (spaces and hyphens dropped). One that fails the
+        check is a warning and is not recorded: it could link the record to someone else."""
+        value = self.get(name).replace(" ", "").replace("-", "")
+        if not value:
+            return None
+        if systems.nhs_number_is_valid(value):
+            return value
+        self.warning(name, f"{self.get(name)!r} is not a valid NHS number (10 digits, modulus-11 check digit); "
+                           "not recorded")
+        return None
+
+    def differs(self, values: dict[str, tuple[Any, Any]], given_for: str) -> None:
+        """A warning for each column whose new value differs from the old one given for the same
+        person in another record (``{column: (old, new)}``); the caller decides which is kept."""
+        for column, (old, new) in values.items():
+            if old and new and old != new:
+                self.warning(column, f"{new} differs from {old} given for {given_for}")
+
+    def one_per_file(self, name: str, value: str | None, first: str | None, what: str) -> bool:
+        """False, with an error for this record, when ``value`` (a force, a trust) differs from the
+        ``first`` one the file named: one agency per import."""
+        if value and first is not None and value != first:
+            self.error(name, f"{value!r} differs from the {what} of the file ({first!r}); send one {what} per file")
+            return False
+        return True
 
     def integer(self, name: str, *, required: bool = False, minimum: int | None = 0) -> int | None:
         text = self.required(name) if required else self.get(name)
@@ -401,14 +445,3 @@ class CsvTable:
                              f"{len(lines)} line(s) are not UTF-8 (first: line {lines[0]}); they were read as "
                              f"Windows-1252 — save the file as UTF-8", "value")
             self._lines.not_utf8 = []
-
-
-def age_on(birth: dt.date, when: dt.date) -> int:
-    """Completed years of age on ``when``."""
-    return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
-
-
-def today_uk() -> dt.date:
-    """Today's date in the UK (for "not in the future" checks)."""
-    return dt.datetime.now(UK_TIME).date()
-

@@ -64,10 +64,8 @@ def usable_upserts(result: MappingResult, *, lenient: bool) -> list[Upsert]:
     that have errors and keeps the rest."""
     if not result.has_errors:
         return list(result.upserts)
-    if not lenient:
-        return []
-    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
-    if "" in bad:  # a file-level error: nothing can be trusted
+    bad = result.error_records()
+    if not lenient or "" in bad:  # "": a file-level error, nothing can be trusted
         return []
     return [u for u in result.upserts if u.record not in bad]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ..core import Agency, MappingResult, SourceFile, Upsert
+from ..core import Agency, MappingResult, SourceFile, Upsert, children_services
 from .checks import check_child
 from .issues import at
 from .reader import read_census
@@ -15,11 +15,6 @@ from .records import CensusHeader, ChildRecord
 from .to_fhir import ChildMapping
 
 FORMAT = "cin-census-xml"
-
-
-def agency_for(lea: str) -> Agency:
-    """The local authority's children's social care service, named by its 3-digit LA code."""
-    return Agency("local-authority", lea, f"Local authority {lea} children's social care")
 
 
 def map_files(files: list[SourceFile], *, max_bytes: int | None = None,
@@ -40,16 +35,15 @@ def map_files(files: list[SourceFile], *, max_bytes: int | None = None,
         if lea is None:
             usable = False
         elif agency is None:
-            agency = agency_for(lea)
+            agency = children_services(lea)
         elif lea != agency.code:
             usable = False
             result.issues.append(at("error", source.name, "/Message/Header/Source/LEA",
                                     f"this file is from LA {lea}, an earlier one from LA {agency.code}; "
                                     "import each LA's files separately"))
     result.upserts = _last_wins(result.upserts)
-    bad = {i.record for i in result.issues if i.severity in ("error", "fatal") and i.record}
-    result.rejected_records = len(bad)
-    if not usable or any(i.record == "" and i.severity in ("error", "fatal") for i in result.issues):
+    result.count_rejected()
+    if not usable or result.file_rejected:
         return None, result
     return agency, result
 
@@ -64,7 +58,7 @@ def _map_file(source: SourceFile, result: MappingResult, patient_urls: dict[str,
             header = item
             # Without an LA code children are still read and checked (to report every problem);
             # their resources are discarded with the file.
-            mapping = ChildMapping(source.name, agency_for(item.lea or "000"), patient_urls, result.issues)
+            mapping = ChildMapping(source.name, children_services(item.lea or "000"), patient_urls, result.issues)
             continue
         assert isinstance(item, ChildRecord) and header is not None and mapping is not None
         result.records += 1

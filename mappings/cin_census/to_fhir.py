@@ -19,16 +19,15 @@ from datetime import date
 from typing import Any
 
 from .. import codes, systems
-from ..core import Agency, SourceIssue, Upsert, identifier_match
+from ..core import Agency, SourceIssue, Upsert
+from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
+                           organization_reference, patient, period, source_record)
 from .issues import at
 from .records import Assessment, ChildRecord, CinEpisode, CinPlan, ProtectionPlan, Section47
 
-EXTENSION = f"{systems.CANONICAL_BASE}/StructureDefinition"
-EXT_ETHNIC_CATEGORY = f"{EXTENSION}/ethnic-category"
 EXT_DISABILITY = f"{EXTENSION}/disability"
 EXT_UPN_UNKNOWN = f"{EXTENSION}/upn-unknown-reason"
 EXT_EXPECTED_BIRTH_DATE = f"{EXTENSION}/expected-birth-date"
-EXT_SOURCE_VALUE = f"{EXTENSION}/source-value"  # an unknown code with no CodeableConcept to keep it in
 EXT_REFERRAL_NFA = f"{EXTENSION}/cin-referral-nfa"
 EXT_INITIAL_CPC = f"{EXTENSION}/cin-initial-cpc-date"
 EXT_INITIAL_CPC_TARGET = f"{EXTENSION}/cin-initial-cpc-target"
@@ -42,18 +41,8 @@ KIND_EPISODE, KIND_CIN_PLAN, KIND_S47, KIND_CP_PLAN = "cin-episode", "cin-plan",
 KIND_FACTOR, KIND_CP_FLAG = "cin-assessment-factor", "cp-plan-flag"
 
 GENDER = {"1": "male", "2": "female", "0": "unknown", "9": "other"}  # 9 indeterminate → other, as UK Core does
-OBSERVATION_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "social-history", "display": "Social History"}
-FLAG_CATEGORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category", "code": "safety",
-                             "display": "Safety"}], "text": "Safeguarding"}
 # Assessment factors that mean the same as one of our cross-agency risk factors (an extra coding).
 RISK_FACTOR_EQUIVALENT = {"11A": "child-sexual-exploitation", "24A": "child-criminal-exploitation"}
-
-
-def organization_reference(agency: Agency) -> dict[str, str]:
-    """The agency's Organization, which the loader upserts in the same transaction under
-    ``agency.full_url`` (rewritten to ``Organization/<id>`` on write, http.html#trules)."""
-    return {"reference": agency.full_url, "display": agency.name}
 
 
 @dataclass
@@ -92,19 +81,17 @@ class ChildMapping:
 
     def _patient(self, c: ChildRecord) -> Upsert:
         assert c.la_child_id is not None
-        system = systems.la_child_id_system(self.lea)
-        identifiers: list[dict[str, Any]] = [{"use": "usual", "system": system, "value": c.la_child_id}]
+        identifiers: list[dict[str, Any]] = []
         if c.upn:
-            identifiers.append({"use": "official", "system": systems.UPN, "value": c.upn})
+            identifiers.append(identifier(systems.UPN, c.upn, "official"))
         if c.former_upn:
-            identifiers.append({"use": "old", "system": systems.FORMER_UPN, "value": c.former_upn})
+            identifiers.append(identifier(systems.FORMER_UPN, c.former_upn, "old"))
         if c.nhs_number:
             if systems.nhs_number_is_valid(c.nhs_number):
-                identifiers.append({"use": "official", "system": systems.NHS_NUMBER, "value": c.nhs_number})
+                identifiers.append(identifier(systems.NHS_NUMBER, c.nhs_number, "official"))
             else:
                 self._warn(f"{c.xpath}/ChildIdentifiers/NHSnumber", "not a valid NHS number (10 digits, modulus-11 "
                            "check digit); not stored, so that it cannot link this child to someone else", "value")
-        patient: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers}
         extensions: list[dict[str, Any]] = []
         if c.ethnicity:
             extensions.append({"url": EXT_ETHNIC_CATEGORY, "valueCodeableConcept": self._coded(
@@ -115,25 +102,21 @@ class ChildMapping:
         if c.upn_unknown:
             extensions.append({"url": EXT_UPN_UNKNOWN, "valueCodeableConcept": self._coded(
                 "cin-upn-unknown", c.upn_unknown, f"{c.xpath}/ChildIdentifiers/UPNunknown", "UPNunknown")})
-        if c.gender is not None:
-            gender = GENDER.get(c.gender)
-            if gender is None:
-                self._unknown_code(f"{c.xpath}/ChildIdentifiers/{c.gender_element}", c.gender_element, c.gender,
-                                   "gender is set to unknown")
-                extensions.append({"url": EXT_SOURCE_VALUE, "valueString": f"{c.gender_element}: {c.gender}"})
-                gender = "unknown"
-            patient["gender"] = gender
+        gender = GENDER.get(c.gender) if c.gender is not None else None
+        if c.gender is not None and gender is None:
+            self._unknown_code(f"{c.xpath}/ChildIdentifiers/{c.gender_element}", c.gender_element, c.gender,
+                               "gender is set to unknown")
+        elements, unknown_gender = gender_elements(gender, c.gender or "", c.gender_element)
+        extensions += unknown_gender
         if c.birth_date:
-            patient["birthDate"] = c.birth_date.isoformat()
+            elements["birthDate"] = c.birth_date.isoformat()
         elif c.expected_birth_date:
             extensions.append({"url": EXT_EXPECTED_BIRTH_DATE, "valueDate": c.expected_birth_date.isoformat()})
         if c.death_date:
-            patient["deceasedDateTime"] = c.death_date.isoformat()
-        patient["managingOrganization"] = dict(self.org)
-        if extensions:
-            patient["extension"] = extensions
+            elements["deceasedDateTime"] = c.death_date.isoformat()
         url = self.patient_urls.setdefault(c.la_child_id, f"urn:uuid:{uuid.uuid4()}")
-        return Upsert(patient, identifier_match(system, c.la_child_id), full_url=url, record=c.key, merge=True)
+        return patient(systems.la_child_id_system(self.lea), c.la_child_id, record=c.key, identifiers=identifiers,
+                       extensions=extensions, managing=self.agency, full_url=url, **elements)
 
     # -- episodes --------------------------------------------------------------------------------
 
@@ -207,32 +190,21 @@ class ChildMapping:
         open_ = c.end is None and closed is None
         plan = self._episode_of_care(KIND_CP_PLAN, c.start, c.end, not open_, types, subject, extensions,
                                      f"{c.xpath}/CPPstartDate")
-        key = plan.resource["identifier"][0]["value"]
-        system = systems.source_record_system(self.lea, KIND_CP_FLAG)
-        period = {"start": c.start.isoformat()}
-        if c.end:
-            period["end"] = c.end.isoformat()
-        flag = {"resourceType": "Flag", "identifier": [{"system": system, "value": key}],
-                "status": "active" if open_ else "inactive", "category": [FLAG_CATEGORY],
-                "code": codes.concept("safeguarding-flag", "cp-plan"), "subject": subject, "period": period,
-                "author": dict(self.org)}
-        return [plan, Upsert(flag, identifier_match(system, key), record=self.child.key)]
+        flag = source_record("Flag", self.agency, KIND_CP_FLAG, plan.resource["identifier"][0]["value"],
+                             record=self.child.key, status="active" if open_ else "inactive",
+                             category=[FLAG_CATEGORY], code=codes.concept("safeguarding-flag", "cp-plan"),
+                             subject=subject, period=period(c.start, c.end), author=dict(self.org))
+        return [plan, flag]
 
     def _episode_of_care(self, kind: str, start: date, end: date | None, finished: bool,
                          types: list[dict[str, Any]], subject: dict[str, str], extensions: list[dict[str, Any]],
                          xpath: str) -> Upsert:
-        system = systems.source_record_system(self.lea, kind)
-        key = self._key(kind, start.isoformat(), xpath)
-        period = {"start": start.isoformat()}
-        if end:
-            period["end"] = end.isoformat()
-        resource: dict[str, Any] = {"resourceType": "EpisodeOfCare", "identifier": [{"system": system, "value": key}],
-                                    "status": "finished" if finished else "active", "type": types,
-                                    "patient": subject, "managingOrganization": dict(self.org),
-                                    "period": period}
+        episode = source_record("EpisodeOfCare", self.agency, kind, self._key(kind, start.isoformat(), xpath),
+                                record=self.child.key, status="finished" if finished else "active", type=types,
+                                patient=subject, managingOrganization=dict(self.org), period=period(start, end))
         if extensions:
-            resource["extension"] = extensions
-        return Upsert(resource, identifier_match(system, key), record=self.child.key)
+            episode.resource["extension"] = extensions
+        return episode
 
     # -- assessment factors ------------------------------------------------------------------------
 
@@ -243,7 +215,6 @@ class ChildMapping:
             return []
         out: list[Upsert] = []
         assessment = self._key("assessment", a.start.isoformat(), f"{a.xpath}/AssessmentActualStartDate")
-        system = systems.source_record_system(self.lea, KIND_FACTOR)
         seen: set[str] = set()
         for code, xpath in a.factors:
             if code in seen:
@@ -254,13 +225,11 @@ class ChildMapping:
             concept = self._coded("cin-assessment-factor", code, xpath, "AssessmentFactors")
             if code in RISK_FACTOR_EQUIVALENT:
                 concept["coding"].append(codes.coding("risk-factor", RISK_FACTOR_EQUIVALENT[code]))
-            key = f"{assessment}/{code}"
-            observation = {"resourceType": "Observation", "identifier": [{"system": system, "value": key}],
-                           "status": "final" if a.authorised else "preliminary",
-                           "category": [{"coding": [OBSERVATION_CATEGORY]}], "code": concept, "subject": subject,
-                           "effectiveDateTime": (a.authorised or a.start).isoformat(),
-                           "performer": [dict(self.org)]}
-            out.append(Upsert(observation, identifier_match(system, key), record=self.child.key))
+            out.append(source_record("Observation", self.agency, KIND_FACTOR, f"{assessment}/{code}",
+                                     record=self.child.key, status="final" if a.authorised else "preliminary",
+                                     category=[SOCIAL_HISTORY], code=concept, subject=subject,
+                                     effectiveDateTime=(a.authorised or a.start).isoformat(),
+                                     performer=[dict(self.org)]))
         return out
 
     # -- helpers -----------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import re
 from datetime import date
 
 from ..core import SourceFile, SourceIssue
-from ..csvutil import CsvTable, Row
+from ..csvutil import UK_POSTCODE, CsvTable, Row
 from .records import (ATTENDANCE, CME, EHE, PERMANENT_EXCLUSION, RECORD_TYPES, SUSPENSION, Attendance, CensusFile,
-                      Exclusion, MissingEducation, Pupil, School, Where)
+                      Exclusion, MissingEducation, Pupil, School)
 
 REQUIRED = ("la_code", "upn", "dob", "record_type")
 OPTIONAL = ("school_urn", "school_name", "forename", "surname", "gender", "postcode", "term", "period_start",
@@ -24,7 +24,6 @@ _LA_CODE = re.compile(r"\d{3}")
 _URN = re.compile(r"\d{6}")
 _UPN = re.compile(r"[A-Z]\d{12}|[A-Z]\d{11}[A-Z]")
 _TERM = re.compile(r"\d{4}-(autumn|spring|summer)")
-_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}")
 # exclusion_category that contradicts record_type
 _CATEGORY_FOR = {SUSPENSION: {"FIXD", "LNCH"}, PERMANENT_EXCLUSION: {"PERM"}}
 
@@ -122,10 +121,10 @@ class _Reader:
         is reported."""
         pupil = self.census.pupils.get(upn)
         if pupil is None:
-            pupil = self.census.pupils[upn] = Pupil(upn, Where(row.file, row.line))
+            pupil = self.census.pupils[upn] = Pupil(upn, row.where)
         birth = row.date("dob", not_after=self.today)
         postcode = row.get("postcode").upper()
-        if postcode and not _POSTCODE.fullmatch(postcode):
+        if postcode and not UK_POSTCODE.fullmatch(postcode):
             row.warning("postcode", f"{row.get('postcode')!r} is not a UK postcode; kept as written")
         gender_text = row.get("gender")
         gender = row.gender("gender")
@@ -171,8 +170,8 @@ class _Reader:
         if possible == 0:
             row.warning("possible_sessions", "no possible sessions in the term: there is no attendance rate to record")
             return end
-        self.census.attendance.append(Attendance(Where(row.file, row.line), upn, school, term.lower(), start, end,
-                                                 possible, attended, authorised, unauthorised))
+        self.census.attendance.append(Attendance(row.where, upn, school, term.lower(), start, end, possible, attended,
+                                                 authorised, unauthorised))
         return end
 
     def _exclusion(self, row: Row, upn: str, school: str | None, kind: str) -> date | None:
@@ -188,7 +187,7 @@ class _Reader:
         if school is None:
             row.warning("school_urn", "an exclusion without a school")
         if start is not None:
-            self.census.exclusions.append(Exclusion(Where(row.file, row.line), upn, school,
+            self.census.exclusions.append(Exclusion(row.where, upn, school,
                                                     kind == PERMANENT_EXCLUSION, start, reason, category, sessions))
         return start
 
@@ -197,5 +196,5 @@ class _Reader:
         end = row.date("period_end", not_after=self.today)
         if start is None or not row.period("event_date", start, "period_end", end):
             return None
-        self.census.missing.append(MissingEducation(Where(row.file, row.line), upn, kind, school, start, end))
+        self.census.missing.append(MissingEducation(row.where, upn, kind, school, start, end))
         return start

@@ -10,21 +10,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from ..csvutil import Where
+
 Concept = dict[str, Any]  # a FHIR CodeableConcept
 
 ATTENDANCE, SUSPENSION, PERMANENT_EXCLUSION, CME, EHE = (
     "ATTENDANCE", "SUSPENSION", "PERMANENT_EXCLUSION", "CME", "EHE")
 RECORD_TYPES = (ATTENDANCE, SUSPENSION, PERMANENT_EXCLUSION, CME, EHE)
-
-
-@dataclass(frozen=True)
-class Where:
-    file: str
-    line: int
-
-    @property
-    def location(self) -> str:
-        return f"line {self.line}"
 
 
 @dataclass

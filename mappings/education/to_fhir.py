@@ -24,11 +24,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .. import codes, systems
-from ..cin_census.to_fhir import EXT_SOURCE_VALUE, OBSERVATION_CATEGORY
 from ..core import Agency, SourceIssue, Upsert, identifier_match
-from .records import Attendance, CensusFile, Exclusion, MissingEducation, Pupil, School, Where
+from ..csvutil import Where
+from ..fhir_shapes import EXTENSION, SOCIAL_HISTORY, demographics, organization_reference, patient, period, source_record
+from .records import Attendance, CensusFile, Exclusion, MissingEducation, Pupil, School
 
-EXTENSION = f"{systems.CANONICAL_BASE}/StructureDefinition"
 EXT_LAST_SCHOOL = f"{EXTENSION}/education-last-school"
 ORGANIZATION_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
                                  "code": "edu", "display": "Educational Institute"}]}
@@ -64,27 +64,10 @@ def _school(school: School) -> Upsert:
 
 
 def _patient(pupil: Pupil, agency: Agency) -> Upsert:
-    patient: dict[str, Any] = {"resourceType": "Patient",
-                               "identifier": [{"use": "official", "system": systems.UPN, "value": pupil.upn}]}
-    if pupil.forename or pupil.surname:
-        name: dict[str, Any] = {"use": "official"}
-        if pupil.surname:
-            name["family"] = pupil.surname
-        if pupil.forename:
-            name["given"] = [pupil.forename]
-        patient["name"] = [name]
-    if pupil.gender:
-        patient["gender"] = pupil.gender
-    elif pupil.gender_text:
-        patient["gender"] = "unknown"
-        patient["extension"] = [{"url": EXT_SOURCE_VALUE, "valueString": f"gender: {pupil.gender_text}"}]
-    if pupil.birth_date:
-        patient["birthDate"] = pupil.birth_date.isoformat()
-    if pupil.postcode:
-        patient["address"] = [{"use": "home", "postalCode": pupil.postcode}]
-    patient["managingOrganization"] = {"reference": agency.full_url, "display": agency.name}
-    return Upsert(patient, identifier_match(systems.UPN, pupil.upn), full_url=f"urn:uuid:{uuid.uuid4()}",
-                  record=pupil.upn, merge=True)
+    """The pupil, by UPN; an unknown gender is kept as text, as the CIN mapping does."""
+    elements, extensions = demographics(pupil, gender_label="gender")
+    return patient(systems.UPN, pupil.upn, use="official", record=pupil.upn, extensions=extensions, managing=agency,
+                   **elements)
 
 
 class _Keys:
@@ -108,23 +91,17 @@ class _Keys:
 
 def _observation(kind: str, key: str, upn: str, code: dict[str, Any], agency: Agency,
                  patients: dict[str, Upsert], performer: dict[str, str], **elements: Any) -> Upsert:
-    system = systems.source_record_system(agency.code, kind)
-    resource: dict[str, Any] = {"resourceType": "Observation", "identifier": [{"system": system, "value": key}],
-                                "status": "final", "category": [{"coding": [OBSERVATION_CATEGORY]}], "code": code,
-                                "subject": {"reference": patients[upn].full_url}}
-    effective = {k: v for k, v in elements.items() if k.startswith("effective")}
-    rest = {k: v for k, v in elements.items() if not k.startswith("effective") and v}
-    resource.update(effective)
-    resource["performer"] = [performer]
-    resource.update(rest)
-    return Upsert(resource, identifier_match(system, key), record=upn)
+    """The pupil's Observation; empty elements other than effective[x] are left out."""
+    present = {k: v for k, v in elements.items() if v or k.startswith("effective")}
+    return source_record("Observation", agency, kind, key, record=upn, status="final", category=[SOCIAL_HISTORY],
+                         code=code, subject={"reference": patients[upn].full_url}, performer=[performer], **present)
 
 
 def _performer(school: str | None, schools: dict[str, Upsert], agency: Agency) -> dict[str, str]:
     """The school when the row names one, else the LA's education service."""
     if school is not None:
         return {"reference": schools[school].full_url}
-    return {"reference": agency.full_url, "display": agency.name}
+    return organization_reference(agency)
 
 
 def _sessions(code: str, value: int | None) -> list[dict[str, Any]]:
@@ -152,7 +129,7 @@ def _attendance(a: Attendance, agency: Agency, patients: dict[str, Upsert], scho
         components.append({"code": codes.concept("risk-factor", "severe-absence"), "valueBoolean": True})
     return _observation(KIND_ATTENDANCE, key, a.upn, codes.concept("risk-factor", "school-attendance"), agency,
                         patients, _performer(a.school, schools, agency),
-                        effectivePeriod={"start": a.start.isoformat(), "end": a.end.isoformat()},
+                        effectivePeriod=period(a.start, a.end),
                         valueQuantity={"value": rate, "unit": "%", "system": UCUM, "code": "%"},
                         component=components)
 
@@ -177,11 +154,8 @@ def _missing_education(m: MissingEducation, agency: Agency, patients: dict[str, 
     the school the child was last on roll at, when given, is an extension."""
     kind = KIND_CME if m.kind == "CME" else KIND_EHE
     key = keys.key(kind, f"{m.upn}/{m.start.isoformat()}", m.where, m.upn, "event_date")
-    period = {"start": m.start.isoformat()}
-    if m.end:
-        period["end"] = m.end.isoformat()
     upsert = _observation(kind, key, m.upn, codes.concept("risk-factor", kind), agency, patients,
-                          _performer(None, schools, agency), effectivePeriod=period)
+                          _performer(None, schools, agency), effectivePeriod=period(m.start, m.end))
     if m.school is not None:
         upsert.resource["extension"] = [{"url": EXT_LAST_SCHOOL,
                                          "valueReference": {"reference": schools[m.school].full_url}}]

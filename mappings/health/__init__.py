@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from itertools import chain
 
-from ..core import Agency, MappingResult, SourceFile, SourceIssue, reject_dependents
+from ..core import Agency, MappingResult, SourceFile, health_organisation, reject_dependents
 from . import ed_reader
 from .ed_resources import to_fhir
 from .fhir_bundle import map_files as map_fhir_bundles
@@ -19,16 +19,12 @@ def map_ed_attendances(files: list[SourceFile]) -> tuple[Agency | None, MappingR
     result.records = len(ed.records)
     name = ", ".join(f.name for f in files)
     if ed.ods_code is None:
-        if not any(i.severity in ("error", "fatal") and not i.record for i in result.issues):
-            result.issues.append(SourceIssue("error", name, "", "ods_code",
-                                             "no attendance names its trust: nothing to import", "required"))
+        result.no_agency(name, "ods_code", "no attendance names its trust: nothing to import")
         return None, result
-    agency = Agency("health", ed.ods_code, f"{ed.ods_code} NHS trust")
-    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
-    result.upserts = to_fhir(ed, agency, bad)
+    agency = health_organisation(ed.ods_code)
+    result.upserts = to_fhir(ed, agency, result.error_records())
     reject_dependents(result, name)
-    bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
-    result.rejected_records = len(bad & ed.records)
+    result.count_rejected(ed.records)
     return agency, result
 
 

@@ -11,9 +11,9 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from .. import systems
 from ..core import SourceFile, SourceIssue
-from ..csvutil import UK_TIME, CsvTable, Row, today_uk
+from ..csvutil import CsvTable, Row
+from ..dates import day_of, instant, today_uk
 from . import snomed
 
 REQUIRED = ("ods_code", "attendance_id", "arrival", "hospital_number")
@@ -79,13 +79,9 @@ def collect(all_rows: Iterable[Row]) -> EdFile:
         attendance_id = row.required("attendance_id")
         hospital_number = row.required("hospital_number")
         arrival = row.datetime("arrival", required=True)
-        if ods:
-            if out.ods_code is None:
-                out.ods_code = ods
-            elif ods != out.ods_code:
-                row.error("ods_code", f"{ods!r} differs from the trust of the file ({out.ods_code!r}); "
-                                      "send one trust per file")
-                continue
+        if not row.one_per_file("ods_code", ods, out.ods_code, "trust"):
+            continue
+        out.ods_code = out.ods_code or ods
         if not (ods and attendance_id and hospital_number and arrival is not None):
             continue
         if attendance_id in out.attendances or attendance_id in first_line:
@@ -149,36 +145,16 @@ def _patient(row: Row, hospital_number: str, arrival: dt.datetime | dt.date, pat
     person = EdPatient(hospital_number, person_row.record, forename=row.get("forename"), surname=row.get("surname"),
                        birth_date=person_row.date("dob", not_after=today_uk()),
                        postcode=" ".join(row.get("postcode").upper().split()))
-    person.gender = person_row.gender("gender")
-    if row.get("gender") and person.gender is None:
-        person.gender_text = row.get("gender")
-    nhs = row.get("nhs_number").replace(" ", "").replace("-", "")
-    if nhs:
-        if systems.nhs_number_is_valid(nhs):
-            person.nhs_number = nhs
-        else:
-            row.warning("nhs_number", f"{row.get('nhs_number')!r} is not a valid NHS number (10 digits, modulus-11 "
-                                      "check digit); not recorded")
+    person.gender, person.gender_text = person_row.gender_and_text("gender")
+    person.nhs_number = row.nhs_number("nhs_number")
     earlier = patients.get(hospital_number)
     when = instant(arrival)
     if earlier is not None:
-        for name, old, new in (("dob", earlier.birth_date, person.birth_date),
-                               ("nhs_number", earlier.nhs_number, person.nhs_number)):
-            if old and new and old != new:
-                row.warning(name, f"{new} differs from {old} given for hospital number {hospital_number} at "
-                                  "another attendance")
+        row.differs({"dob": (earlier.birth_date, person.birth_date),
+                     "nhs_number": (earlier.nhs_number, person.nhs_number)},
+                    f"hospital number {hospital_number} at another attendance")
         if when < latest[hospital_number]:
             return person  # an older attendance: its details are not the ones kept
     patients[hospital_number] = person
     latest[hospital_number] = when
     return person
-
-
-def instant(value: dt.datetime | dt.date) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime(value.year, value.month, value.day, tzinfo=UK_TIME)
-
-
-def day_of(value: dt.datetime | dt.date) -> dt.date:
-    return value.astimezone(UK_TIME).date() if isinstance(value, dt.datetime) else value

@@ -20,16 +20,14 @@ import datetime as dt
 from typing import Any
 
 from .. import codes, systems
-from ..core import Agency, Upsert, identifier_match
-from ..csvutil import age_on, fhir_datetime
+from ..core import Agency, Upsert
+from ..dates import age_on, day_of, fhir_datetime, instant
+from ..fhir_shapes import RESTRICTED, demographics, identifier, organization_reference, patient, period, source_record
 from . import snomed
-from .ed_reader import Attendance, Concept, EdFile, EdPatient, day_of, instant
+from .ed_reader import Attendance, Concept, EdFile, EdPatient
 
 FREQUENT_COUNT = 3
 FREQUENT_WINDOW = dt.timedelta(days=365)
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-RESTRICTED = {"system": CONFIDENTIALITY, "code": "R", "display": "restricted"}
-ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
 
 
 def hospital_number_system(ods: str) -> str:
@@ -52,41 +50,22 @@ def to_fhir(ed: EdFile, agency: Agency, bad_records: set[str]) -> list[Upsert]:
 
 
 def _patient(p: EdPatient, ods: str) -> Upsert:
-    identifiers = [{"use": "usual", "system": hospital_number_system(ods), "value": p.hospital_number}]
-    if p.nhs_number:
-        identifiers.append({"use": "official", "system": systems.NHS_NUMBER, "value": p.nhs_number})
-    resource: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers}
-    name = {k: v for k, v in (("family", p.surname), ("given", [p.forename] if p.forename else None)) if v}
-    if name:
-        resource["name"] = [{"use": "official", **name}]
-    if p.gender:
-        resource["gender"] = p.gender
-    elif p.gender_text:
-        resource["_gender"] = {"extension": [{"url": ORIGINAL_TEXT, "valueString": p.gender_text}]}
-    if p.birth_date:
-        resource["birthDate"] = p.birth_date.isoformat()
-    if p.postcode:
-        resource["address"] = [{"use": "home", "postalCode": p.postcode}]
-    return Upsert(resource, identifier_match(hospital_number_system(ods), p.hospital_number), record=p.record,
-                  merge=True)
+    elements, _ = demographics(p)  # no extensions: an unknown gender is kept as _gender's originalText
+    nhs = [identifier(systems.NHS_NUMBER, p.nhs_number, "official")] if p.nhs_number else []
+    return patient(hospital_number_system(ods), p.hospital_number, record=p.record, identifiers=nhs, **elements)
 
 
-def _base(kind: str, key: str, code: str, subject: Upsert, agency: Agency) -> tuple[dict[str, Any], str]:
-    system = systems.source_record_system(agency.code, kind)
-    resource: dict[str, Any] = {
-        "resourceType": "Observation",
-        "identifier": [{"system": system, "value": key}],
-        "status": "final",
-        "code": codes.concept("risk-factor", code),
-        "subject": {"reference": subject.full_url},
-    }
-    return resource, identifier_match(system, key)
+def _observation(kind: str, key: str, subject: Upsert, agency: Agency, record: str, **elements: Any) -> Upsert:
+    """An Observation of the trust's, coded ``risk-factor#<kind>``, performed by the trust."""
+    return source_record("Observation", agency, kind, key, record=record, status="final",
+                         code=codes.concept("risk-factor", kind), subject={"reference": subject.full_url},
+                         performer=[organization_reference(agency)], **elements)
 
 
 def _attendance(a: Attendance, subject: Upsert, agency: Agency, members: list[Upsert]) -> Upsert:
-    resource, match = _base("ed-attendance", a.attendance_id, "ed-attendance", subject, agency)
-    resource["effectiveDateTime"] = fhir_datetime(a.arrival)
-    resource["performer"] = [{"reference": agency.full_url, "display": agency.name}]
+    upsert = _observation("ed-attendance", a.attendance_id, subject, agency, a.record,
+                          effectiveDateTime=fhir_datetime(a.arrival))
+    resource = upsert.resource
     if members:
         resource["hasMember"] = [{"reference": m.full_url} for m in members]
     components = [(label, _codeable(c)) for label, c in (("Chief complaint", a.chief_complaint),
@@ -96,28 +75,24 @@ def _attendance(a: Attendance, subject: Upsert, agency: Agency, members: list[Up
     if components:
         resource["component"] = [{"code": {"text": label}, "valueCodeableConcept": value}
                                  for label, value in components]
-    return Upsert(resource, match, record=a.record)
+    return upsert
 
 
 def _members(a: Attendance, subject: Upsert, agency: Agency) -> list[Upsert]:
     out: list[Upsert] = []
     if a.concern is not None:
-        resource, match = _base("ed-safeguarding-concern", a.attendance_id, "ed-safeguarding-concern", subject,
-                                agency)
-        resource["meta"] = {"security": [RESTRICTED]}
-        resource["effectiveDateTime"] = fhir_datetime(a.arrival)
-        resource["performer"] = [{"reference": agency.full_url, "display": agency.name}]
-        resource["valueCodeableConcept"] = _codeable(a.concern)
-        out.append(Upsert(resource, match, record=a.record))
+        out.append(_observation("ed-safeguarding-concern", a.attendance_id, subject, agency, a.record,
+                                meta={"security": [RESTRICTED]}, effectiveDateTime=fhir_datetime(a.arrival),
+                                valueCodeableConcept=_codeable(a.concern)))
     if a.injury:
-        resource, match = _base("ed-injury", a.attendance_id, "ed-injury", subject, agency)
-        resource["effectiveDateTime"] = fhir_datetime(a.arrival)
-        resource["performer"] = [{"reference": agency.full_url, "display": agency.name}]
+        injury = _observation("ed-injury", a.attendance_id, subject, agency, a.record,
+                              effectiveDateTime=fhir_datetime(a.arrival))
         if a.injury_mechanism is not None:
-            resource["valueCodeableConcept"] = _codeable(a.injury_mechanism)
+            injury.resource["valueCodeableConcept"] = _codeable(a.injury_mechanism)
         if a.diagnosis is not None:
-            resource["component"] = [{"code": {"text": "Diagnosis"}, "valueCodeableConcept": _codeable(a.diagnosis)}]
-        out.append(Upsert(resource, match, record=a.record))
+            injury.resource["component"] = [{"code": {"text": "Diagnosis"},
+                                             "valueCodeableConcept": _codeable(a.diagnosis)}]
+        out.append(injury)
     return out
 
 
@@ -167,13 +142,10 @@ def _frequent_attendance(ed: EdFile, patients: dict[str, Upsert], attendance_obs
 
 def _frequent(run: list[Attendance], subject: Upsert, attendance_obs: dict[str, Upsert], agency: Agency) -> Upsert:
     key = f"{run[0].hospital_number}/{run[0].attendance_id}"
-    resource, match = _base("ed-frequent-attendance", key, "ed-frequent-attendance", subject, agency)
     first, last = run[0].arrival, run[-1].arrival
-    resource["effectivePeriod"] = {"start": fhir_datetime(first), "end": fhir_datetime(last)}
-    resource["performer"] = [{"reference": agency.full_url, "display": agency.name}]
-    resource["valueInteger"] = len(run)
-    resource["derivedFrom"] = [{"reference": attendance_obs[a.attendance_id].full_url} for a in run]
-    resource["note"] = [{"text": f"{len(run)} emergency department attendances between {day_of(first).isoformat()} "
-                                 f"and {day_of(last).isoformat()} (rule: {FREQUENT_COUNT} or more within "
-                                 f"{FREQUENT_WINDOW.days} days)"}]
-    return Upsert(resource, match, record=f"frequent attendance {key}")
+    note = (f"{len(run)} emergency department attendances between {day_of(first).isoformat()} and "
+            f"{day_of(last).isoformat()} (rule: {FREQUENT_COUNT} or more within {FREQUENT_WINDOW.days} days)")
+    return _observation("ed-frequent-attendance", key, subject, agency, f"frequent attendance {key}",
+                        effectivePeriod=period(first, last), valueInteger=len(run),
+                        derivedFrom=[{"reference": attendance_obs[a.attendance_id].full_url} for a in run],
+                        note=[{"text": note}])

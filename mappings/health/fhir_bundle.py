@@ -33,7 +33,8 @@ from fhir_server.fhir import jsonio
 from fhir_server.fhir.validation import validate_resource
 
 from .. import systems
-from ..core import Agency, MappingResult, SourceFile, SourceIssue, Upsert, identifier_match, reject_dependents
+from ..core import (Agency, MappingResult, SourceFile, SourceIssue, Upsert, health_organisation, identifier_match,
+                    reject_dependents)
 
 ACCEPTED_TYPES = ("transaction", "collection")
 AGENCY_SOURCE_PREFIX = f"{systems.CANONICAL_BASE}/agency/health/"
@@ -122,7 +123,7 @@ def map_bundle(source: SourceFile) -> tuple[Agency | None, MappingResult]:
         _rewrite_references(entry, keyed, agency, issue)
     result.upserts = [e.upsert for e in entries if e.upsert is not None]
     reject_dependents(result, source.name)
-    result.rejected_records = len({i.record for i in result.issues if i.severity in ("error", "fatal") and i.record})
+    result.count_rejected()
     return agency, result
 
 
@@ -208,8 +209,7 @@ def _agency(bundle: dict[str, Any], entries: list[_Entry], issue: Any) -> Agency
               f"{{system: {systems.AGENCY_TAG_SYSTEM}, code: health/<ODS code>}}", code="required")
         return None
     org = orgs.get(code)
-    name = org.get("name") if org and isinstance(org.get("name"), str) else f"{code} NHS trust"
-    return Agency("health", code, name)
+    return health_organisation(code, org["name"] if org and isinstance(org.get("name"), str) else None)
 
 
 def _ods(resource: dict[str, Any]) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from itertools import chain
 
-from ..core import Agency, MappingResult, SourceFile, SourceIssue, reject_dependents
+from ..core import Agency, MappingResult, SourceFile, SourceIssue, police_force, reject_dependents
 from .reader import collect, csv_rows, json_rows
 from .resources import to_fhir
 
@@ -24,15 +24,12 @@ def _mapper(read: RowReader) -> Callable[[list[SourceFile]], tuple[Agency | None
         result.records = len(police.records)
         name = ", ".join(f.name for f in files)
         if police.force is None:
-            if not any(i.severity in ("error", "fatal") and not i.record for i in result.issues):
-                result.issues.append(SourceIssue("error", name, "", "force_code",
-                                                 "no notification names its force: nothing to import", "required"))
+            result.no_agency(name, "force_code", "no notification names its force: nothing to import")
             return None, result
-        agency = Agency("police", police.force, f"{police.force} Police")
+        agency = police_force(police.force)
         result.upserts = to_fhir(police, agency)
         reject_dependents(result, name)
-        bad = {i.record for i in result.issues if i.severity in ("error", "fatal")}
-        result.rejected_records = len(bad & police.records)
+        result.count_rejected(police.records)
         return agency, result
 
     return map_files

@@ -11,8 +11,6 @@ a different date of birth or NHS number for the same person id is reported.
 """
 from __future__ import annotations
 
-import datetime as dt
-import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -21,9 +19,9 @@ from typing import Any
 from fhir_server.errors import FhirError
 from fhir_server.fhir import jsonio
 
-from .. import systems
 from ..core import SourceFile, SourceIssue
-from ..csvutil import UK_TIME, CsvTable, Row, parse_date, today_uk
+from ..csvutil import UK_POSTCODE, CsvTable, Row, parse_date
+from ..dates import day_of, instant, today_uk
 from .records import PRESENCE, RELATIONSHIPS, ROLES, TYPES, Involvement, Notification, Person, PoliceFile, \
     Relationship, When
 
@@ -35,8 +33,6 @@ ADULT_COLUMNS = tuple(f"adult_{f}" for f in PERSON_FIELDS if f != "nhs_number") 
                                                                                     "adult_relationship")
 REQUIRED = ("force_code", "police_reference", "notification_type", "incident_start", "child_person_id")
 COLUMNS = ("force_code", "police_reference") + NOTIFICATION_COLUMNS + CHILD_COLUMNS + ADULT_COLUMNS
-
-POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}")
 
 
 def record_key(values: dict[str, str]) -> str:
@@ -161,13 +157,9 @@ def collect(rows: Iterable[Row]) -> PoliceFile:
         reference = row.required("police_reference")
         force = row.required("force_code")
         child_id = row.required("child_person_id")
-        if force:
-            if out.force is None:
-                out.force = force
-            elif force != out.force:
-                row.error("force_code", f"{force!r} differs from the force of the file ({out.force!r}); "
-                                        "send one force per file")
-                continue
+        if not row.one_per_file("force_code", force, out.force, "force"):
+            continue
+        out.force = out.force or force
         if not (reference and force and child_id):
             continue
         notification = out.notifications.get(row.record)
@@ -202,9 +194,9 @@ def _notification(row: Row, force: str, reference: str, child_id: str) -> Notifi
     end = row.datetime("incident_end")
     if kind is None or start is None:
         return None
-    if _date_of(start) > today_uk():
+    if day_of(start) > today_uk():
         row.error("incident_start", f"{row.get('incident_start')} is in the future")
-    if end is not None and _instant(end) < _instant(start):
+    if end is not None and instant(end) < instant(start):
         row.error("incident_end", f"{row.get('incident_end')} is before incident_start {row.get('incident_start')}")
     known = kind.upper() in TYPES
     if not known:
@@ -252,29 +244,18 @@ def _person(row: Row, prefix: str, person_id: str, when: When, people: dict[str,
             person.birth_date = parse_date(row.get("adult_dob"))
         except ValueError as exc:
             row.warning("adult_dob", f"{exc}; not recorded")
-    gender_text = row.get(f"{prefix}_gender")
-    person.gender = person_row.gender(f"{prefix}_gender")
-    if gender_text and person.gender is None:
-        person.gender_text = gender_text
-    nhs = row.get(f"{prefix}_nhs_number").replace(" ", "").replace("-", "")
-    if nhs:
-        if systems.nhs_number_is_valid(nhs):
-            person.nhs_number = nhs
-        else:
-            row.warning(f"{prefix}_nhs_number", f"{row.get(prefix + '_nhs_number')!r} is not a valid NHS number "
-                                                "(10 digits, modulus-11 check digit); not recorded")
+    person.gender, person.gender_text = person_row.gender_and_text(f"{prefix}_gender")
+    person.nhs_number = row.nhs_number(f"{prefix}_nhs_number")
     postcode = " ".join(row.get(f"{prefix}_postcode").upper().split())
-    if postcode and not POSTCODE.fullmatch(postcode):
+    if postcode and not UK_POSTCODE.fullmatch(postcode):
         row.warning(f"{prefix}_postcode", f"{postcode!r} does not look like a UK postcode; kept as written")
     person.postcode = postcode
     earlier = people.get(person_id)
     if earlier is not None:
-        for name, old, new in (("dob", earlier.birth_date, person.birth_date),
-                               ("nhs_number", earlier.nhs_number, person.nhs_number)):
-            if old and new and old != new:
-                row.warning(f"{prefix}_{name}", f"{new} differs from {old} given for {prefix} {person_id} in "
-                                                "another notification")
-        if _instant(when) < _instant(latest[(prefix, person_id)]):
+        row.differs({f"{prefix}_dob": (earlier.birth_date, person.birth_date),
+                     f"{prefix}_nhs_number": (earlier.nhs_number, person.nhs_number)},
+                    f"{prefix} {person_id} in another notification")
+        if instant(when) < instant(latest[(prefix, person_id)]):
             return earlier
     people[person_id] = person
     latest[(prefix, person_id)] = when
@@ -301,19 +282,9 @@ def _adult(row: Row, notification: Notification, adult_id: str, when: When, out:
     stamp_key = ("relationship", f"{adult_id}/{notification.child_id}")
     if word:  # relationships change (a partner becomes a step-parent): the latest word is kept
         stamp = latest.get(stamp_key)
-        if stamp is None or _instant(when) >= _instant(stamp):
+        if stamp is None or instant(when) >= instant(stamp):
             out.relationships[key] = Relationship(adult_id, notification.child_id,
                                                   word.lower() if known else word, known)
             latest[stamp_key] = when
     elif key not in out.relationships:
         out.relationships[key] = Relationship(adult_id, notification.child_id, "", False)
-
-
-def _instant(value: When) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime(value.year, value.month, value.day, tzinfo=UK_TIME)
-
-
-def _date_of(value: When) -> dt.date:
-    return value.astimezone(UK_TIME).date() if isinstance(value, dt.datetime) else value

@@ -16,20 +16,18 @@ from typing import Any
 
 from .. import codes, systems
 from ..core import Agency, Upsert, identifier_match
-from ..csvutil import fhir_datetime
+from ..dates import fhir_datetime
+from ..fhir_shapes import (EXTENSION, RESTRICTED, SOCIAL_HISTORY, demographics, identifier, organization_reference,
+                           patient, period)
 from .records import RISK_FACTOR, Notification, Person, PoliceFile, Relationship
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
-INVOLVED_ADULT = f"{systems.CANONICAL_BASE}/StructureDefinition/involved-adult"
-CHILD_SCHOOL = f"{systems.CANONICAL_BASE}/StructureDefinition/child-school"
+INVOLVED_ADULT = f"{EXTENSION}/involved-adult"
+CHILD_SCHOOL = f"{EXTENSION}/child-school"
 
 SDV = {"system": ACT_CODE, "code": "SDV",
        "display": "sexual assault, abuse, or domestic violence information sensitivity"}
-RESTRICTED = {"system": CONFIDENTIALITY, "code": "R", "display": "restricted"}
 SECURITY = {"DA": [SDV, RESTRICTED], "CSE": [SDV, RESTRICTED], "MARAC": [SDV, RESTRICTED],
             "ARREST": [RESTRICTED], "CCE": [RESTRICTED], "MAPPA": [RESTRICTED], "MISSING": []}
 UNKNOWN_TYPE_SECURITY = [RESTRICTED]  # an uncoded police notification is treated as restricted
@@ -38,7 +36,6 @@ UNKNOWN_TYPE_SECURITY = [RESTRICTED]  # an uncoded police notification is treate
 ROLE_CODES = {"mother": ("MTH", "mother"), "father": ("FTH", "father"), "stepmother": ("STPMTH", "stepmother"),
               "stepfather": ("STPFTH", "stepfather"), "grandparent": ("GRPRN", "grandparent"),
               "sibling": ("SIB", "sibling")}
-SOCIAL_HISTORY = {"coding": [{"system": OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History"}]}
 
 
 def person_system(force: str) -> str:
@@ -63,11 +60,9 @@ def to_fhir(police: PoliceFile, agency: Agency) -> list[Upsert]:
 
 
 def _patient(child: Person, force: str) -> Upsert:
-    identifiers = [{"use": "usual", "system": person_system(force), "value": child.person_id}]
-    if child.nhs_number:
-        identifiers.append({"use": "official", "system": systems.NHS_NUMBER, "value": child.nhs_number})
-    resource = {"resourceType": "Patient", "identifier": identifiers, **_demographics(child)}
-    return Upsert(resource, identifier_match(person_system(force), child.person_id), record=child.record, merge=True)
+    elements, _ = demographics(child)  # no extensions: an unknown gender is kept as _gender's originalText
+    nhs = [identifier(systems.NHS_NUMBER, child.nhs_number, "official")] if child.nhs_number else []
+    return patient(person_system(force), child.person_id, record=child.record, identifiers=nhs, **elements)
 
 
 def _related_person(rel: Relationship, adult: Person, child: Upsert, force: str) -> Upsert:
@@ -82,7 +77,7 @@ def _related_person(rel: Relationship, adult: Person, child: Upsert, force: str)
     }
     if rel.relationship:
         resource["relationship"] = [_relationship(rel)]
-    resource.update(_demographics(adult))
+    resource.update(demographics(adult)[0])
     # A record of its own: the adult may be related to several children, and one child's rejection
     # must not take the adult's links to the others with it.
     return Upsert(resource, identifier_match(systems.source_record_system(force, "relationship"), key),
@@ -96,26 +91,6 @@ def _relationship(rel: Relationship) -> dict[str, Any]:
     if rel.known:
         return codes.concept("police-relationship", rel.relationship)
     return {"text": rel.relationship}
-
-
-def _demographics(person: Person) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    name: dict[str, Any] = {}
-    if person.surname:
-        name["family"] = person.surname
-    if person.forename:
-        name["given"] = [person.forename]
-    if name:
-        out["name"] = [{"use": "official", **name}]
-    if person.gender:
-        out["gender"] = person.gender
-    elif person.gender_text:
-        out["_gender"] = {"extension": [{"url": ORIGINAL_TEXT, "valueString": person.gender_text}]}
-    if person.birth_date:
-        out["birthDate"] = person.birth_date.isoformat()
-    if person.postcode:
-        out["address"] = [{"use": "home", "postalCode": person.postcode}]
-    return out
 
 
 def _observation(n: Notification, patient: Upsert, related: dict[tuple[str, str], Upsert],
@@ -150,13 +125,10 @@ def _observation(n: Notification, patient: Upsert, related: dict[tuple[str, str]
         if focus:
             resource["focus"] = focus
     if n.end is not None or n.type == "MISSING":
-        period = {"start": fhir_datetime(n.start)}
-        if n.end is not None:
-            period["end"] = fhir_datetime(n.end)
-        resource["effectivePeriod"] = period
+        resource["effectivePeriod"] = period(n.start, n.end)
     else:
         resource["effectiveDateTime"] = fhir_datetime(n.start)
-    resource["performer"] = [{"reference": agency.full_url, "display": agency.name}]
+    resource["performer"] = [organization_reference(agency)]
     if n.offence:
         resource["valueString"] = n.offence
     notes = [(label, text) for label, text in (("Circumstances", n.circumstances), ("Child's voice", n.child_voice),

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from ..cin_census import agency_for
-from ..core import Agency, MappingResult, SourceFile
-from ..csvutil import today_uk
+from ..core import Agency, MappingResult, SourceFile, children_services
+from ..dates import today_uk
 from .reader import read_return
 from .to_fhir import to_fhir
 
@@ -26,13 +25,11 @@ def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Ag
     ret = read_return(files, result.issues, today or today_uk())
     if ret is None or ret.la_code is None:
         return None, result
-    agency = agency_for(ret.la_code)
+    agency = children_services(ret.la_code)
     result.upserts = to_fhir(ret, agency, result.issues)
     result.records = len(ret.keys)
-    result.rejected_records = len({i.record for i in result.issues if i.severity in ("error", "fatal") and i.record})
-    if any(i.record == "" and i.severity in ("error", "fatal") for i in result.issues):
-        return None, result
-    return agency, result
+    result.count_rejected()
+    return (None if result.file_rejected else agency), result
 
 
 MAPPERS = {FORMAT: map_files}

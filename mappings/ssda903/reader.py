@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from ..core import SourceFile, SourceIssue
-from ..csvutil import CsvTable, Row, read_header
-from .records import ChildHeader, Concept, Episode, MissingEpisode, Return, Where
+from ..csvutil import CsvTable, Row, Where, read_header
+from .records import ChildHeader, Concept, Episode, MissingEpisode, Return
 
 _LA_CODE = re.compile(r"\d{3}")
 _LA_IN_NAME = re.compile(r"(\d{3})[_\-. ]")
@@ -176,7 +176,7 @@ class _Reader:
             row.warning("SEX", "SEX is missing (required by SSDA903)", "required")
         gender = row.gender("SEX")
         birth = row.date("DOB", required=True, not_after=self.today)
-        record = ChildHeader(Where(row.file, row.line), child_id, gender, sex, birth,
+        record = ChildHeader(row.where, child_id, gender, sex, birth,
                              _coded(row, "ETHNIC", "cin-ethnicity"), self._upn(row))
         earlier = ret.children.get(child_id)
         if earlier is None:
@@ -220,7 +220,7 @@ class _Reader:
         if end is not None and reason_ceased is None:
             row.warning("REC", "the episode ceased (DEC) without a reason (REC)", "required")
         ret.episodes.append(Episode(
-            Where(row.file, row.line), child_id, start, end,
+            row.where, child_id, start, end,
             reason_new=_coded(row, "RNE", "ssda903-reason-new-episode"),
             legal_status=_coded(row, "LS", "ssda903-legal-status"),
             category_of_need=_coded(row, "CIN", "cin-primary-need"),
@@ -249,7 +249,7 @@ class _Reader:
         birth = row.date("DOB")
         if child_id is None or not kind or start is None or not row.period("MIS_START", start, "MIS_END", end):
             return
-        ret.missing.append(MissingEpisode(Where(row.file, row.line), child_id, kind, start, end, birth))
+        ret.missing.append(MissingEpisode(row.where, child_id, kind, start, end, birth))
 
 
 def _coded(row: Row, name: str, code_system: str, *, expected: bool = True) -> Concept | None:

@@ -10,17 +10,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from ..csvutil import Where
+
 Concept = dict[str, Any]  # a FHIR CodeableConcept
-
-
-@dataclass(frozen=True)
-class Where:
-    file: str
-    line: int
-
-    @property
-    def location(self) -> str:
-        return f"line {self.line}"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ Observation (risk-factor ``missing-episode`` / ``away-from-placement``). docs/fo
 has the table of what goes where.
 
 The Patient, the Flag's category, the Observation category, the agency and the extensions for
-ethnicity and unknown source values are the same as the CIN census mapping's, so that the same
-child from both returns of one local authority is one Patient of the same shape.
+ethnicity and unknown source values come from :mod:`mappings.fhir_shapes`, as the CIN census
+mapping's do, so that the same child from both returns of one local authority is one Patient of the
+same shape (merged by the loader: each return adds what it knows).
 
 Business identifiers (conditional-update keys), under ``source_record_system(LA, kind)``:
 ``CHILD/DECOM`` for an episode, ``CHILD`` for the flag, ``CHILD/MIS_START/M|A`` for a missing
@@ -16,18 +17,16 @@ is a new key: the old resource stays (see the format doc).
 """
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from datetime import date
 from typing import Any
 
 from .. import codes, systems
-from ..cin_census.to_fhir import (EXT_ETHNIC_CATEGORY, EXT_SOURCE_VALUE, FLAG_CATEGORY, OBSERVATION_CATEGORY,
-                                  organization_reference)
-from ..core import Agency, SourceIssue, Upsert, identifier_match
+from ..core import Agency, SourceIssue, Upsert
+from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
+                           organization_reference, patient, period, source_record)
 from .records import ChildHeader, Episode, MissingEpisode, Return
 
-EXTENSION = f"{systems.CANONICAL_BASE}/StructureDefinition"
 EXT_REASON_NEW_EPISODE = f"{EXTENSION}/ssda903-reason-new-episode"
 EXT_CATEGORY_OF_NEED = f"{EXTENSION}/ssda903-category-of-need"
 EXT_PLACEMENT_PROVIDER = f"{EXTENSION}/ssda903-placement-provider"
@@ -45,7 +44,6 @@ MISSING_CODES = {"M": "missing-episode", "A": "away-from-placement"}
 def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> list[Upsert]:
     """Every resource of the return. Records whose child is not in the Header table were reported
     by the reader and are skipped here (they would have no Patient to refer to)."""
-    la = agency.code
     patients = {child_id: _patient(child, agency) for child_id, child in ret.children.items()}
     out = list(patients.values())
     by_child: dict[str, list[Episode]] = defaultdict(list)
@@ -57,39 +55,27 @@ def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> list[Upse
         subject = {"reference": patients[child_id].full_url}
         out += [_episode(ep, subject, agency) for ep in episodes]
         out.append(_flag(child_id, episodes, subject, agency))
-    out += _missing(ret.missing, patients, la, agency, issues)
+    out += _missing(ret.missing, patients, agency, issues)
     return out
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:
-    system = systems.la_child_id_system(agency.code)
-    identifiers: list[dict[str, Any]] = [{"use": "usual", "system": system, "value": child.child_id}]
-    if child.upn:
-        identifiers.append({"use": "official", "system": systems.UPN, "value": child.upn})
-    patient: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers}
     extensions: list[dict[str, Any]] = []
     if child.ethnicity:
         extensions.append({"url": EXT_ETHNIC_CATEGORY, "valueCodeableConcept": child.ethnicity})
-    if child.gender:
-        patient["gender"] = child.gender
-    elif child.gender_text:  # reported by the reader; kept as text, as the CIN mapping does
-        patient["gender"] = "unknown"
-        extensions.append({"url": EXT_SOURCE_VALUE, "valueString": f"SEX: {child.gender_text}"})
+    # an unknown SEX was reported by the reader; kept as text, as the CIN mapping does
+    elements, unknown_gender = gender_elements(child.gender, child.gender_text, "SEX")
     if child.birth_date:
-        patient["birthDate"] = child.birth_date.isoformat()
-    patient["managingOrganization"] = organization_reference(agency)
-    if extensions:
-        patient["extension"] = extensions
-    return Upsert(patient, identifier_match(system, child.child_id), full_url=f"urn:uuid:{uuid.uuid4()}",
-                  record=child.child_id, merge=True)
+        elements["birthDate"] = child.birth_date.isoformat()
+    identifiers = [identifier(systems.UPN, child.upn, "official")] if child.upn else []
+    return patient(systems.la_child_id_system(agency.code), child.child_id, record=child.child_id,
+                   identifiers=identifiers, extensions=extensions + unknown_gender, managing=agency, **elements)
 
 
 def _episode(ep: Episode, subject: dict[str, str], agency: Agency) -> Upsert:
     """An episode is one span with one legal status and one placement, so both classify it
     (EpisodeOfCare.type, searchable); the reasons it began and ended, the provider and the
     postcodes are extensions."""
-    system = systems.source_record_system(agency.code, KIND_EPISODE)
-    key = f"{ep.child_id}/{ep.start.isoformat()}"
     types = [codes.concept("episode-type", "looked-after")]
     types += [c for c in (ep.legal_status, ep.placement) if c]
     extensions: list[dict[str, Any]] = []
@@ -104,13 +90,13 @@ def _episode(ep: Episode, subject: dict[str, str], agency: Agency) -> Upsert:
     if ep.placement_urn:
         extensions.append({"url": EXT_PLACEMENT_URN, "valueIdentifier": {"system": OFSTED_URN,
                                                                          "value": ep.placement_urn}})
-    resource: dict[str, Any] = {"resourceType": "EpisodeOfCare", "identifier": [{"system": system, "value": key}],
-                                "status": "finished" if ep.end else "active", "type": types,
-                                "patient": subject, "managingOrganization": organization_reference(agency),
-                                "period": _period(ep.start, ep.end)}
+    episode = source_record("EpisodeOfCare", agency, KIND_EPISODE, f"{ep.child_id}/{ep.start.isoformat()}",
+                            record=ep.child_id, status="finished" if ep.end else "active", type=types,
+                            patient=subject, managingOrganization=organization_reference(agency),
+                            period=period(ep.start, ep.end))
     if extensions:
-        resource["extension"] = extensions
-    return Upsert(resource, identifier_match(system, key), record=ep.child_id)
+        episode.resource["extension"] = extensions
+    return episode
 
 
 def _flag(child_id: str, episodes: list[Episode], subject: dict[str, str], agency: Agency) -> Upsert:
@@ -125,20 +111,17 @@ def _flag(child_id: str, episodes: list[Episode], subject: dict[str, str], agenc
             break
         start = before.start
     last = episodes[-1]
-    system = systems.source_record_system(agency.code, KIND_FLAG)
-    flag = {"resourceType": "Flag", "identifier": [{"system": system, "value": child_id}],
-            "status": "inactive" if last.end else "active", "category": [FLAG_CATEGORY],
-            "code": codes.concept("safeguarding-flag", "looked-after"), "subject": subject,
-            "period": _period(start, last.end), "author": organization_reference(agency)}
-    return Upsert(flag, identifier_match(system, child_id), record=child_id)
+    return source_record("Flag", agency, KIND_FLAG, child_id, record=child_id,
+                         status="inactive" if last.end else "active", category=[FLAG_CATEGORY],
+                         code=codes.concept("safeguarding-flag", "looked-after"), subject=subject,
+                         period=period(start, last.end), author=organization_reference(agency))
 
 
-def _missing(items: list[MissingEpisode], patients: dict[str, Upsert], la: str, agency: Agency,
+def _missing(items: list[MissingEpisode], patients: dict[str, Upsert], agency: Agency,
              issues: list[SourceIssue]) -> list[Upsert]:
     """One Observation per missing or away episode, effective over the episode. Two episodes of
     one kind starting the same day are told apart by ``#2``…, in order of their end dates; an
     exact repeat is reported and written once."""
-    system = systems.source_record_system(la, KIND_MISSING)
     groups: dict[str, list[MissingEpisode]] = defaultdict(list)
     for item in items:
         if item.child_id in patients:
@@ -159,17 +142,9 @@ def _missing(items: list[MissingEpisode], patients: dict[str, Upsert], la: str, 
             key = base if n == 1 else f"{base}#{n}"
             code = (codes.concept("risk-factor", MISSING_CODES[item.kind]) if item.kind in MISSING_CODES
                     else {"text": f"MISSING: {item.kind}"})
-            observation = {"resourceType": "Observation", "identifier": [{"system": system, "value": key}],
-                           "status": "final", "category": [{"coding": [OBSERVATION_CATEGORY]}], "code": code,
-                           "subject": {"reference": patients[item.child_id].full_url},
-                           "effectivePeriod": _period(item.start, item.end),
-                           "performer": [organization_reference(agency)]}
-            out.append(Upsert(observation, identifier_match(system, key), record=item.child_id))
+            out.append(source_record("Observation", agency, KIND_MISSING, key, record=item.child_id, status="final",
+                                     category=[SOCIAL_HISTORY], code=code,
+                                     subject={"reference": patients[item.child_id].full_url},
+                                     effectivePeriod=period(item.start, item.end),
+                                     performer=[organization_reference(agency)]))
     return out
-
-
-def _period(start: date, end: date | None) -> dict[str, str]:
-    period = {"start": start.isoformat()}
-    if end:
-        period["end"] = end.isoformat()
-    return period

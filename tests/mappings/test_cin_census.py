@@ -17,9 +17,9 @@ from fhir_server.repository.context import RequestContext
 from mappings import codes
 from mappings.cin_census import map_files
 from mappings.cin_census.reader import _Stream
-from mappings.cin_census.to_fhir import (EXT_DISABILITY, EXT_ETHNIC_CATEGORY, EXT_EXPECTED_BIRTH_DATE,
-                                         EXT_INITIAL_CATEGORY, EXT_SOURCE_VALUE, EXT_UPN_UNKNOWN)
+from mappings.cin_census.to_fhir import EXT_DISABILITY, EXT_EXPECTED_BIRTH_DATE, EXT_INITIAL_CATEGORY, EXT_UPN_UNKNOWN
 from mappings.core import SourceFile
+from mappings.fhir_shapes import EXT_ETHNIC_CATEGORY, EXT_SOURCE_VALUE
 from mappings.loader import ImportSummary, import_file
 
 from ..functional.test_crud import body

@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 
 from mappings.core import SourceFile, SourceIssue
-from mappings.csvutil import (CsvTable, fhir_datetime, parse_date, parse_datetime, parse_gender, parse_int,
-                              read_header, swapped)
+from mappings.csvutil import CsvTable, parse_date, parse_datetime, parse_gender, parse_int, read_header, swapped
+from mappings.dates import fhir_datetime
 
 
 def _table(text: str | bytes, *, required=("id", "dob"), optional=("name",), key="id"):

@@ -1,7 +1,6 @@
 """Merging upserts: two formats of one agency complete the same Patient instead of replacing it."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from fhir_server.repository.context import RequestContext
