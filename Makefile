@@ -16,7 +16,7 @@ BENCH_HELPERS := __init__ synthetic harness
 # the quick variants take minutes; `make bench BENCH_ARGS=` runs the full ones (bench/README.md)
 BENCH_ARGS  ?= --quick
 
-.PHONY: run serve test migrate bench install clean help
+.PHONY: run serve test migrate demo-data bench install clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -43,11 +43,20 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/fhir-server migrate
 
-# No demo data is loaded yet: the synthetic demo-data loader arrives with a later issue.
 # Authentication is on; `make run` (only) also enables the development token issuer and prints how
 # to mint a demo token with it (docs/security.md). Production never sets FHIR_AUTH_DEV_ISSUER.
+# Synthetic agency files (no real personal data), written once into var/demo, then loaded through
+# the real import path on every run: a second load changes nothing (imports are idempotent).
+DEMO_DIR      := var/demo
+DEMO_FAMILIES ?= 200
+
+demo-data: migrate
+	@[ -f $(DEMO_DIR)/manifest.json ] || $(BIN)/fhir-server synth --families $(DEMO_FAMILIES) --seed 2026 \
+	    --out $(DEMO_DIR) --quiet
+	$(BIN)/fhir-server import --manifest $(DEMO_DIR)/manifest.json
+
 run: export FHIR_AUTH_DEV_ISSUER = 1
-run: migrate
+run: demo-data
 	@echo "Authentication is on. Get a demo token (development issuer, enabled by make run only):"
 	@echo "  export TOKEN=\$$(FHIR_AUTH_DEV_ISSUER=1 $(BIN)/fhir-server dev-token --client demo \\"
 	@echo "      --scope 'user/*.cruds' --practitioner demo --agency la:201 --role mash-practitioner)"
