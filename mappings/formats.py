@@ -22,6 +22,7 @@ PACKAGES: dict[str, str] = {
     "school-census-csv": "mappings.education",
     "ed-attendances-csv": "mappings.health",
     "fhir-bundle": "mappings.health",
+    "interventions-csv": "mappings.interventions",
 }
 
 

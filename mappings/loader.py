@@ -102,7 +102,9 @@ def with_stored(router: Router, upserts: list[Upsert], agency: Agency) -> list[U
     """``upserts`` with each one in ``merge`` mode combined with the stored resource it will update
     (:func:`merge.merge_resource`). Read before the transaction, in a read-only unit of work: one
     search per merging upsert, one read for all of them. No match, or several (the transaction
-    then fails on them), leaves the upsert as it is."""
+    then fails on them), leaves the upsert as it is. The read is not locked: an import that changes
+    the same resource between this read and the transaction's write loses what it added to it to
+    this one (docs/formats/README.md), so one agency's imports are best run one after another."""
     wanted = [(n, u) for n, u in enumerate(upserts) if u.merge]
     if not wanted:
         return upserts
