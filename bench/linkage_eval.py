@@ -118,6 +118,9 @@ def agency_patients(directory: Path) -> list[dict[str, Any]]:
 
     from linkage.record import AGENCY_TAG_SYSTEM
 
+    cached = directory / "linkage_patients.json"  # mapping 50,000 families takes minutes: once is enough
+    if cached.exists():
+        return list(json.loads(cached.read_text(encoding="utf-8")))
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     patients: dict[str, dict[str, Any]] = {}
     for entry in manifest["files"]:
@@ -131,6 +134,7 @@ def agency_patients(directory: Path) -> list[dict[str, Any]]:
                 resource["meta"] = {"tag": [{"system": AGENCY_TAG_SYSTEM, "code": f"{agency.kind}/{agency.code}"}]}
                 patients[upsert.match] = evaluate.combine(patients.get(upsert.match), resource,
                                                           merge=getattr(upsert, "merge", False))
+    cached.write_text(json.dumps(list(patients.values())), encoding="utf-8")
     return list(patients.values())
 
 

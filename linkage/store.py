@@ -86,16 +86,23 @@ class SqlLinkStore:
         if query.years:
             low = dt.datetime(query.years[0], 1, 1)
             high = dt.datetime(query.years[1] + 1, 1, 1)
-            for param, values in (("family", query.surnames), ("given", query.forenames),
-                                  ("address-postalcode", query.postcodes)):
-                if values:
-                    parts.append(
-                        select(idx_string.c.resource_pk)
-                        .join(idx_date, and_(idx_date.c.resource_pk == idx_string.c.resource_pk,
-                                             idx_date.c.res_type == PATIENT, idx_date.c.param == "birthdate",
-                                             idx_date.c.low >= low, idx_date.c.low < high))
-                        .where(idx_string.c.res_type == PATIENT, idx_string.c.param == param,
-                               idx_string.c.value_norm.in_(sorted(values))))
+            born = and_(idx_date.c.res_type == PATIENT, idx_date.c.param == "birthdate",
+                        idx_date.c.low >= low, idx_date.c.low < high)
+            if query.surnames and query.forenames:
+                given = idx_string.alias("given")
+                parts.append(
+                    select(idx_string.c.resource_pk)
+                    .join(given, and_(given.c.resource_pk == idx_string.c.resource_pk, given.c.res_type == PATIENT,
+                                      given.c.param == "given", given.c.value_norm.in_(sorted(query.forenames))))
+                    .join(idx_date, and_(idx_date.c.resource_pk == idx_string.c.resource_pk, born))
+                    .where(idx_string.c.res_type == PATIENT, idx_string.c.param == "family",
+                           idx_string.c.value_norm.in_(sorted(query.surnames))))
+            if query.postcodes:
+                parts.append(
+                    select(idx_string.c.resource_pk)
+                    .join(idx_date, and_(idx_date.c.resource_pk == idx_string.c.resource_pk, born))
+                    .where(idx_string.c.res_type == PATIENT, idx_string.c.param == "address-postalcode",
+                           idx_string.c.value_norm.in_(sorted(query.postcodes))))
         if not parts:
             return []
         pks = union(*parts).subquery()
