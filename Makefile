@@ -43,8 +43,6 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/fhir-server migrate
 
-# Authentication is on; `make run` (only) also enables the development token issuer and prints how
-# to mint a demo token with it (docs/security.md). Production never sets FHIR_AUTH_DEV_ISSUER.
 # Synthetic agency files (no real personal data), written once into var/demo, then loaded through
 # the real import path on every run: a second load changes nothing (imports are idempotent).
 DEMO_DIR      := var/demo
@@ -55,6 +53,8 @@ demo-data: migrate
 	    --out $(DEMO_DIR) --quiet
 	$(BIN)/fhir-server import --manifest $(DEMO_DIR)/manifest.json
 
+# Authentication is on; `make run` (only) also enables the development token issuer and prints how
+# to mint a demo token with it (docs/security.md). Production never sets FHIR_AUTH_DEV_ISSUER.
 run: export FHIR_AUTH_DEV_ISSUER = 1
 run: demo-data
 	@echo "Authentication is on. Get a demo token (development issuer, enabled by make run only):"
