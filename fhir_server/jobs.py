@@ -127,7 +127,8 @@ def kickoff_response(base_url: str, job_id: str) -> FhirResponse:
 def status(conn: Connection, req: FhirRequest, job_id: str) -> FhirResponse:
     """GET polls (async.html#status); DELETE cancels (async.html#delete)."""
     job = get_job(conn, job_id)
-    if job is None:
+    # Only the client that started a job may see or cancel it; to anyone else it does not exist.
+    if job is None or (req.ctx.authenticated and job.client_id not in (None, req.ctx.client_id)):
         raise NotFound(f"No asynchronous request {job_id}")
     if req.method == "DELETE":
         if job.status in ("accepted", "in-progress"):

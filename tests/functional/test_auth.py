@@ -822,3 +822,18 @@ def test_serve_with_the_dev_issuer(migrated_database_url: str, monkeypatch: pyte
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def test_an_async_job_is_visible_only_to_the_client_that_started_it(http: FlaskClient, auth: AuthService,
+                                                                     auth_conn: Any, rsa_key: ClientKey) -> None:
+    from fhir_server import jobs
+
+    owner = register(auth, rsa_key, "system/*.cruds")
+    other = register(auth, rsa_key, "system/*.cruds")
+    job_id = jobs.create_job(auth_conn, "import-agency-data", {"format": "cin-census-xml"}, [], client_id=owner)
+    assert http.get(f"/fhir/_async/{job_id}",
+                    headers=bearer(get_token(http, owner, rsa_key, "system/*.cruds"))).status_code == 202
+    stranger = bearer(get_token(http, other, rsa_key, "system/*.cruds"))
+    assert http.get(f"/fhir/_async/{job_id}", headers=stranger).status_code == 404
+    assert http.delete(f"/fhir/_async/{job_id}", headers=stranger).status_code == 404
+    assert http.get(f"/fhir/_async/{job_id}").status_code == 401
