@@ -5,7 +5,7 @@ key. The rules are chosen so that a true match survives any single error the age
 in the name, a transposed or mistyped birth date, a changed surname, a stale postcode):
 
 1. any identifier (NHS number, UPN, local authority child id, police person id, hospital number);
-2. date of birth, or the date with day and month exchanged;
+2. date of birth, or the date with day and month exchanged, with the same gender (or none known);
 3. surname (as the search index normalises it), any spelling or known-as form of the first given
    name, and year of birth ± 1 (a mistyped birth date);
 4. postcode and year of birth ± 1 (a changed surname, or a nickname, with a mistyped date).
@@ -36,6 +36,7 @@ class BlockingQuery:
     surnames: frozenset[str]  # index-normalised (search.html#string)
     forenames: frozenset[str]
     postcodes: frozenset[str]
+    gender: str | None = None  # restricts the date-of-birth block
 
     @property
     def empty(self) -> bool:
@@ -64,7 +65,7 @@ def query_for(record: PersonRecord) -> BlockingQuery:
     forenames = {index_form(v) for v in name_variants(record.given[0])} if record.given and years else set()
     postcodes = {index_form(p) for p in record.postcodes} if years else set()
     return BlockingQuery(frozenset(identifiers), frozenset(dates), years, frozenset(s for s in surnames if s),
-                         frozenset(f for f in forenames if f), frozenset(postcodes))
+                         frozenset(f for f in forenames if f), frozenset(postcodes), record.gender)
 
 
 def stored_keys(record: PersonRecord) -> set[str]:
@@ -74,7 +75,7 @@ def stored_keys(record: PersonRecord) -> set[str]:
         keys.add(f"id:{NHS_NUMBER}|{record.nhs}")
     if record.birth_date:
         year = record.birth_date.year
-        keys.add(f"dob:{record.birth_date.isoformat()}")
+        keys.add(f"dob:{record.birth_date.isoformat()}:{record.gender or 'unknown'}")
         if record.family:
             for given in record.given:
                 keys.add(f"name:{index_form(record.family)}:{index_form(given)}:{year}")
@@ -86,7 +87,8 @@ def stored_keys(record: PersonRecord) -> set[str]:
 def query_keys(query: BlockingQuery) -> set[str]:
     """The keys to look up for a query (the in-memory twin of the SQL in :mod:`linkage.store`)."""
     keys = {f"id:{s}|{v}" for s, v in query.identifiers}
-    keys.update(f"dob:{d.isoformat()}" for d in query.birth_dates)
+    genders = (query.gender, "unknown") if query.gender else ("male", "female", "unknown")
+    keys.update(f"dob:{d.isoformat()}:{g}" for d in query.birth_dates for g in genders)
     if query.years:
         for year in range(query.years[0], query.years[1] + 1):
             keys.update(f"name:{s}:{g}:{year}" for s in query.surnames for g in query.forenames)

@@ -121,11 +121,10 @@ def match_bundle(uow: "UnitOfWork", req: FhirRequest, patient: dict[str, Any], *
                                f"{len(matches)} certain matches are records of more than one person; "
                                "none is returned with onlyCertainMatches"))
             matches = []
-    contents = uow.read_many([(PATIENT, m.record.id) for m in matches[:count]])
     base = req.ctx.base_url.rstrip("/")
     entries: list[dict[str, Any]] = []
     for m in matches[:count]:
-        content = contents.get((PATIENT, m.record.id))
+        content = store.contents.get(m.record.id)
         if content is None:
             continue
         entries.append({"fullUrl": f"{base}/Patient/{m.record.id}", "resource": content,

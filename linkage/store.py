@@ -68,6 +68,7 @@ class SqlLinkStore:
         self.conn = uow.conn
         self.ctx = ctx
         self._cache_scope = str(self.conn.engine.url)
+        self.contents: dict[str, dict[str, Any]] = {}  # candidates read so far (reused by $match)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -80,9 +81,14 @@ class SqlLinkStore:
                 or_(*(and_(idx_token.c.code == value, idx_token.c.system == system)
                       for system, value in sorted(query.identifiers)))))
         if query.birth_dates:
-            parts.append(select(idx_date.c.resource_pk).where(
+            born_on = select(idx_date.c.resource_pk).where(
                 idx_date.c.res_type == PATIENT, idx_date.c.param == "birthdate",
-                idx_date.c.low.in_([dt.datetime(d.year, d.month, d.day) for d in sorted(query.birth_dates)])))
+                idx_date.c.low.in_([dt.datetime(d.year, d.month, d.day) for d in sorted(query.birth_dates)]))
+            if query.gender:
+                born_on = born_on.join(idx_token, and_(
+                    idx_token.c.resource_pk == idx_date.c.resource_pk, idx_token.c.res_type == PATIENT,
+                    idx_token.c.param == "gender", idx_token.c.code.in_((query.gender, "unknown", "other"))))
+            parts.append(born_on)
         if query.years:
             low = dt.datetime(query.years[0], 1, 1)
             high = dt.datetime(query.years[1] + 1, 1, 1)
@@ -111,8 +117,10 @@ class SqlLinkStore:
             .where(resource.c.pk.in_(select(pks.c.resource_pk)), resource.c.res_type == PATIENT,
                    resource.c.deleted.is_(False))
             .limit(MAX_CANDIDATES))
-        return [from_patient(content, res_id) for res_id, content in rows
-                if res_id != exclude and content is not None and not is_master(content)]
+        found = [(res_id, content) for res_id, content in rows
+                 if res_id != exclude and content is not None and not is_master(content)]
+        self.contents.update(found)
+        return [from_patient(content, res_id) for res_id, content in found]
 
     def term_frequency(self, field: str, value: str) -> float | None:
         if not value:
