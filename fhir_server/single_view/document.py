@@ -20,7 +20,7 @@ from typing import Any
 from . import narrative as nx
 from .family import build_family_graph
 from .family_loader import FamilyRecord
-from .refs import code_displays, iter_references, local_ref
+from .refs import ReferenceIndex, code_displays
 from .summary import SECTION_SYSTEM, Section, SummaryInput, build_sections
 
 LOINC_PATIENT_SUMMARY = {"system": "http://loinc.org", "code": "60591-5", "display": "Patient summary Document"}
@@ -42,10 +42,12 @@ def render_family_summary(record: FamilyRecord, *, subject_id: str, now: datetim
                        child_records=frozenset(f"{f.res_type}/{f.res_id}" for f in record.child.all()),
                        graph=graph, sources=record.sources, now=now.replace(tzinfo=None), base_url=base_url,
                        displays=code_displays(profiles_dir))
-    return document_bundle(build_sections(inp), inp, version=version)
+    return document_bundle(build_sections(inp), inp, version=version,
+                           references=record.child.references or ReferenceIndex(base_url))
 
 
-def document_bundle(sections: list[Section], inp: SummaryInput, *, version: str) -> dict[str, Any]:
+def document_bundle(sections: list[Section], inp: SummaryInput, *, version: str,
+                    references: ReferenceIndex | None = None) -> dict[str, Any]:
     base = inp.base_url
     subject_ref = f"Patient/{inp.subject_id}"
     person = inp.graph.people.get(inp.graph.subject)
@@ -70,7 +72,7 @@ def document_bundle(sections: list[Section], inp: SummaryInput, *, version: str)
         "section": [_section(s, base) for s in sections],
     }
     wanted = [subject_ref, *(_all_entries(sections))]
-    included = _closure(wanted, inp.resources, base)
+    included = _closure(wanted, inp.resources, references or ReferenceIndex(base))
     entries = [{"fullUrl": f"urn:uuid:{composition_id}", "resource": composition},
                {"fullUrl": f"urn:uuid:{device_id}", "resource": device}]
     entries += [{"fullUrl": f"{base}/{ref}", "resource": inp.resources[ref]} for ref in included]
@@ -102,7 +104,7 @@ def _all_entries(sections: list[Section]) -> list[str]:
     return out
 
 
-def _closure(wanted: list[str], resources: dict[str, dict[str, Any]], base: str) -> list[str]:
+def _closure(wanted: list[str], resources: dict[str, dict[str, Any]], references: ReferenceIndex) -> list[str]:
     """``wanted`` (in order, once each) plus whatever they reference that was collected, repeatedly."""
     out: dict[str, None] = {}
     stack = [r for r in reversed(wanted) if r in resources]
@@ -111,10 +113,10 @@ def _closure(wanted: list[str], resources: dict[str, dict[str, Any]], base: str)
         if ref in out:
             continue
         out[ref] = None
-        for target in iter_references(resources[ref]):
-            found = local_ref(target, base)
-            if found and f"{found[0]}/{found[1]}" in resources and f"{found[0]}/{found[1]}" not in out:
-                stack.append(f"{found[0]}/{found[1]}")
+        for res_type, res_id in references.of(resources[ref]):
+            target = f"{res_type}/{res_id}"
+            if target in resources and target not in out:
+                stack.append(target)
     return list(out)
 
 

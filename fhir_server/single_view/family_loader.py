@@ -93,8 +93,9 @@ def collect_family(conn: Connection, profiles_dir: Path, base_url: str, patient:
             elif f.res_type == "Patient":
                 record.patients.setdefault(f.res_id, f.content)
         have = {f.key for f in child.all()}
-        record.referenced = [f for f in select_referenced(conn, base_url, [*child.all(), *record.relatives],
-                                                          RecordFilter(types=RELATIVE_TYPES))
+        fresh = [f for f in record.relatives if f.key not in have]  # the child's were followed already
+        record.referenced = [f for f in select_referenced(conn, base_url, fresh, RecordFilter(types=RELATIVE_TYPES),
+                                                          child.references)
                              if f.key not in have]
     record.sources = import_sources(conn, base_url, [f.key for f in record.resources()])
     return record
@@ -161,23 +162,30 @@ def _candidates(conn: Connection, record: FamilyRecord, base_url: str) -> dict[s
 
 
 def import_sources(conn: Connection, base_url: str, keys: list[tuple[str, str]]) -> dict[str, list[ImportSource]]:
-    """"Type/id" → the Provenance records targeting it, from the ``Provenance-target`` index; only
-    ``recorded``, ``agent`` and ``entity`` are read (not the target list)."""
+    """"Type/id" → the Provenance records targeting it: which Provenance targets what comes from the
+    ``Provenance-target`` index, then each Provenance once, with only ``recorded``, ``agent`` and
+    ``entity`` read from it (its target list can hold a whole file's resources)."""
     if not keys:
         return {}
     wanted = set(keys)
-    x, r = idx_reference, resource
-    stmt = (select(x.c.target_type, x.c.target_id, r.c.res_id, r.c.content["recorded"], r.c.content["agent"],
-                   r.c.content["entity"])
-            .join(r, r.c.pk == x.c.resource_pk)
-            .where(x.c.res_type == "Provenance", x.c.param == "target",
-                   x.c.target_id.in_(sorted({i for _t, i in keys})), r.c.deleted == false()))
+    x = idx_reference
+    targeted: dict[int, list[str]] = {}
+    for target_type, target_id, prov_pk in conn.execute(
+            select(x.c.target_type, x.c.target_id, x.c.resource_pk).where(
+                x.c.res_type == "Provenance", x.c.param == "target",
+                x.c.target_id.in_(sorted({i for _t, i in keys})))):
+        if (target_type, target_id) in wanted:
+            targeted.setdefault(int(prov_pk), []).append(f"{target_type}/{target_id}")
+    if not targeted:
+        return {}
+    r = resource
     out: dict[str, list[ImportSource]] = {}
-    for target_type, target_id, prov_id, recorded, agents, entities in conn.execute(stmt):
-        if (target_type, target_id) not in wanted:
-            continue
-        out.setdefault(f"{target_type}/{target_id}", []).append(
-            _import_source(prov_id, recorded, agents, entities, base_url))
+    for pk, prov_id, recorded, agents, entities in conn.execute(
+            select(r.c.pk, r.c.res_id, r.c.content["recorded"], r.c.content["agent"], r.c.content["entity"])
+            .where(r.c.pk.in_(sorted(targeted)), r.c.res_type == "Provenance", r.c.deleted == false())):
+        source = _import_source(prov_id, recorded, agents, entities, base_url)
+        for ref in targeted[int(pk)]:
+            out.setdefault(ref, []).append(source)
     for sources in out.values():
         sources.sort(key=lambda s: s.recorded, reverse=True)
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, false, or_, select
+from sqlalchemy import Connection, false, select, union
 
 from ..storage.tables import idx_reference, resource
 from .refs import local_ref
@@ -78,16 +78,17 @@ def linked_patients(conn: Connection, start_ids: Iterable[str], base_url: str, *
     for _hop in range(MAX_HOPS):
         if not frontier or len(found) >= MAX_RECORDS:
             break
-        reverse = select(idx_reference.c.resource_pk).where(
+        # pk IN (a UNION b), never "a OR b": an OR across two indexes makes PostgreSQL scan every Patient
+        wanted: Any = select(idx_reference.c.resource_pk.label("pk")).where(
             idx_reference.c.res_type == "Patient", idx_reference.c.param == "link",
             idx_reference.c.target_type == "Patient", idx_reference.c.target_id.in_(sorted(frontier)))
-        wanted = [resource.c.pk.in_(reverse)]
         need_content = sorted(frontier - set(found))
         if need_content:
-            wanted.append(resource.c.res_id.in_(need_content))
+            wanted = union(wanted, select(resource.c.pk.label("pk")).where(
+                resource.c.res_type == "Patient", resource.c.res_id.in_(need_content)))
         new: set[str] = set()
         for res_id, content in conn.execute(select(resource.c.res_id, resource.c.content).where(
-                resource.c.res_type == "Patient", resource.c.deleted == false(), or_(*wanted))):
+                resource.c.pk.in_(wanted), resource.c.res_type == "Patient", resource.c.deleted == false())):
             if res_id not in found:
                 found[res_id] = content
                 new.add(res_id)

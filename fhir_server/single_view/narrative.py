@@ -6,17 +6,18 @@ every piece of data is HTML-escaped, so a value containing markup is shown as te
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 
 XHTML_NS = "http://www.w3.org/1999/xhtml"
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def esc(value: object) -> str:
     """Escaped text; characters XML 1.0 forbids (control characters) are dropped."""
     text = "" if value is None else str(value)
-    text = "".join(c for c in text if c in "\t\n\r" or ord(c) >= 0x20)
-    return escape(text, quote=True)
+    return escape(_NOT_XML.sub("", text), quote=True)
 
 
 def div(*parts: str) -> str:

@@ -18,12 +18,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, false, or_, select, union
 
 from ..search.compartment import patient_compartment_params
 from ..storage.tables import idx_date, idx_reference, resource
 from .links import linked_patients
-from .refs import iter_references, local_ref
+from .refs import ReferenceIndex
 
 # Referenced resources $everything adds to the compartment (search.mode "include"): shared reference
 # data about who provided care where, never another person's record. A Patient, RelatedPerson or any
@@ -93,6 +93,7 @@ class ChildRecord:
     patient_ids: tuple[str, ...]
     matches: list[Found] = field(default_factory=list)
     includes: list[Found] = field(default_factory=list)
+    references: ReferenceIndex | None = None  # each resource's references, walked once
 
     def all(self) -> list[Found]:
         return [*self.matches, *self.includes]
@@ -107,50 +108,82 @@ def collect_child_record(conn: Connection, profiles_dir: Path, base_url: str, pa
     linked = linked_patients(conn, [patient_id], base_url, known={patient_id: patient})
     ids = (patient_id, *sorted(pid for pid in linked if pid != patient_id))
     matches = select_members(conn, profiles_dir, ids, flt)
-    includes = select_referenced(conn, base_url, matches, flt)
-    return ChildRecord(patient_id, ids, matches, includes)
+    index = ReferenceIndex(base_url)
+    includes = select_referenced(conn, base_url, matches, flt, index)
+    return ChildRecord(patient_id, ids, matches, includes, index)
 
 
 def select_members(conn: Connection, profiles_dir: Path, patient_ids: tuple[str, ...] | list[str],
                    flt: RecordFilter = RecordFilter()) -> list[Found]:
-    """Current members of the Patient compartments of ``patient_ids`` in one query (the Patients
-    themselves included), narrowed by ``flt``."""
-    ids = sorted(set(patient_ids))
-    clause = membership(profiles_dir, ids, flt.types)
-    if clause is None:
+    """Current members of the Patient compartments of ``patient_ids`` (the Patients themselves
+    included), narrowed by ``flt``: one query, or three with care dates (keys, their dates, contents).
+
+    Every query is driven by primary keys from the index tables (``pk IN (…)``), never by a condition
+    the planner could only evaluate row by row over a whole type: a compartment is a few hundred rows
+    in a table of millions."""
+    members = member_keys(profiles_dir, sorted(set(patient_ids)), flt.types)
+    if members is None:
         return []
-    where: list[ColumnElement[bool]] = [resource.c.deleted == false(), clause]
+    where: list[ColumnElement[bool]] = [resource.c.deleted == false(), resource.c.pk.in_(members)]
     if flt.types is not None:
         where.append(resource.c.res_type.in_(sorted(flt.types)))
     if flt.since is not None:
         where.append(resource.c.last_updated >= flt.since)
     if flt.snapshot is not None:
         where.append(resource.c.pk <= flt.snapshot)
+    columns = (resource.c.pk, resource.c.res_type, resource.c.res_id)
     if flt.start is not None or flt.end is not None:
-        where.append(care_date_clause(flt.start, flt.end))
-    rows = conn.execute(select(resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.content)
-                        .where(*where))
+        keys = conn.execute(select(*columns).where(*where)).all()
+        kept = in_care_range(conn, [(int(pk), t) for pk, t, _i in keys], flt.start, flt.end)
+        if not kept:
+            return []
+        where = [resource.c.pk.in_(sorted(kept))]
+    rows = conn.execute(select(*columns, resource.c.content).where(*where))
     return [Found(int(pk), res_type, res_id, content) for pk, res_type, res_id, content in rows]
 
 
-def membership(profiles_dir: Path, patient_ids: list[str],
-               types: frozenset[str] | None = None) -> ColumnElement[bool] | None:
-    """SQL condition on ``resource`` rows: in the Patient compartment of one of ``patient_ids``
-    (compartmentdefinition-patient.html: a reference search parameter of the row's type points at one
-    of them), or one of those Patients. None when ``types`` leaves no member type."""
-    parts: list[ColumnElement[bool]] = []
-    groups = _param_groups(profiles_dir)
+def member_keys(profiles_dir: Path, patient_ids: list[str], types: frozenset[str] | None = None) -> Any:
+    """``SELECT pk`` of the rows in the Patient compartment of one of ``patient_ids``
+    (compartmentdefinition-patient.html: a reference search parameter of the row's type points at one of
+    them) and of those Patients themselves; None when ``types`` leaves no member type. The CompartmentDefinition's
+    (type, parameter) pairs are grouped so the index (res_type, param, target_id, target_type) answers
+    each group with one range scan."""
     x = idx_reference
     pairs = [and_(x.c.res_type.in_(sorted(t for t in group_types if types is None or t in types)),
                   x.c.param.in_(params))
-             for params, group_types in groups if types is None or set(group_types) & types]
+             for params, group_types in _param_groups(profiles_dir) if types is None or set(group_types) & types]
+    parts: list[Any] = []
     if pairs:
-        members = select(x.c.resource_pk).where(x.c.target_type == "Patient", x.c.target_id.in_(patient_ids),
-                                                or_(*pairs))
-        parts.append(resource.c.pk.in_(members))
+        parts.append(select(x.c.resource_pk.label("pk")).where(
+            x.c.target_type == "Patient", x.c.target_id.in_(patient_ids), or_(*pairs)))
     if types is None or "Patient" in types:
-        parts.append(and_(resource.c.res_type == "Patient", resource.c.res_id.in_(patient_ids)))
-    return or_(*parts) if parts else None
+        parts.append(select(resource.c.pk.label("pk")).where(resource.c.res_type == "Patient",
+                                                             resource.c.res_id.in_(patient_ids)))
+    if not parts:
+        return None
+    return union(*parts) if len(parts) > 1 else parts[0]
+
+
+def in_care_range(conn: Connection, keys: list[tuple[int, str]], start: datetime | None,
+                  end: datetime | None) -> set[int]:
+    """The pks among ``keys`` whose care date (:data:`CARE_DATE_PARAMS`) overlaps [start, end], or that
+    have none. A stored date is a range (search.html#date), so "overlaps" means: it does not end before
+    ``start`` and does not begin after ``end``. One query over ``idx_date`` by pk."""
+    dated_types = {pk: t for pk, t in keys if t in CARE_DATE_PARAMS}
+    kept = {pk for pk, t in keys if t not in CARE_DATE_PARAMS}
+    if not dated_types:
+        return kept
+    has_date: set[int] = set()
+    overlaps: set[int] = set()
+    rows = conn.execute(select(idx_date.c.resource_pk, idx_date.c.param, idx_date.c.low, idx_date.c.high).where(
+        idx_date.c.resource_pk.in_(sorted(dated_types))))
+    for pk, param, low, high in rows:
+        if param not in CARE_DATE_PARAMS[dated_types[pk]]:
+            continue
+        has_date.add(pk)
+        if (start is None or high is None or high >= start) and (end is None or low is None or low <= end):
+            overlaps.add(pk)
+    return kept | overlaps | (set(dated_types) - has_date)
 
 
 @lru_cache(maxsize=4)
@@ -164,44 +197,20 @@ def _param_groups(profiles_dir: Path) -> tuple[tuple[tuple[str, ...], tuple[str,
     return tuple((params, tuple(sorted(types))) for params, types in sorted(groups.items()))
 
 
-def care_date_clause(start: datetime | None, end: datetime | None) -> ColumnElement[bool]:
-    """Rows whose care date overlaps [start, end], or that have none (:data:`CARE_DATE_PARAMS`).
-    A stored date is a range (search.html#date), so "overlaps" means: it does not end before
-    ``start`` and does not begin after ``end``."""
-    by_params: dict[tuple[str, ...], list[str]] = {}
-    for res_type, params in CARE_DATE_PARAMS.items():
-        by_params.setdefault(params, []).append(res_type)
-    terms: list[ColumnElement[bool]] = [resource.c.res_type.notin_(sorted(CARE_DATE_PARAMS))]
-    for params, types in sorted(by_params.items()):
-        dated, in_range = idx_date.alias(), idx_date.alias()
-        overlap: list[ColumnElement[bool]] = []
-        if start is not None:
-            overlap.append(or_(in_range.c.high.is_(None), in_range.c.high >= start))
-        if end is not None:
-            overlap.append(or_(in_range.c.low.is_(None), in_range.c.low <= end))
-        has_date = exists().where(dated.c.resource_pk == resource.c.pk, dated.c.res_type == resource.c.res_type,
-                                  dated.c.param.in_(params))
-        dated_in_range = exists().where(in_range.c.resource_pk == resource.c.pk,
-                                        in_range.c.res_type == resource.c.res_type,
-                                        in_range.c.param.in_(params), *overlap)
-        terms.append(and_(resource.c.res_type.in_(sorted(types)), or_(~has_date, dated_in_range)))
-    return or_(*terms)
-
-
-def select_referenced(conn: Connection, base_url: str, found: list[Found],
-                      flt: RecordFilter = RecordFilter()) -> list[Found]:
+def select_referenced(conn: Connection, base_url: str, found: list[Found], flt: RecordFilter = RecordFilter(),
+                      index: ReferenceIndex | None = None) -> list[Found]:
     """The :data:`INCLUDED_TYPES` resources that ``found`` references and that are not in it
     (search.mode include), in at most :data:`INCLUDE_ROUNDS` queries. ``_type``, ``_since`` and the
     snapshot apply to them; care dates do not (an Organization has none)."""
+    index = index or ReferenceIndex(base_url)
     have = {f.key for f in found}
     out: list[Found] = []
     sources = found
     for _round in range(INCLUDE_ROUNDS):
         wanted: dict[str, set[str]] = {}
         for f in sources:
-            for ref in iter_references(f.content):
-                target = local_ref(ref, base_url)
-                if target and target[0] in INCLUDED_TYPES and target not in have and flt.allows_type(target[0]):
+            for target in index.of(f.content):
+                if target[0] in INCLUDED_TYPES and target not in have and flt.allows_type(target[0]):
                     wanted.setdefault(target[0], set()).add(target[1])
         if not wanted:
             break

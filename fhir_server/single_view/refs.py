@@ -32,20 +32,54 @@ def local_ref(reference: Any, base_url: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def iter_references(node: Any) -> Iterator[str]:
+# Elements that never hold a Reference (narrative, meta, identifiers, codes, names, addresses, notes),
+# skipped to keep the walk short; a Provenance's ``target`` lists what it is about (a whole import file).
+_NO_REFERENCES = frozenset({"text", "meta", "identifier", "coding", "name", "address", "telecom", "note",
+                            "period", "effectivePeriod", "valueQuantity", "component"})
+
+
+def iter_references(node: Any, *, skip: frozenset[str] = frozenset()) -> Iterator[str]:
     """Every ``Reference.reference`` value in a resource (extensions and backbone elements included,
-    contained resources too: their references point out of the container)."""
-    stack = [node]
+    contained resources too: their references point out of the container), except under the top-level
+    elements named in ``skip``."""
+    stack: list[Any] = [{k: v for k, v in node.items() if k not in skip} if skip and isinstance(node, dict)
+                        else node]
     while stack:
         current = stack.pop()
-        if isinstance(current, dict):
+        if type(current) is dict:
+            ref = current.get("reference")
+            if type(ref) is str:
+                yield ref
             for key, value in current.items():
-                if key == "reference" and isinstance(value, str):
-                    yield value
-                elif isinstance(value, (dict, list)):
+                if key not in _NO_REFERENCES and type(value) in (dict, list):
                     stack.append(value)
-        elif isinstance(current, list):
-            stack.extend(v for v in current if isinstance(v, (dict, list)))
+        elif type(current) is list:
+            stack.extend(v for v in current if type(v) in (dict, list))
+
+
+# Elements whose references are what a resource is about (a Provenance's targets: a whole import file;
+# a List's or Group's members), not who provided care: the single view does not follow them.
+NOT_FOLLOWED = {"Provenance": frozenset({"target", "entity"}), "AuditEvent": frozenset({"entity"}),
+                "List": frozenset({"entry"}), "Group": frozenset({"member"})}
+
+
+class ReferenceIndex:
+    """The local references ``(type, id)`` of each resource, each resource walked once per request
+    (collection and the document's closure both need them)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._by_key: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    def of(self, content: dict[str, Any]) -> list[tuple[str, str]]:
+        res_type = str(content.get("resourceType"))
+        key = (res_type, str(content.get("id")))
+        found = self._by_key.get(key)
+        if found is None:
+            found = [t for ref in iter_references(content, skip=NOT_FOLLOWED.get(res_type, frozenset()))
+                     if (t := local_ref(ref, self.base_url)) is not None]
+            self._by_key[key] = found
+        return found
 
 
 def agency_of(resource: dict[str, Any]) -> tuple[str, str] | None:
