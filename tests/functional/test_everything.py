@@ -232,9 +232,9 @@ def family_bundle() -> dict[str, Any]:
                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in res]}
 
 
-def load_family(client) -> dict[str, Any]:
+def load_family(client, headers: dict[str, str] | None = None) -> dict[str, Any]:
     bundle = family_bundle()
-    res = client.post("/fhir", data=simplejson.dumps(bundle), content_type=FHIR_JSON)
+    res = client.post("/fhir", data=simplejson.dumps(bundle), content_type=FHIR_JSON, headers=headers or {})
     assert res.status_code == 200, res.data[:2000]
     return bundle
 
@@ -412,6 +412,32 @@ def test_listed_in_the_capability_statement(client):
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"name": "everything", "definition": "https://w3id.org/sg-fhir/OperationDefinition/Patient-everything"} \
         in patient["operation"]
+
+
+def test_with_authentication_the_token_scopes_narrow_the_record(engine, settings):
+    """The scope guard lets ``system/Patient.rs`` call Patient/[id]/$everything; what it then sees is only
+    the types its scopes can read."""
+    from fhir_server import create_app
+
+    from .test_auth import server_token
+
+    conn = engine.connect()
+    outer = conn.begin()
+    try:
+        app = create_app(settings.with_overrides(auth_enabled=True, auth_key_cache_seconds=0), connection=conn)
+        auth = app.extensions["fhir"].auth
+        client = app.test_client()
+        load_family(client, {"Authorization": f"Bearer {server_token(auth)}"})
+        narrow = {"Authorization": f"Bearer {server_token(auth, scope='system/Patient.rs system/Flag.rs')}"}
+        res = client.get("/fhir/Patient/maya-master/$everything", headers=narrow)
+        assert res.status_code == 200, res.data[:500]
+        assert keys(body(res)) == {*(f"Patient/{r}" for r in MAYA_RECORDS), "Flag/flag-cp"}
+        assert client.get("/fhir/Patient/maya-master/$everything").status_code == 401
+        summary = client.get("/fhir/Patient/maya-master/$family-summary", headers=narrow)
+        assert summary.status_code == 200 and "obs-da-maya" not in summary.get_data(as_text=True)
+    finally:
+        outer.rollback()
+        conn.close()
 
 
 # -- pure ---------------------------------------------------------------------------------------------
