@@ -54,23 +54,24 @@ def _patient(child: Child, agency: Agency) -> Upsert:
 def _provider(provider: Provider, agency: Agency) -> Upsert:
     """The provider as an Organization of the LA's own: there is no national code for an early help
     hub or a commissioned charity, so it is keyed on its name within the LA (and the match is scoped
-    to the LA, not shared: another agency's same-named team is not the same organisation).
-    Merged, so that what is added to it on the server (a telecom, ``partOf``) survives re-imports."""
+    to the LA, not shared: another agency's same-named team is not the same organisation). Only
+    this format writes it, so it is replaced as mapped, like the episodes (not merged)."""
     system = systems.source_record_system(agency.code, KIND_PROVIDER)
     resource = {"resourceType": "Organization", "identifier": [identifier(system, provider.key)], "active": True,
                 "name": provider.name}
-    return Upsert(resource, identifier_match(system, provider.key), merge=True)
+    return Upsert(resource, identifier_match(system, provider.key))
 
 
 def _practitioner(lead: LeadProfessional, agency: Agency) -> Upsert:
     """The lead professional, by the id the LA's system gives them. The file has one name column,
     so the name is ``HumanName.text`` (not split into given and family: "Aoife O'Brien" splits, a
-    two-word surname would not). Merged, like the provider."""
+    two-word surname would not). Replaced as mapped, like the provider."""
     system = systems.source_record_system(agency.code, KIND_PRACTITIONER)
-    resource: dict[str, Any] = {"resourceType": "Practitioner", "identifier": [identifier(system, lead.professional_id)]}
+    resource: dict[str, Any] = {"resourceType": "Practitioner",
+                                "identifier": [identifier(system, lead.professional_id)]}
     if lead.name:
         resource["name"] = [{"use": "official", "text": lead.name}]
-    return Upsert(resource, identifier_match(system, lead.professional_id), merge=True)
+    return Upsert(resource, identifier_match(system, lead.professional_id))
 
 
 def status(i: Intervention, today: date) -> str:
