@@ -69,7 +69,7 @@ def _unprepared(conn: Any) -> Iterator[None]:
     and $match p95 went from 36 ms to over 300 ms at 240,000 Patients. A custom plan per call costs
     under a millisecond of planning."""
     raw = getattr(getattr(conn, "connection", None), "driver_connection", None)
-    if conn.dialect.name != "postgresql" or not hasattr(raw, "prepare_threshold"):
+    if getattr(getattr(conn, "dialect", None), "name", None) != "postgresql" or not hasattr(raw, "prepare_threshold"):
         yield
         return
     previous = raw.prepare_threshold
