@@ -6,8 +6,16 @@ after-commit outbox drain is wired by ``create_app`` (fhir_server/worker.py).
 """
 from __future__ import annotations
 
+import gc
+
 from . import create_app
 from .config import Settings
 
 settings = Settings.from_env()
 app = create_app(settings)
+# The app's long-lived objects (models, registries, compiled extractors) are never garbage: move
+# them out of the collector's sight, and collect the young generation less often. A request makes
+# many short-lived dicts; with the default threshold (700) collections were the p95 tail of
+# $everything (docs/benchmarks.md).
+gc.freeze()
+gc.set_threshold(50_000, 20, 20)

@@ -11,7 +11,7 @@ from .tables import metadata
 
 
 def _json_loads(text: Any) -> Any:
-    return jsonio.loads(text, max_depth=10_000) if isinstance(text, (str, bytes)) else text
+    return jsonio.loads_stored(text) if isinstance(text, (str, bytes)) else text
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
