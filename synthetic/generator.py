@@ -131,7 +131,7 @@ def generate(cfg: SynthConfig, out: Path, *, progress: bool = True, stream: Text
         "start_date": cal.start.isoformat(), "end_date": cal.end.isoformat(), "months": cfg.months,
         "ground_truth": "ground_truth/",
         "files": [e for e in entries if e["format"] in known],
-        # formats no mapper reads yet (interventions-csv): listed apart so that
+        # formats no mapper reads (none today): listed apart so that
         # `fhir-server import --manifest` loads what it can
         "unmapped": [e for e in entries if e["format"] not in known],
     }
