@@ -27,9 +27,12 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     else:
         # No pre-ping (a round trip per checkout); stale connections are avoided by recycling and
         # TCP keepalives instead.
+        # force_custom_plan: psycopg prepares repeated statements, and a generic plan for a search
+        # cannot see which value is selective (a common LOINC code vs one patient): measured 916 ms
+        # against 0.7 ms for Observation?subject=…&code=… on a million resources.
         options.update(pool_size=10, max_overflow=20, pool_recycle=1800,
                        connect_args={"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                                     "keepalives_count": 3})
+                                     "keepalives_count": 3, "options": "-c plan_cache_mode=force_custom_plan"})
     options.update(kwargs)
     engine = create_engine(database_url, **options)
     if engine.dialect.name == "sqlite":
