@@ -250,26 +250,10 @@ def search_path(subject: str, code: str) -> str:
             f"&code={quote('http://loinc.org|' + code, safe='')}&_sort=-date")
 
 
-def time_http(port: int, paths: list[str]) -> tuple[list[float], list[bytes]]:
-    client = harness.Client(port)
-    times, bodies = [], []
-    try:
-        for path in paths:
-            t0 = time.perf_counter()
-            status, body = client.call("GET", path)
-            times.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body[:400]!r}")
-            bodies.append(body)
-    finally:
-        client.close()
-    return times, bodies
-
-
 def throughput_http(port: int, paths: list[str], clients: int) -> float:
     """Requests per second with ``clients`` threads sharing out ``paths``."""
     parts = [paths[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=time_http, args=(port, part)) for part in parts]
+    threads = [threading.Thread(target=harness.time_http, args=(port, part)) for part in parts]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -303,10 +287,10 @@ def measure(args: argparse.Namespace, url: str) -> None:
 
     with harness.running_server(url, port=args.port, workers=args.workers, log=args.log) as server:
         print(f"server: {' '.join(server.command)}", flush=True)
-        time_http(args.port, read_paths[:200] + search_paths[:50])  # warm-up: imports, pools, caches
+        harness.time_http(args.port, read_paths[:200] + search_paths[:50])  # warm-up: imports, pools, caches
         time_sql(url, PK_SELECT, pk_params[:200])
-        read_s, _ = time_http(args.port, read_paths)
-        search_s, search_bodies = time_http(args.port, search_paths)
+        read_s, _ = harness.time_http(args.port, read_paths)
+        search_s, search_bodies = harness.time_http(args.port, search_paths)
         read_rps = throughput_http(args.port, read_paths, args.clients)
         search_rps = throughput_http(args.port, search_paths, args.clients)
     base_read_s, found = time_sql(url, PK_SELECT, pk_params)

@@ -323,22 +323,6 @@ def ready_dataset(args: argparse.Namespace) -> tuple[str, str]:
 
 # -- measuring -----------------------------------------------------------------------------------------
 
-def time_http(port: int, paths: list[str]) -> tuple[list[float], list[bytes]]:
-    client = harness.Client(port)
-    times, bodies = [], []
-    try:
-        for path in paths:
-            t0 = time.perf_counter()
-            status, body = client.call("GET", path)
-            times.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body[:400]!r}")
-            bodies.append(body)
-    finally:
-        client.close()
-    return times, bodies
-
-
 def row_keys(body: bytes) -> list[tuple[str, str]]:
     """(type, id) of the stored resources in a response (the document's Composition and Device are
     made per request, not stored)."""
@@ -398,9 +382,9 @@ def measure(args: argparse.Namespace, url: str) -> None:
     summaries = [f"/fhir/Patient/{m}/$family-summary" for m in masters]
     with harness.running_server(url, port=args.port, workers=args.workers, log=args.log) as server:
         print(f"server: {' '.join(server.command)}", flush=True)
-        time_http(args.port, every[:5] + summaries[:5])  # warm-up
-        every_s, every_bodies = time_http(args.port, every * args.rounds)
-        summary_s, summary_bodies = time_http(args.port, summaries * args.rounds)
+        harness.time_http(args.port, every[:5] + summaries[:5])  # warm-up
+        every_s, every_bodies = harness.time_http(args.port, every * args.rounds)
+        summary_s, summary_bodies = harness.time_http(args.port, summaries * args.rounds)
     every_keys = [row_keys(b) for b in every_bodies[:len(every)]]
     summary_keys = [row_keys(b) for b in summary_bodies[:len(summaries)]]
     base_every = time_baseline(url, every_keys, args.rounds)
