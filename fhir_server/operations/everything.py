@@ -7,7 +7,7 @@ definition is profiles/operations/everything.json.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -17,7 +17,7 @@ from ..fhir.models import SUPPORTED_TYPES
 from ..fhir.validation import check_id
 from ..search.engine import current_snapshot
 from ..search.normalize import date_range
-from ..single_view.access import filter_for, keep
+from ..single_view.access import filter_for, keep, without_foreign_targets
 from ..single_view.pages import Page, SortKey, format_cursor, page_after, parse_cursor, sort_key
 from ..single_view.record import Found, RecordFilter, collect_child_record
 from .registry import Handler, OperationTarget
@@ -60,7 +60,8 @@ def everything(uow: "UnitOfWork", req: "FhirRequest", target: OperationTarget,
     if not allow(patient):  # a Patient the caller may not see does not exist for them
         raise NotFound(f"Patient/{patient_id} is not known", expression="id")
     record = collect_child_record(uow.conn, settings.profiles_dir, settings.base_url, patient, asked.filter)
-    found = keep(record.all(), allow, lambda f: f.content)
+    found = without_foreign_targets(keep(record.all(), allow, lambda f: f.content), lambda f: f.content,
+                                    lambda f, content: replace(f, content=content))
     keyed = sorted(((sort_key(f, record.patient_ids), f) for f in found), key=lambda kf: kf[0])
     count = settings.max_page_size if asked.count is None else min(asked.count, settings.max_page_size)
     page = page_after(keyed, count, asked.cursor)

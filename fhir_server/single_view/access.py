@@ -74,3 +74,30 @@ def filter_family(record: FamilyRecord, allow: ResourceFilter) -> FamilyRecord:
     visible |= {f"Patient/{k}" for k in kept.patients} | {f"RelatedPerson/{k}" for k in kept.related}
     kept.sources = {ref: s for ref, s in record.sources.items() if ref in visible}
     return kept
+
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def without_foreign_targets(found: list[T], content: Callable[[T], dict[str, Any]],
+                            with_content: Callable[[T, dict[str, Any]], T]) -> list[T]:
+    """A Provenance in a child's record (one import of a whole agency file) names every resource it
+    covers, most of them other children's. Show only its targets that are in this record, tagged
+    SUBSETTED (resource.html#tag), and leave out a Provenance with none left."""
+    members = {f"{c['resourceType']}/{c['id']}" for c in map(content, found)}
+    out: list[T] = []
+    for item in found:
+        resource = content(item)
+        if resource.get("resourceType") != "Provenance":
+            out.append(item)
+            continue
+        targets = resource.get("target") or []
+        mine = [t for t in targets if isinstance(t, dict) and t.get("reference") in members]
+        if len(mine) == len(targets):
+            out.append(item)
+        elif mine:
+            meta = dict(resource.get("meta") or {})
+            meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+            out.append(with_content(item, {**resource, "target": mine, "meta": meta}))
+    return out
+

@@ -462,3 +462,25 @@ def test_keyset_pages_do_not_shift_when_an_entry_disappears():
     assert parse_cursor("2.Observation.4") == first.next_cursor
     with pytest.raises(Exception):
         parse_cursor("2.Observation")
+
+
+def test_an_import_provenance_shows_only_this_childs_targets(client):
+    """One import Provenance covers a whole file; $everything must not list other children's records."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent.parent / "mappings" / "fixtures" / "police" / "notifications.csv"
+    res = client.post("/fhir/$import-agency-data?format=police-notifications-csv", data=fixture.read_bytes(),
+                      content_type="text/csv")
+    assert res.status_code == 200, res.data
+    provenance = client.get("/fhir/Provenance").get_json()["entry"][0]["resource"]
+    patients = [t["reference"] for t in provenance["target"] if t["reference"].startswith("Patient/")]
+    assert len(patients) >= 2
+    child = patients[0]
+    bundle = client.get(f"/fhir/{child}/$everything").get_json()
+    shown = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    assert shown, "the import Provenance is part of the child's record"
+    members = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+    for prov in shown:
+        assert all(t["reference"] in members for t in prov["target"])
+        assert patients[1] not in [t["reference"] for t in prov["target"]]
+        assert any(tag.get("code") == "SUBSETTED" for tag in prov["meta"]["tag"])
