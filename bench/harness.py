@@ -54,6 +54,14 @@ def drop_database(pg_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def release_database(pg_url: str, name: str, *, keep: bool, hint: str = "") -> None:
+    """End of a benchmark: keep the database (saying so) or drop it."""
+    if keep:
+        print(f"kept database {name}{hint}")
+    else:
+        drop_database(pg_url, name)
+
+
 def _cli_has(command: str) -> bool:
     cli = REPO_ROOT / "fhir_server" / "cli.py"
     return cli.exists() and f'Command("{command}"' in cli.read_text()

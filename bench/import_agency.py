@@ -261,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         flush_broker(args.broker_url)
         print(f"after the run: {harness.load_average()}")
-        if args.keep:
-            print(f"kept database {args.db}")
-        else:
-            harness.drop_database(args.pg_url, args.db)
+        harness.release_database(args.pg_url, args.db, keep=args.keep)
     return 0
 
 

@@ -243,10 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                                 ["what", "value"], peak_memory(args, url))
     finally:
         print(f"after the run: {harness.load_average()}")
-        if args.keep:
-            print(f"kept database {args.db}")
-        else:
-            harness.drop_database(args.pg_url, args.db)
+        harness.release_database(args.pg_url, args.db, keep=args.keep)
     return 0
 
 

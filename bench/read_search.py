@@ -337,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             measure(args, url)
     finally:
         print(f"after the run: {harness.load_average()}")
-        if args.keep:
-            print(f"kept database {args.db} (rerun with --reuse to skip loading)")
-        else:
-            harness.drop_database(args.pg_url, args.db)
+        harness.release_database(args.pg_url, args.db, keep=args.keep, hint=" (rerun with --reuse to skip loading)")
     return 0
 
 

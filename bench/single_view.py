@@ -429,10 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure(args, url)
     finally:
-        if args.keep:
-            print(f"kept database {args.db} (rerun with --reuse to skip loading)")
-        else:
-            harness.drop_database(args.pg_url, args.db)
+        harness.release_database(args.pg_url, args.db, keep=args.keep, hint=" (rerun with --reuse to skip loading)")
     return 0
 
 
