@@ -698,7 +698,7 @@ def test_with_auth_disabled_no_token_is_needed(client: FlaskClient) -> None:
 
 # -- the command line, and a real multi-worker server ----------------------------------------------
 
-from tests.functional.test_cli import free_port, migrated_database_url  # noqa: E402,F401 - fixtures
+from tests.functional.test_cli import free_port, migrated_database_url, serving  # noqa: E402,F401 - fixtures
 from tests.integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: E402,F401
 
 
@@ -759,14 +759,10 @@ def test_serve_with_the_dev_issuer(migrated_database_url: str, monkeypatch: pyte
     """As `make run` serves: two gunicorn workers, authentication on, the development issuer on.
     Whichever worker answers, tokens, keys and used assertion ids are the same (the database's)."""
     import os
-    import signal
-    import subprocess
-    import sys
 
     import requests
 
     from fhir_server.cli import main
-    from fhir_server.config import REPO_ROOT
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/fhir"
@@ -781,21 +777,7 @@ def test_serve_with_the_dev_issuer(migrated_database_url: str, monkeypatch: pyte
     env = {**os.environ}
     env.pop("FHIR_BROKER_URL", None)
     env.pop("FHIR_AUTH_ENABLED", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", "2"],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{proc.communicate()[0]}")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer /healthz within 60 s")
-            time.sleep(0.2)
+    with serving(port, env):
         assert requests.get(f"{base}/Patient", timeout=30).status_code == 401
         assert requests.get(f"{base}/metadata", timeout=30).status_code == 200
         for _ in range(8):  # keep-alive off: each request may land on either worker
@@ -815,13 +797,6 @@ def test_serve_with_the_dev_issuer(migrated_database_url: str, monkeypatch: pyte
             created = requests.post(f"{base}/Patient", json=patient(), timeout=30,
                                     headers={**bearer(token), "Connection": "close"})
             assert created.status_code == 201, created.text
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def test_an_async_job_is_visible_only_to_the_client_that_started_it(http: FlaskClient, auth: AuthService,

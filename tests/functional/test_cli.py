@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,22 +118,16 @@ def test_reindex_rejects_an_unknown_type(capsys: pytest.CaptureFixture[str]) -> 
     assert "'Patients' is not a FHIR R4 resource type" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Served(subprocess.Popen):  # type: ignore[type-arg]
+    output: str = ""
 
 
-@pytest.fixture
-def server(migrated_database_url: str) -> Iterator[str]:
-    """``fhir-server serve`` in a subprocess, as ``make run`` starts it; yields the FHIR base URL."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    # authentication is tested in test_auth.py (test_serve_with_the_dev_issuer starts it switched on)
-    env = {**os.environ, "FHIR_DATABASE_URL": migrated_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0"}
-    env.pop("FHIR_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", "2"],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@contextmanager
+def serving(port: int, env: dict[str, str]) -> Iterator[Served]:
+    """``fhir-server serve`` (2 workers) in a subprocess, once it answers /healthz; SIGTERM on exit.
+    The process's output is in ``.output`` afterwards."""
+    proc = Served([sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(port), "--workers", "2"],
+                  cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -147,15 +142,33 @@ def server(migrated_database_url: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail("the server did not answer /healthz within 60 s")
             time.sleep(0.2)
-        yield base
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            output, _ = proc.communicate(timeout=40)
+            proc.output, _ = proc.communicate(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
-            output, _ = proc.communicate()
-    assert proc.returncode == 0, f"the server did not stop cleanly:\n{output}"
+            proc.output, _ = proc.communicate()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(migrated_database_url: str) -> Iterator[str]:
+    """``fhir-server serve`` in a subprocess, as ``make run`` starts it; yields the FHIR base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    # authentication is tested in test_auth.py (test_serve_with_the_dev_issuer starts it switched on)
+    env = {**os.environ, "FHIR_DATABASE_URL": migrated_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0"}
+    env.pop("FHIR_BROKER_URL", None)
+    with serving(port, env) as proc:
+        yield base
+    assert proc.returncode == 0, f"the server did not stop cleanly:\n{proc.output}"
 
 
 def test_serve_answers_the_fhir_api(server: str, migrated_database_url: str) -> None:
