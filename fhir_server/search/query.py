@@ -89,7 +89,8 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
     if crit.modifier == "missing":
         present = _exists(res, rtype, table, code, None)
         return ~present if _missing(crit) else present
-    if crit.modifier in TERMINOLOGY_MODIFIERS and not all(isinstance(v, CodeSetValue) for v in crit.values):
+    if (crit.modifier in TERMINOLOGY_MODIFIERS and param.type == "token"
+            and not all(isinstance(v, CodeSetValue) for v in crit.values)):
         raise TypeError(f"{crit.name}: resolve the terminology first (search.terminology)")
     t = table.alias()
     conditions = [_value_condition(t, param, crit.modifier, v, now) for v in crit.values]

@@ -31,6 +31,15 @@ SPECIAL_PARAMS: dict[str, SearchParam] = {
     LIST_PARAM: SearchParam(LIST_PARAM, "special", "Resource", "", "",
                             description="Resources that are items of the List with this id"),
 }
+_DOCUMENTATION = {
+    TEXT_PARAM: "Words of the narrative (text.div, tags stripped): all space-separated words must appear, "
+                "whole words, case- and accent-insensitive; `OR` between two words accepts either.",
+    CONTENT_PARAM: "Words of all the text of the resource, as for _text: all words must appear; `OR` "
+                   "between two words accepts either.",
+    LIST_PARAM: "Resources that are items (List.entry.item) of the List with this id (`_list=42`); "
+                "functional lists ($current-problems) are not supported.",
+}
+_NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
@@ -52,6 +61,18 @@ class SpecialCriterion:
     def reads(self) -> tuple[str, ...]:
         """Resource types the criterion looks into besides the searched ones (access checks)."""
         return ("List",) if self.param.code == LIST_PARAM else ()
+
+
+def capability_search_params(res_type: str | None) -> list[dict[str, Any]]:
+    """CapabilityStatement.rest(.resource).searchParam entries for the special parameters that
+    apply to ``res_type`` (None: whole-system search)."""
+    out = []
+    for code, param in SPECIAL_PARAMS.items():
+        if code == TEXT_PARAM and res_type in _NOT_DOMAIN_RESOURCES:
+            continue  # no narrative
+        entry = {"name": code, "definition": param.url, "type": param.type, "documentation": _DOCUMENTATION[code]}
+        out.append({k: v for k, v in entry.items() if v})
+    return out
 
 
 def parse_special(name: str, value: str, split: Any, unescape: Any) -> SpecialCriterion:

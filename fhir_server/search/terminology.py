@@ -187,7 +187,8 @@ class Terminology:
         if version:
             candidates = [c for c in candidates if c.get("version") == version]
         if not candidates:
-            raise Unexpandable(f"No ValueSet {ref} (by url, or by id for ValueSet/[id]) is on this server", "not-found")
+            raise Unexpandable(f"No ValueSet {ref} (by url, or by id for ValueSet/[id]) is on this server",
+                               "not-found")
         return candidates[0]
 
     def code_system(self, url: str, version: str | None = None) -> CodeSystemIndex:
@@ -369,8 +370,13 @@ def _needs(crit: Any) -> bool:
     if isinstance(crit, HasCriterion):
         return _needs(crit.criterion)
     if isinstance(crit, Criterion):
-        return crit.modifier in TERMINOLOGY_MODIFIERS or any(_needs(inner) for _t, inner in crit.chain)
+        return _is_terminology(crit) or any(_needs(inner) for _t, inner in crit.chain)
     return False
+
+
+def _is_terminology(crit: Criterion) -> bool:
+    """A token criterion with a terminology modifier (uri parameters have their own :below/:above)."""
+    return crit.modifier in TERMINOLOGY_MODIFIERS and crit.param.type == "token"
 
 
 def resolve_terminology(conn: Connection, req: SearchRequest, base_url: str | None) -> SearchRequest:
@@ -390,7 +396,7 @@ def _resolve(terminology: Terminology, crit: Any) -> Any:
         return crit
     if crit.chain:
         return replace(crit, chain=tuple((t, _resolve(terminology, inner)) for t, inner in crit.chain))
-    if crit.modifier not in TERMINOLOGY_MODIFIERS:
+    if not _is_terminology(crit):
         return crit
     try:
         values = tuple(_resolve_value(terminology, crit.name, crit.modifier, v) for v in crit.values)
