@@ -83,6 +83,8 @@ def parse_special(name: str, value: str, split: Any, unescape: Any) -> SpecialCr
         raise BadRequest(f"Modifier ':{modifier}' is not supported on {code}", expression=name)
     pieces = [unescape(p) for p in split(value, ",") if p.strip()]
     param = SPECIAL_PARAMS[code]
+    if not pieces:
+        raise BadRequest(f"No value for '{name}'", expression=name)
     if code == LIST_PARAM:
         return SpecialCriterion(name, param, lists=tuple(_list_value(name, p.strip()) for p in pieces))
     return SpecialCriterion(name, param, text=parse_text_query(name, pieces))

@@ -273,6 +273,9 @@ class Terminology:
         cs = self.code_system(system)
         cs.require(code)
         related = cs.descendants(code) if direction == "below" else cs.ancestors(code)
+        if len(related) >= MAX_EXPANSION:
+            raise Unexpandable(f"{system}|{code} has more than the {MAX_EXPANSION} related codes this server "
+                               f"searches with", "too-costly")
         return frozenset((system, c) for c in related | {code})
 
 

@@ -43,8 +43,14 @@ _TAG = re.compile(r"<[^>]*>")
 _SIMPLE = literal_column("'simple'::regconfig")
 
 
+# ASCII letters and digits to themselves (lower-cased), every other byte to a space.
+_ASCII_WORDS = bytes(ord(chr(b).lower()) if chr(b).isalnum() and b < 128 else 32 for b in range(256))
+
+
 def words_of(text: str) -> list[str]:
     """The folded words of ``text`` in order (duplicates kept): letters and digits only."""
+    if text.isascii():  # the common case, ten times cheaper than the regular expression
+        return text.encode().translate(_ASCII_WORDS).decode().split()
     return [w for w in _WORD_SPLIT.split(normalize_string(text)) if w]
 
 

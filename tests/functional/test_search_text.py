@@ -126,4 +126,5 @@ def test_list_errors(client):
     issue = error(client, "/fhir/Patient?_list=$current-problems")
     assert issue["expression"] == ["_list"] and "not supported" in issue["diagnostics"]
     assert error(client, "/fhir/Patient?_list=a%20b")["expression"] == ["_list"]
+    assert error(client, "/fhir/Patient?_list=,")["expression"] == ["_list"]
     assert error(client, "/fhir/Patient?_list:missing=true")["expression"] == ["_list:missing"]
