@@ -10,6 +10,7 @@ They apply to type and whole-system searches, take no modifier, and a comma ORs 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import ColumnElement, FromClause, exists, false, literal, select
 from ..errors import BadRequest
 from ..storage.tables import idx_reference, idx_text, resource
 from .model import SearchParam
+from .registry import NOT_DOMAIN_RESOURCES
 from .text import CONTENT_PARAM, TEXT_PARAM, TextMatch, TextQuery, parse_text_query
 
 LIST_PARAM = "_list"
@@ -39,7 +41,6 @@ _DOCUMENTATION = {
     LIST_PARAM: "Resources that are items (List.entry.item) of the List with this id (`_list=42`); "
                 "functional lists ($current-problems) are not supported.",
 }
-_NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
@@ -68,14 +69,15 @@ def capability_search_params(res_type: str | None) -> list[dict[str, Any]]:
     apply to ``res_type`` (None: whole-system search)."""
     out = []
     for code, param in SPECIAL_PARAMS.items():
-        if code == TEXT_PARAM and res_type in _NOT_DOMAIN_RESOURCES:
+        if code == TEXT_PARAM and res_type in NOT_DOMAIN_RESOURCES:
             continue  # no narrative
         entry = {"name": code, "definition": param.url, "type": param.type, "documentation": _DOCUMENTATION[code]}
         out.append({k: v for k, v in entry.items() if v})
     return out
 
 
-def parse_special(name: str, value: str, split: Any, unescape: Any) -> SpecialCriterion:
+def parse_special(name: str, value: str, split: Callable[[str, str], list[str]],
+                  unescape: Callable[[str], str]) -> SpecialCriterion:
     """Parse ``name=value`` for one of :data:`SPECIAL_PARAMS`; ``split``/``unescape`` are
     search.parse's comma splitting and unescaping (search.html#escaping)."""
     code, colon, modifier = name.partition(":")
