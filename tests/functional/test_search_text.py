@@ -45,6 +45,9 @@ def test_text_searches_the_narrative_words_without_tags_case_or_accents(client):
     assert found(client, "/fhir/Patient?_text=BRONTE") == [a]  # case- and accent-insensitive
     assert found(client, "/fhir/Patient?_text=school%20bruising%20referral") == [a]  # all words
     assert found(client, "/fhir/Patient?_text=weight%20loss") == [b]
+    c = _created(client, _patient("Wała", "<p>Moved from Łódź; Ελένη</p>"))
+    assert found(client, "/fhir/Patient?_text=%C5%81%C3%B3d%C5%BA") == [c]  # Łódź, beyond ASCII
+    assert found(client, "/fhir/Patient?_text=%CE%B5%CE%BB%CE%B5%CE%BD%CE%B7") == [c]  # ελενη
     assert found(client, "/fhir/Patient?_text=bruis") == []  # whole words only
     assert found(client, "/fhir/Patient?_text=p") == []  # tags are not words
     assert found(client, "/fhir/Patient?_text=amp") == []  # entities are decoded
