@@ -17,7 +17,8 @@ The rules are those of search.html for each parameter type:
 * quantity / number (#quantity, #number): value with the implicit range from its precision;
   Money -> value + currency (urn:iso:std:iso:4217); Range -> its low/high.
 * uri (#uri): the string (a canonical's ``|version`` also indexed without it).
-* composite and special parameters are not indexed.
+* composite and special parameters are not indexed, except ``_text`` and ``_content``: the words of
+  the narrative and of the whole resource (search/text.py), one ``text`` row each.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .extract import Extractor, compile_expression, root_keys
 from .fhirpath import fhir_type_name
 from .normalize import STRING_INDEX_LENGTH, date_range, normalize_string, number_range, to_decimal
 from .registry import SearchRegistry
+from .text import text_rows
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,9 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     "quantity": ("param", "low", "value", "high", "system", "code", "unit"),
     "number": ("param", "low", "value", "high"),
     "uri": ("param", "value"),
+    "text": ("param", "words"),  # _text / _content (search/text.py), not a SearchParameter type
 }
-INDEXED_TYPES = frozenset(ROW_COLUMNS)
+INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"text"}
 ISO_4217 = "urn:iso:std:iso:4217"
 _SHORT = 64  # String(64) columns: param, target_type, target_id, target_version
 _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
@@ -139,6 +142,7 @@ class Indexer:
         for key, rows in out.items():
             if len(rows) > 1:
                 out[key] = _dedupe(rows)
+        out["text"] = text_rows(resource)
         return out
 
 

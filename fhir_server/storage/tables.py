@@ -8,7 +8,7 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text)
+                        MetaData, String, Table, Text, func, literal_column)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -140,9 +140,22 @@ idx_uri = _index_table(
 Index("ix_idx_uri_prefix", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value,
       postgresql_ops={"value": "text_pattern_ops"})
 
+# _text (narrative) and _content (all the text) (search.html#text, search/text.py): one row per
+# resource and param holding its distinct folded words, " a b c ", matched as whole words. PostgreSQL
+# answers from a GIN index over the words' tsvector; SQLite scans the type's rows with LIKE.
+idx_text = _index_table(
+    "idx_text",
+    Column("words", Text, nullable=False),
+    value_indexes=[],
+)
+Index("ix_idx_text_type", idx_text.c.res_type, idx_text.c.param, idx_text.c.resource_pk)
+idx_text.append_constraint(
+    Index("ix_idx_text_words", func.to_tsvector(literal_column("'simple'::regconfig"), idx_text.c.words),
+          postgresql_using="gin").ddl_if(dialect="postgresql"))
+
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
-    "quantity": idx_quantity, "number": idx_number, "uri": idx_uri,
+    "quantity": idx_quantity, "number": idx_number, "uri": idx_uri, "text": idx_text,
 }
 
 # Written in the same transaction as every change; drained after commit by subscriptions, risk and

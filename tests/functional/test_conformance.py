@@ -26,7 +26,7 @@ FHIR_JSON = "application/fhir+json"
 STRICT = {"Prefer": "handling=strict"}
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 SAMPLE_VALUES = {"token": "x", "string": "x", "date": "2020-01-01", "number": "1", "quantity": "1",
-                 "reference": "x", "uri": "http://example.org/x"}
+                 "reference": "x", "uri": "http://example.org/x", "special": "x"}
 
 
 def body(response):
@@ -88,8 +88,12 @@ def test_search_params_come_from_the_registry_without_composite_or_special(state
     listed = {p["name"]: p for p in patient["searchParam"]}
     assert listed["name"] == {"name": "name", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
                               "type": "string"}
-    assert "_id" in listed and "_text" not in listed and "_content" not in listed
-    observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]}
+    assert "_id" in listed
+    assert listed["_text"]["definition"] == "http://hl7.org/fhir/SearchParameter/DomainResource-text"
+    assert listed["_content"]["type"] == "string" and listed["_list"]["type"] == "special"
+    assert "_text" not in {p["name"] for p in _resources(statement)["Bundle"]["searchParam"]}  # no narrative
+    observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]} - {
+        "_text", "_content", "_list"}  # search/special.py
     assert "code-value-quantity" not in observation  # composite
     assert {c for c, p in registry.params_for("Observation").items() if p.type not in ("composite", "special")
             } == observation
