@@ -191,6 +191,9 @@ class _State:
             setattr(self, name[1:], _non_negative_int(name, value))
             return
         self.link_params.append((name, value))
+        if name == "_filter":  # search_filter.html: search/filter.py
+            self._take_filter(value)
+            return
         if name == "_sort":
             self.sort = self._parse_sort(value)
         elif name == "_total":
@@ -248,6 +251,16 @@ class _State:
         except _Unknown as exc:
             self._unknown(name, str(exc))
             return None
+
+    def _take_filter(self, value: str) -> None:
+        from .filter import UnknownFilterParameter, filter_criterion  # filter.py builds on this module
+        if not value.strip():
+            return
+        try:
+            self.criteria.append(filter_criterion(value, self._lookup, self._single_type,  # type: ignore[arg-type]
+                                                  base_url=self.base_url))
+        except UnknownFilterParameter as exc:
+            self._unknown("_filter", str(exc))
 
     def _parse_sort(self, value: str) -> tuple[SortKey, ...]:
         keys = []

@@ -15,6 +15,7 @@ from sqlalchemy import (ColumnElement, FromClause, Select, and_, exists, false, 
                         or_, select, true)
 
 from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, resource
+from .filter import FilterCriterion
 from .model import SearchParam
 from .parse import (Criterion, DateValue, HasCriterion, MissingValue, NumberValue, QuantityValue,
                     ReferenceValue, SearchRequest, SearchValue, SortKey, StringValue, TextValue, TokenValue,
@@ -71,6 +72,9 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
     """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``."""
     if isinstance(crit, HasCriterion):
         return _has_clause(res, crit, now)
+    if isinstance(crit, FilterCriterion):
+        from .filter_sql import filter_clause  # filter_sql builds on this module
+        return filter_clause(res, rtype, crit, now)
     param = crit.param
     if param.code == "_id":
         return _id_clause(res, crit)

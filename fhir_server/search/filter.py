@@ -1,0 +1,506 @@
+"""The ``_filter`` search parameter (R4 search_filter.html): text → syntax tree → bound tree. Pure.
+
+``parse_filter`` is a hand-written recursive-descent parser of the spec's grammar::
+
+    filter    = term *( SP ("and" / "or") SP term )   ; left to right, no precedence (#notes)
+    term      = "(" filter ")" / "not" "(" filter ")" / paramExp
+    paramExp  = paramPath SP compareOp SP compValue
+    paramPath = paramName [ "[" filter "]" ] [ "." paramPath ]
+    compValue = JSON string / token                   ; token: no whitespace, ")" or "]"
+
+``bind_filter`` resolves every parameter name against the search registry for the searched type
+(following chains through reference parameters), checks each operator against the parameter's
+type (search_filter.html#ops) and parses each value with the ordinary search value parsers, so a
+bad filter is a 400 naming its position (1-based character offset) before any SQL runs. The
+bound tree is turned into SQL by ``search.filter_sql``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Union
+
+from ..errors import BadRequest
+from ..fhir.resource_types import R4_RESOURCE_TYPES
+from .model import SearchParam
+from .parse import (DateValue, NumberValue, QuantityValue, ReferenceValue, SearchValue, StringValue,
+                    TokenValue, UriValue, normalize_string, parse_value)
+
+FILTER = "_filter"
+MAX_DEPTH = 16  # nesting of parentheses, not(), [ ] and chains: a bound on recursion
+
+# search_filter.html#ops
+OPERATORS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "ap", "sa", "eb", "pr", "po",
+                       "ss", "sb", "in", "ni", "re"})
+
+# Which operators apply to which parameter type (the second table of search_filter.html#ops, with
+# uri treated like a string for eq/ne/co/sw/ew and like a hierarchy for ss/sb, as :below/:above).
+# Terminology operators on tokens (ss sb in ni) need a terminology service this server lacks.
+OPERATORS_BY_TYPE: dict[str, frozenset[str]] = {
+    "string": frozenset({"eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "pr"}),
+    "token": frozenset({"eq", "ne", "pr"}),
+    "date": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "po", "co", "pr"}),
+    "number": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "co", "pr"}),
+    "quantity": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "pr"}),
+    "reference": frozenset({"re", "pr"}),
+    "uri": frozenset({"eq", "ne", "co", "sw", "ew", "ss", "sb", "pr"}),
+}
+_TERMINOLOGY_OPS = frozenset({"ss", "sb", "in", "ni"})
+
+# search_filter.html#ops note: these names may stand for their code system.
+SYSTEM_ALIASES = {
+    "loinc": "http://loinc.org",
+    "snomed": "http://snomed.info/sct",
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "ucum": "http://unitsofmeasure.org",
+}
+
+
+class FilterError(BadRequest):
+    """A ``_filter`` that cannot be parsed or bound: 400, naming the 1-based position."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"_filter: {message} at position {position}", expression=FILTER)
+        self.position = position
+
+
+class UnknownFilterParameter(Exception):
+    """A parameter name the server does not know (reported, or a 400 when strict)."""
+
+    def __init__(self, name: str, position: int, why: str) -> None:
+        super().__init__(f"names parameter '{name}' at position {position}, which {why}")
+        self.name, self.position = name, position
+
+
+# -- syntax tree -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PathStep:
+    name: str
+    position: int
+    filter: "Node | None" = None  # name[filter]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``paramPath compareOp compValue``; ``quoted`` when the value was a JSON string."""
+
+    path: tuple[PathStep, ...]
+    op: str
+    value: str
+    quoted: bool
+    op_position: int
+    value_position: int
+
+
+@dataclass(frozen=True)
+class Logical:
+    op: str  # and | or
+    left: "Node"
+    right: "Node"
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Node"
+
+
+Node = Union[Comparison, Logical, Not]
+
+
+def parse_filter(text: str) -> Node:
+    """Parse a ``_filter`` value (search_filter.html#grammar). Operators and the words ``and``,
+    ``or``, ``not`` are read case-insensitively; parameter names are case-sensitive as everywhere
+    in search. Raises FilterError with the position of the first offending character."""
+    return _Parser(text).parse()
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.depth = 0
+
+    def parse(self) -> Node:
+        self._ws()
+        if self.pos >= len(self.text):
+            raise self._error("the filter is empty")
+        node = self._filter()
+        self._ws()
+        if self.pos < len(self.text):
+            raise self._error(f"unexpected '{self.text[self.pos]}'"
+                              + (" (unbalanced parenthesis)" if self.text[self.pos] in ")]" else ""))
+        return node
+
+    # -- grammar ---------------------------------------------------------------------------------
+
+    def _filter(self) -> Node:
+        self._enter()
+        left = self._term()
+        while True:
+            start = self.pos
+            had_space = self._ws()
+            word_at = self.pos
+            word = self._word().lower()
+            if word in ("and", "or") and (had_space or self.text[start - 1:start] == ")"):
+                if not self._ws() and self._peek() != "(":
+                    raise self._error(f"expected whitespace after '{word}'")
+                left = Logical(word, left, self._term())
+                continue
+            if word:
+                self.pos = word_at
+                raise self._error(f"expected 'and', 'or' or the end of the filter, not '{self._lexeme()}'")
+            self.pos = start
+            self.depth -= 1
+            return left
+
+    def _term(self) -> Node:
+        self._ws()
+        if self._peek() == "(":
+            return self._group()
+        start = self.pos
+        if self._word().lower() == "not":
+            self._ws()
+            if self._peek() == "(":
+                return Not(self._group())
+            raise self._error("expected '(' after 'not'")
+        self.pos = start
+        return self._comparison()
+
+    def _group(self) -> Node:
+        self.pos += 1  # "("
+        self._ws()
+        inner = self._filter()
+        self._ws()
+        self._expect(")")
+        return inner
+
+    def _comparison(self) -> Comparison:
+        path = self._path()
+        if not self._ws():
+            raise self._error("expected whitespace and an operator after the parameter name"
+                              if self.pos < len(self.text) else "expected an operator")
+        op_at = self.pos
+        op = self._word().lower()
+        if op not in OPERATORS:
+            raise self._error(f"unknown operator '{self._lexeme(op_at)}'" if self.pos > op_at or
+                              self.pos < len(self.text) else "expected an operator", op_at)
+        if not self._ws():
+            raise self._error(f"expected whitespace and a value after '{op}'")
+        value_at = self.pos
+        if self._peek() == '"':
+            value, quoted = self._json_string(), True
+        else:
+            value, quoted = self._token(), False
+        return Comparison(path, op, value, quoted, op_at + 1, value_at + 1)
+
+    def _path(self) -> tuple[PathStep, ...]:
+        steps = []
+        while True:
+            at = self.pos
+            name = self._name()
+            if not name:
+                raise self._error("expected a search parameter name" if self.pos < len(self.text)
+                                  else "expected a search parameter name, the filter ended")
+            sub = None
+            if self._peek() == "[":
+                self.pos += 1
+                self._enter()
+                self._ws()
+                sub = self._filter()
+                self._ws()
+                self._expect("]")
+                self.depth -= 1
+            steps.append(PathStep(name, at + 1, sub))
+            if self._peek() != ".":
+                return tuple(steps)
+            self.pos += 1
+
+    # -- lexical ---------------------------------------------------------------------------------
+
+    def _name(self) -> str:
+        """paramName = ("_" / ALPHA) *("_" / "-" / DIGIT / ALPHA)"""
+        start = self.pos
+        if self.pos < len(self.text) and (self.text[self.pos] == "_" or _alpha(self.text[self.pos])):
+            self.pos += 1
+            while self.pos < len(self.text) and (self.text[self.pos] in "_-" or _alpha(self.text[self.pos])
+                                                 or self.text[self.pos].isdigit()):
+                self.pos += 1
+        return self.text[start:self.pos]
+
+    def _word(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and _alpha(self.text[self.pos]):
+            self.pos += 1
+        return self.text[start:self.pos]
+
+    def _token(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and not self.text[self.pos].isspace() and self.text[self.pos] not in ")]":
+            self.pos += 1
+        if self.pos == start:
+            raise self._error("expected a value")
+        return self.text[start:self.pos]
+
+    def _json_string(self) -> str:
+        """A JSON string (RFC 8259 §7): ``\\"`` ``\\\\`` ``\\/`` ``\\b`` ``\\f`` ``\\n`` ``\\r`` ``\\t``
+        and ``\\uXXXX`` escapes."""
+        start = self.pos
+        self.pos += 1
+        out: list[str] = []
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if ch == '"':
+                self.pos += 1
+                return "".join(out)
+            if ch == "\\":
+                esc = self.text[self.pos + 1:self.pos + 2]
+                if esc in _JSON_ESCAPES:
+                    out.append(_JSON_ESCAPES[esc])
+                    self.pos += 2
+                    continue
+                if esc == "u":
+                    digits = self.text[self.pos + 2:self.pos + 6]
+                    if len(digits) == 4 and all(c in "0123456789abcdefABCDEF" for c in digits):
+                        out.append(chr(int(digits, 16)))
+                        self.pos += 6
+                        continue
+                raise self._error("invalid escape in string (use \\\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX)")
+            out.append(ch)
+            self.pos += 1
+        raise self._error("unterminated string", start)
+
+    def _ws(self) -> bool:
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+        return self.pos > start
+
+    def _peek(self) -> str:
+        return self.text[self.pos:self.pos + 1]
+
+    def _expect(self, ch: str) -> None:
+        if self._peek() != ch:
+            found = f"'{self._peek()}'" if self._peek() else "the end of the filter"
+            raise self._error(f"expected '{ch}', found {found}")
+        self.pos += 1
+
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self._error(f"the filter nests deeper than {MAX_DEPTH}")
+
+    def _lexeme(self, at: int | None = None) -> str:
+        at = self.pos if at is None else at
+        end = at
+        while end < len(self.text) and not self.text[end].isspace():
+            end += 1
+        return self.text[at:end]
+
+    def _error(self, message: str, at: int | None = None) -> FilterError:
+        return FilterError(message, (self.pos if at is None else at) + 1)
+
+
+_JSON_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _alpha(ch: str) -> bool:
+    return ch.isascii() and ch.isalpha()
+
+
+# -- bound tree ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BoundTest:
+    """One comparison on one parameter of the resource at hand. ``value`` is the parsed search value
+    (its ``prefix`` set to the operator where it has one); for ``pr`` it is None and ``present``
+    says which way."""
+
+    param: SearchParam
+    op: str
+    value: SearchValue | None
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class BoundReference:
+    """A reference parameter followed into its targets: some reference of ``param`` points at a
+    current resource of one of ``targets``' types that meets that type's condition (a chain
+    ``subject.name``, a sub-filter ``subject[...]``, or both). ``ref`` additionally constrains the
+    reference itself (``subject[...] re Patient/1``); ``negate`` is ``pr false``."""
+
+    param: SearchParam
+    targets: tuple[tuple[str, "Bound | None"], ...]
+    ref: ReferenceValue | None = None
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class BoundLogical:
+    op: str
+    left: "Bound"
+    right: "Bound"
+
+
+@dataclass(frozen=True)
+class BoundNot:
+    operand: "Bound"
+
+
+Bound = Union[BoundTest, BoundReference, BoundLogical, BoundNot]
+
+
+@dataclass(frozen=True)
+class FilterCriterion:
+    """A ``_filter`` parameter among the search criteria (ANDed with the others)."""
+
+    name: str
+    node: Bound
+
+
+Lookup = Callable[[str | None, str], "SearchParam | None"]
+
+
+class _Skip(Exception):
+    """Internal: a candidate target type lacks a parameter the rest of the path names."""
+
+
+def bind_filter(node: Node, lookup: Lookup, resource_type: str | None, *,
+                base_url: str | None = None) -> Bound:
+    """Resolve ``node`` for a search of ``resource_type`` (None = several types: only the common
+    parameters). ``lookup(type, code)`` is the search's parameter lookup. Raises FilterError for an
+    operator that does not apply or a bad value, UnknownFilterParameter for an unknown name."""
+    return _Binder(lookup, base_url).bind(node, resource_type)
+
+
+@dataclass
+class _Binder:
+    lookup: Lookup
+    base_url: str | None
+
+    def bind(self, node: Node, rtype: str | None) -> Bound:
+        if isinstance(node, Logical):
+            return BoundLogical(node.op, self.bind(node.left, rtype), self.bind(node.right, rtype))
+        if isinstance(node, Not):
+            return BoundNot(self.bind(node.operand, rtype))
+        return self._path(node, node.path, rtype)
+
+    def _param(self, step: PathStep, rtype: str | None) -> SearchParam:
+        param = self.lookup(rtype, step.name)
+        where = f"for {rtype}" if rtype else "for a search across types"
+        if param is None:
+            raise UnknownFilterParameter(step.name, step.position, f"is not known {where}")
+        if param.type not in OPERATORS_BY_TYPE:
+            raise UnknownFilterParameter(step.name, step.position,
+                                         f"has type {param.type}, which _filter does not support")
+        return param
+
+    def _path(self, cmp: Comparison, path: tuple[PathStep, ...], rtype: str | None) -> Bound:
+        step, rest = path[0], path[1:]
+        param = self._param(step, rtype)
+        if not rest and step.filter is None:
+            return self._test(cmp, param)
+        if param.type != "reference":
+            what = "followed by '.'" if rest else "given a [filter]"
+            raise FilterError(f"'{step.name}' is a {param.type} parameter and cannot be {what}; only "
+                              "reference parameters can", step.position)
+        ref: ReferenceValue | None = None
+        negate = False
+        if not rest:  # name[filter] op value: the operator applies to the reference itself
+            test = self._test(cmp, param)
+            ref = test.value if isinstance(test.value, ReferenceValue) else None
+            negate = test.op == "pr" and not test.present
+        targets = []
+        for target in self._candidates(step, param, rest):
+            try:
+                targets.append((target, self._target_condition(cmp, step, rest, target)))
+            except _Skip:
+                continue
+            except UnknownFilterParameter:
+                if len(param.targets) == 1:
+                    raise
+        if not targets:
+            name = rest[0].name if rest else step.name
+            raise UnknownFilterParameter(name, rest[0].position if rest else step.position,
+                                         f"is not known for any target of '{step.name}'")
+        return BoundReference(param, tuple(targets), ref, negate)
+
+    def _candidates(self, step: PathStep, param: SearchParam, rest: tuple[PathStep, ...]) -> list[str]:
+        """The target types of ``param`` to follow (search.html#chaining): its declared targets, or,
+        for a reference to any type, the one type that has the next parameter (else ambiguous)."""
+        if param.targets:
+            return list(param.targets)
+        if not rest:
+            raise FilterError(f"'{step.name}' may refer to any type, so its [filter] is ambiguous; "
+                              "use a chain that names a parameter of the target", step.position)
+        found = [t for t in sorted(R4_RESOURCE_TYPES) if self.lookup(t, rest[0].name) is not None]
+        if len(found) > 1:
+            raise FilterError(f"chain '{step.name}.{rest[0].name}' is ambiguous: '{step.name}' may refer to "
+                              f"any of {', '.join(found[:5])}{'…' if len(found) > 5 else ''}", step.position)
+        return found
+
+    def _target_condition(self, cmp: Comparison, step: PathStep, rest: tuple[PathStep, ...],
+                          target: str) -> Bound | None:
+        parts: list[Bound] = []
+        if step.filter is not None:
+            try:
+                parts.append(self.bind(step.filter, target))
+            except UnknownFilterParameter as exc:
+                raise _Skip() from exc
+        if rest:
+            if self.lookup(target, rest[0].name) is None:
+                raise _Skip()
+            parts.append(self._path(cmp, rest, target))
+        if not parts:
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = BoundLogical("and", out, p)
+        return out
+
+    def _test(self, cmp: Comparison, param: SearchParam) -> BoundTest:
+        kind = "date" if param.code == "_lastUpdated" else param.type
+        allowed = OPERATORS_BY_TYPE[kind]
+        if cmp.op not in allowed:
+            hint = (" (this server has no terminology service for ss, sb, in and ni on tokens)"
+                    if cmp.op in _TERMINOLOGY_OPS and kind == "token" else "")
+            raise FilterError(f"operator '{cmp.op}' does not apply to {kind} parameter '{param.code}' "
+                              f"(allowed: {', '.join(sorted(allowed))}){hint}", cmp.op_position)
+        if cmp.op == "pr":
+            flag = cmp.value.lower()
+            if flag not in ("true", "false"):
+                raise FilterError(f"'pr' takes true or false, not '{cmp.value}'", cmp.value_position)
+            return BoundTest(param, "pr", None, flag == "true")
+        return BoundTest(param, cmp.op, self._value(cmp, param, kind))
+
+    def _value(self, cmp: Comparison, param: SearchParam, kind: str) -> SearchValue:
+        raw = cmp.value
+        if kind == "string":
+            return StringValue(raw, normalize_string(raw))
+        if kind == "uri":
+            return UriValue(raw)
+        if kind in ("date", "number", "quantity") and not raw[:1].isdigit() and raw[:1] not in "-+.":
+            raise FilterError(f"'{raw}' is not a {kind} value for '{param.code}'", cmp.value_position)
+        if kind == "quantity":
+            raw = _quantity_aliases(raw)
+        try:
+            value = parse_value(param.code, param, None, raw, self.base_url)
+        except BadRequest as exc:
+            raise FilterError(exc.diagnostics, cmp.value_position) from None
+        if isinstance(value, (DateValue, NumberValue, QuantityValue)):  # the operator is the prefix
+            return replace(value, prefix=cmp.op)
+        if isinstance(value, TokenValue) and value.system:
+            return replace(value, system=SYSTEM_ALIASES.get(value.system, value.system))
+        return value
+
+
+def _quantity_aliases(raw: str) -> str:
+    parts = raw.split("|")
+    if len(parts) == 3 and parts[1] in SYSTEM_ALIASES:
+        parts[1] = SYSTEM_ALIASES[parts[1]]
+    return "|".join(parts)
+
+
+def filter_criterion(value: str, lookup: Lookup, resource_type: str | None, *,
+                     base_url: str | None = None) -> FilterCriterion:
+    """Parse and bind one ``_filter`` value (search_filter.html) into a search criterion."""
+    return FilterCriterion(FILTER, bind_filter(parse_filter(value), lookup, resource_type, base_url=base_url))
