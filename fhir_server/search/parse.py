@@ -254,7 +254,7 @@ class _State:
 
     def _take_filter(self, value: str) -> None:
         from .filter import UnknownFilterParameter, filter_criterion  # filter.py builds on this module
-        if not value.strip():
+        if value == "":  # search.html#search: parameters with an empty value are ignored
             return
         try:
             self.criteria.append(filter_criterion(value, self._lookup, self._single_type,  # type: ignore[arg-type]
