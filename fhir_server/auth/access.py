@@ -258,8 +258,13 @@ class ScopeGuard:
 
 
 def _criterion_needs(criterion: "Criterion | HasCriterion") -> Iterator[tuple[str, str]]:
+    from ..search.filter import FilterCriterion
     from ..search.parse import HasCriterion
 
+    if isinstance(criterion, FilterCriterion):  # chains and [filters] inside _filter read their targets
+        for target in criterion.target_types():
+            yield SEARCH, target
+        return
     if isinstance(criterion, HasCriterion):
         yield SEARCH, criterion.source_type
         yield from _criterion_needs(criterion.criterion)

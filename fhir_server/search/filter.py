@@ -356,6 +356,22 @@ class FilterCriterion:
     name: str
     node: Bound
 
+    def target_types(self) -> set[str]:
+        """The resource types this filter reads through references (for access checks)."""
+        found: set[str] = set()
+        stack: list[Bound | None] = [self.node]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, BoundLogical):
+                stack += [node.left, node.right]
+            elif isinstance(node, BoundNot):
+                stack.append(node.operand)
+            elif isinstance(node, BoundReference):
+                for target, inner in node.targets:
+                    found.add(target)
+                    stack.append(inner)
+        return found
+
 
 Lookup = Callable[[str | None, str], "SearchParam | None"]
 
