@@ -29,7 +29,8 @@ SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", 
 # search_filter.html, implemented by search/filter.py (R4 publishes no SearchParameter for it).
 FILTER_PARAM = {"name": "_filter", "type": "special",
                 "documentation": "search_filter.html: and/or/not, chains and [filters] through references; "
-                                 "operators eq ne co sw ew gt lt ge le ap sa eb pr po re, and ss/sb on uri"}
+                                 "operators eq ne co sw ew gt lt ge le ap sa eb pr po re; ss sb in ni on tokens "
+                                 "against the CodeSystems and ValueSets held here, ss sb on uri"}
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
 SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")

@@ -34,17 +34,18 @@ OPERATORS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "ap
 
 # Which operators apply to which parameter type (the second table of search_filter.html#ops, with
 # uri treated like a string for eq/ne/co/sw/ew and like a hierarchy for ss/sb, as :below/:above).
-# Terminology operators on tokens (ss sb in ni) need a terminology service this server lacks.
+# On tokens, ss sb in ni are answered from the CodeSystems and ValueSets this server holds
+# (search.filter_terminology).
 OPERATORS_BY_TYPE: dict[str, frozenset[str]] = {
     "string": frozenset({"eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "pr"}),
-    "token": frozenset({"eq", "ne", "pr"}),
+    "token": frozenset({"eq", "ne", "pr", "ss", "sb", "in", "ni"}),
     "date": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "po", "co", "pr"}),
     "number": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "co", "pr"}),
     "quantity": frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "pr"}),
     "reference": frozenset({"re", "pr"}),
     "uri": frozenset({"eq", "ne", "co", "sw", "ew", "ss", "sb", "pr"}),
 }
-_TERMINOLOGY_OPS = frozenset({"ss", "sb", "in", "ni"})
+TERMINOLOGY_OPS = frozenset({"ss", "sb", "in", "ni"})
 
 # search_filter.html#ops note: these names may stand for their code system.
 SYSTEM_ALIASES = {
@@ -310,15 +311,41 @@ def _alpha(ch: str) -> bool:
 # -- bound tree ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class ValueSetRef:
+    """``in`` / ``ni``: a ValueSet named by ``ValueSet/id``, its URL on this server, or its canonical
+    url (``|version`` optional); expanded by search.filter_terminology before SQL is built."""
+
+    reference: str
+
+
+@dataclass(frozen=True)
+class ConceptRef:
+    """``ss`` / ``sb``: the concept ``system|code`` whose subsumption hierarchy is consulted."""
+
+    system: str
+    code: str
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """A resolved terminology value: a token matches when it is in ``include`` and not in
+    ``exclude``; each part is (system, codes), codes None meaning every code of the system."""
+
+    include: tuple[tuple[str, frozenset[str] | None], ...]
+    exclude: tuple[tuple[str, frozenset[str] | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class BoundTest:
     """One comparison on one parameter of the resource at hand. ``value`` is the parsed search value
     (its ``prefix`` set to the operator where it has one); for ``pr`` it is None and ``present``
-    says which way."""
+    says which way. ``position`` is the value's, for errors found once the database is at hand."""
 
     param: SearchParam
     op: str
-    value: SearchValue | None
+    value: SearchValue | ValueSetRef | ConceptRef | CodeSet | None
     present: bool = True
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -477,16 +504,27 @@ class _Binder:
         kind = "date" if param.code == "_lastUpdated" else param.type
         allowed = OPERATORS_BY_TYPE[kind]
         if cmp.op not in allowed:
-            hint = (" (this server has no terminology service for ss, sb, in and ni on tokens)"
-                    if cmp.op in _TERMINOLOGY_OPS and kind == "token" else "")
             raise FilterError(f"operator '{cmp.op}' does not apply to {kind} parameter '{param.code}' "
-                              f"(allowed: {', '.join(sorted(allowed))}){hint}", cmp.op_position)
+                              f"(allowed: {', '.join(sorted(allowed))})", cmp.op_position)
         if cmp.op == "pr":
             flag = cmp.value.lower()
             if flag not in ("true", "false"):
                 raise FilterError(f"'pr' takes true or false, not '{cmp.value}'", cmp.value_position)
             return BoundTest(param, "pr", None, flag == "true")
+        if kind == "token" and cmp.op in TERMINOLOGY_OPS:
+            return BoundTest(param, cmp.op, self._terminology_value(cmp, param), position=cmp.value_position)
         return BoundTest(param, cmp.op, self._value(cmp, param, kind))
+
+    def _terminology_value(self, cmp: Comparison, param: SearchParam) -> ValueSetRef | ConceptRef:
+        if cmp.op in ("in", "ni"):  # "the nominated value set by URI, either a relative, literal or logical vs"
+            return ValueSetRef(cmp.value)
+        if param.code == "_id":
+            raise FilterError(f"'{cmp.op}' needs a coded parameter, not _id", cmp.op_position)
+        system, bar, code = cmp.value.partition("|")
+        if not bar or not system or not code:
+            raise FilterError(f"'{cmp.op}' needs system|code (subsumption is defined within a code system), "
+                              f"not '{cmp.value}'", cmp.value_position)
+        return ConceptRef(SYSTEM_ALIASES.get(system, system), code)
 
     def _value(self, cmp: Comparison, param: SearchParam, kind: str) -> SearchValue:
         raw = cmp.value

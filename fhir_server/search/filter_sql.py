@@ -20,7 +20,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from ..storage.tables import INDEX_TABLES, idx_reference, resource
-from .filter import Bound, BoundLogical, BoundNot, BoundReference, BoundTest, FilterCriterion
+from ..errors import BadRequest
+from .filter import Bound, BoundLogical, BoundNot, BoundReference, BoundTest, CodeSet, FilterCriterion
 from .parse import DateValue, NumberValue, QuantityValue, ReferenceValue, StringValue, TokenValue, UriValue
 from .query import _exists, _quantity, _reference, date_condition, number_condition, uri_ancestors
 
@@ -76,7 +77,8 @@ def _test(res: FromClause, rtype: str | None, node: BoundTest, now: datetime) ->
         present = _exists(res, rtype, table, param.code, None)
         return present if node.present else not_(present)
     t = table.alias()
-    return _exists(res, rtype, table, param.code, _CONDITIONS[param.type](t, node, now), alias=t)
+    matched = _exists(res, rtype, table, param.code, _CONDITIONS[param.type](t, node, now), alias=t)
+    return not_(matched) if node.op == "ni" else matched  # ni: "none of the concepts are in the value set"
 
 
 def _id(res: FromClause, node: BoundTest) -> Cond:
@@ -92,7 +94,10 @@ def _token(t: Any, node: BoundTest, _now: datetime) -> Cond:
     """search_filter.html#ops, token eq: "Token is the same, including namespace if specified (case
     insensitive)"; the value is ``system|code``, ``|code``, ``system|`` or ``code`` (search.html#token)."""
     v = node.value
-    assert isinstance(v, TokenValue)
+    if isinstance(v, CodeSet):  # in / ni / ss / sb, resolved by search.filter_terminology
+        return _in_code_set(t, v)
+    if not isinstance(v, TokenValue):
+        raise BadRequest(f"_filter: the terminology operator '{node.op}' was not resolved", expression="_filter")
     conds = []
     if v.code is not None:
         conds.append(_same_text(t.c.code, v.code))
@@ -102,6 +107,24 @@ def _token(t: Any, node: BoundTest, _now: datetime) -> Cond:
         conds.append(_same_text(t.c.system, v.system))
     same = and_(*conds)
     return same if node.op == "eq" else not_(same)
+
+
+def _in_code_set(t: Any, codes: CodeSet) -> Cond:
+    def part(system: str, values: frozenset[str] | None) -> Cond:
+        conds = [_same_text(t.c.system, system)]
+        if values is not None:
+            if not values:
+                return false()
+            if all(c.lower() == c.upper() for c in values):
+                conds.append(t.c.code.in_(sorted(values)))
+            else:
+                conds.append(func.lower(t.c.code).in_(sorted({c.lower() for c in values})))
+        return and_(*conds)
+
+    included = or_(*(part(*p) for p in codes.include)) if codes.include else false()
+    if not codes.exclude:
+        return included
+    return and_(included, not_(or_(*(part(*p) for p in codes.exclude))))
 
 
 def _same_text(col: Any, value: str) -> Cond:

@@ -280,7 +280,7 @@ def test_operator_that_does_not_apply_to_the_type(client, data):
     message = error(client, "/fhir/Patient", "family eq x and birthdate sw 2014")
     assert "'sw'" in message and "date" in message and "position 27" in message
     assert "position 8" in error(client, "/fhir/Patient", "gender co ma")
-    assert "terminology" in error(client, "/fhir/Observation", "code ss 29463-7")
+    assert "position 16" in error(client, "/fhir/Observation", "value-quantity co 5")
     assert "position 14" in error(client, "/fhir/Patient", "birthdate eq 2014-13-45")
 
 
@@ -301,3 +301,68 @@ def test_capability_statement_lists_filter(client):
     patient_entry = next(r for r in rest["resource"] if r["type"] == "Patient")
     assert any(p["name"] == "_filter" and p["type"] == "special" for p in patient_entry["searchParam"])
     assert any(p["name"] == "_filter" for p in rest["searchParam"])
+
+
+# -- terminology: in / ni (ValueSets) and ss / sb (CodeSystem hierarchy) ------------------------------
+
+CONCERN = "https://w3id.org/sg-fhir/CodeSystem/test-concern"
+
+
+@pytest.fixture
+def coded(client):
+    """A CodeSystem with a hierarchy (nested concepts and a ``parent`` property) and observations."""
+    cs = {"resourceType": "CodeSystem", "url": CONCERN, "status": "active", "content": "complete",
+          "concept": [
+              {"code": "harm", "concept": [
+                  {"code": "physical", "concept": [{"code": "bruising"}]},
+                  {"code": "emotional"}]},
+              {"code": "neglect"},
+              {"code": "online-harm", "property": [{"code": "parent", "valueCode": "harm"}]}]}
+    assert post(client, cs).status_code == 201
+    out = {}
+    for code in ("harm", "bruising", "emotional", "neglect", "online-harm"):
+        obs = {"resourceType": "Observation", "status": "final",
+               "code": {"coding": [{"system": CONCERN, "code": code}]}}
+        out[code] = body(post(client, obs))["id"]
+    out["loinc"] = body(post(client, _obs("Patient/x", "29463-7", "2025-01-01")))["id"]
+    return out
+
+
+def test_subsumption(client, coded):
+    assert found(client, "/fhir/Observation", f"code ss {CONCERN}|harm") == \
+        _all(coded, "harm", "bruising", "emotional", "online-harm")
+    assert found(client, "/fhir/Observation", f"code ss {CONCERN}|physical") == _all(coded, "bruising")
+    assert found(client, "/fhir/Observation", f"code sb {CONCERN}|bruising") == _all(coded, "harm", "bruising")
+    assert found(client, "/fhir/Observation", f"code sb {CONCERN}|online-harm") == _all(coded, "harm", "online-harm")
+    assert found(client, "/fhir/Observation", f"not(code ss {CONCERN}|harm)") == _all(coded, "neglect", "loinc")
+    assert "not in CodeSystem" in error(client, "/fhir/Observation", f"code ss {CONCERN}|unheard-of")
+    assert "position 9" in error(client, "/fhir/Observation", "code ss loinc|29463-7")  # not held
+    assert "system|code" in error(client, "/fhir/Observation", "code sb harm")
+
+
+def test_in_and_ni_value_sets(client, coded):
+    listed = {"resourceType": "ValueSet", "status": "active", "url": "https://w3id.org/sg-fhir/ValueSet/t-listed",
+              "compose": {"include": [{"system": CONCERN, "concept": [{"code": "neglect"}, {"code": "EMOTIONAL"}]}]}}
+    listed_id = body(post(client, listed))["id"]
+    assert found(client, "/fhir/Observation", f"code in ValueSet/{listed_id}") == _all(coded, "neglect", "emotional")
+    assert found(client, "/fhir/Observation", f"code in http://localhost/fhir/ValueSet/{listed_id}") == \
+        _all(coded, "neglect", "emotional")
+    assert found(client, "/fhir/Observation", "code ni https://w3id.org/sg-fhir/ValueSet/t-listed") == \
+        _all(coded, "harm", "bruising", "online-harm", "loinc")
+    harm = {"resourceType": "ValueSet", "status": "active", "url": "https://w3id.org/sg-fhir/ValueSet/t-harm",
+            "version": "2", "compose": {
+                "include": [{"system": CONCERN, "filter": [{"property": "concept", "op": "is-a", "value": "harm"}]},
+                            {"system": LOINC}],
+                "exclude": [{"system": CONCERN, "concept": [{"code": "bruising"}]}]}}
+    assert post(client, harm).status_code == 201
+    assert found(client, "/fhir/Observation", "code in https://w3id.org/sg-fhir/ValueSet/t-harm|2") == \
+        _all(coded, "harm", "emotional", "online-harm", "loinc")
+    assert "not held" in error(client, "/fhir/Observation", "code in https://w3id.org/sg-fhir/ValueSet/t-harm|1")
+    expanded = {"resourceType": "ValueSet", "status": "active", "url": "https://w3id.org/sg-fhir/ValueSet/t-exp",
+                "expansion": {"timestamp": "2025-01-01T00:00:00Z", "contains": [
+                    {"system": CONCERN, "code": "bruising"}, {"system": LOINC, "code": "29463-7"}]}}
+    assert post(client, expanded).status_code == 201
+    assert found(client, "/fhir/Observation", "code in https://w3id.org/sg-fhir/ValueSet/t-exp") == \
+        _all(coded, "bruising", "loinc")
+    message = error(client, "/fhir/Observation", "code eq x or code in ValueSet/nowhere")
+    assert "not held" in message and "position 22" in message
