@@ -143,7 +143,7 @@ class _Parser:
             word_at = self.pos
             word = self._word().lower()
             if word in ("and", "or") and (had_space or self.text[start - 1:start] == ")"):
-                if not self._ws() and self._peek() != "(":
+                if not self._ws() and self._peek() not in ("(", ""):
                     raise self._error(f"expected whitespace after '{word}'")
                 left = Logical(word, left, self._term())
                 continue
