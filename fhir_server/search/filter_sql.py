@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, String, and_, exists, false, func, literal, not_, or_, true
+from sqlalchemy import Boolean, ColumnElement, FromClause, String, and_, exists, false, func, literal, not_, or_, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -106,7 +106,7 @@ def _token(t: Any, node: BoundTest, _now: datetime) -> Cond:
     elif v.system is not None:
         conds.append(_same_text(t.c.system, v.system))
     same = and_(*conds)
-    return same if node.op == "eq" else not_(same)
+    return same if node.op == "eq" else not_(func.coalesce(same, false(), type_=Boolean))
 
 
 def _in_code_set(t: Any, codes: CodeSet) -> Cond:
@@ -128,11 +128,11 @@ def _in_code_set(t: Any, codes: CodeSet) -> Cond:
 
 
 def _same_text(col: Any, value: str) -> Cond:
-    """Case-insensitive equality that is never NULL. A value without letters compares exactly, so
-    an index on ``col`` still serves it (codes such as LOINC's, NHS numbers, ids)."""
+    """Case-insensitive equality. A value without letters compares exactly, so the index on
+    ``col`` still serves it (codes such as LOINC's, NHS numbers, ids)."""
     if value.lower() == value.upper():
-        return func.coalesce(col, "") == value
-    return func.lower(func.coalesce(col, "")) == value.lower()
+        return col == value
+    return func.lower(col) == value.lower()
 
 
 def _string(t: Any, node: BoundTest, _now: datetime) -> Cond:
