@@ -406,6 +406,10 @@ Lookup = Callable[[str | None, str], "SearchParam | None"]
 class _Skip(Exception):
     """Internal: a candidate target type lacks a parameter the rest of the path names."""
 
+    def __init__(self, unknown: UnknownFilterParameter | None = None) -> None:
+        super().__init__()
+        self.unknown = unknown
+
 
 def bind_filter(node: Node, lookup: Lookup, resource_type: str | None, *,
                 base_url: str | None = None) -> Bound:
@@ -453,18 +457,21 @@ class _Binder:
             ref = test.value if isinstance(test.value, ReferenceValue) else None
             negate = test.op == "pr" and not test.present
         targets = []
+        unknown: UnknownFilterParameter | None = None  # kept to name it if no target has it
         for target in self._candidates(step, param, rest):
             try:
                 targets.append((target, self._target_condition(cmp, step, rest, target)))
-            except _Skip:
-                continue
-            except UnknownFilterParameter:
+            except _Skip as skip:
+                unknown = skip.unknown or unknown
+            except UnknownFilterParameter as exc:
                 if len(param.targets) == 1:
                     raise
+                unknown = exc
         if not targets:
-            name = rest[0].name if rest else step.name
-            raise UnknownFilterParameter(name, rest[0].position if rest else step.position,
-                                         f"is not known for any target of '{step.name}'")
+            if unknown is not None:
+                raise unknown
+            raise UnknownFilterParameter(rest[0].name, rest[0].position,
+                                         f"is not a parameter of any target of '{step.name}'")
         return BoundReference(param, tuple(targets), ref, negate)
 
     def _candidates(self, step: PathStep, param: SearchParam, rest: tuple[PathStep, ...]) -> list[str]:
@@ -488,7 +495,7 @@ class _Binder:
             try:
                 parts.append(self.bind(step.filter, target))
             except UnknownFilterParameter as exc:
-                raise _Skip() from exc
+                raise _Skip(exc) from exc
         if rest:
             if self.lookup(target, rest[0].name) is None:
                 raise _Skip()

@@ -26,7 +26,8 @@ FHIR_JSON = "application/fhir+json"
 STRICT = {"Prefer": "handling=strict"}
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 SAMPLE_VALUES = {"token": "x", "string": "x", "date": "2020-01-01", "number": "1", "quantity": "1",
-                 "reference": "x", "uri": "http://example.org/x"}
+                 "reference": "x", "uri": "http://example.org/x",
+                 "special": "_id pr true"}  # _filter, the one special parameter listed (search_filter.html)
 
 
 def body(response):
@@ -92,7 +93,8 @@ def test_search_params_come_from_the_registry_without_composite_or_special(state
     observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]}
     assert "code-value-quantity" not in observation  # composite
     assert {c for c, p in registry.params_for("Observation").items() if p.type not in ("composite", "special")
-            } == observation
+            } == observation - {"_filter"}
+    assert listed["_filter"]["type"] == "special"
 
 
 def test_every_listed_search_param_include_and_revinclude_is_accepted(client, statement):

@@ -262,6 +262,10 @@ def test_post_search_and_whole_system(client, data):
     assert found(client, "/fhir/", expr) == _all(data, "peter", "w3")
     assert found(client, "/fhir/", expr, ("_type", "Observation")) == _all(data, "w3")
     assert found(client, "/fhir/", f"_profile sw {PROFILE} and not(_profile ew v2)") == _all(data, "peter")
+    compartment = f"/fhir/Patient/{data['peter']}/Observation"
+    assert found(client, compartment, "value-quantity gt 21 or date lt 2025-03-02") == _all(data, "w1", "w2")
+    counted = body(search(client, "/fhir/Observation", "code eq 29463-7", ("_summary", "count")))
+    assert counted["total"] == 3 and "entry" not in counted
 
 
 # -- errors --------------------------------------------------------------------------------------------

@@ -195,3 +195,12 @@ def test_unknown_names_follow_strict_and_lenient_handling() -> None:
     assert isinstance(across.criteria[0], FilterCriterion)
     assert parse(None, ("_filter", "family eq x")).unknown == ("_filter",)  # not common to all types
     assert parse("Patient", ("_filter", "")).criteria == ()  # empty parameters are ignored
+
+
+def test_unknown_names_inside_chains_and_sub_filters_are_named() -> None:
+    with pytest.raises(BadRequest, match="'shoe-size' at position 9"):
+        parse("Observation", ("_filter", "subject[shoe-size gt 3] pr true"), strict=True)
+    with pytest.raises(BadRequest, match="'shoe-size' at position 9"):
+        parse("Observation", ("_filter", "patient.shoe-size gt 3"), strict=True)
+    with pytest.raises(BadRequest, match="'shoe-size' at position 9"):
+        parse("Observation", ("_filter", "subject.shoe-size gt 3"), strict=True)
