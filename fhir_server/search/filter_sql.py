@@ -86,7 +86,9 @@ def _id(res: FromClause, node: BoundTest) -> Cond:
         return true() if node.present else false()
     value = node.value
     assert isinstance(value, TokenValue)
-    same = _same_text(res.c.res_id, value.code or "")
+    # Exact: this server keeps ids case-sensitively (Patient/abc and Patient/ABC are two resources,
+    # see the unique index on resource), and the comparison keeps that index usable.
+    same = res.c.res_id == (value.code or "")
     return same if node.op == "eq" else not_(same)
 
 
