@@ -258,7 +258,7 @@ class ScopeGuard:
 
 
 def _criterion_needs(criterion: "Criterion | HasCriterion") -> Iterator[tuple[str, str]]:
-    from ..search.filter import FilterCriterion
+    from ..search.filter_bind import FilterCriterion
     from ..search.parse import HasCriterion
 
     if isinstance(criterion, FilterCriterion):  # chains and [filters] inside _filter read their targets

@@ -23,8 +23,9 @@ from typing import Any
 from sqlalchemy import Connection, false, select
 
 from ..storage.tables import idx_uri, resource
-from .filter import (Bound, BoundLogical, BoundNot, BoundReference, BoundTest, CodeSet, ConceptRef,
-                     FilterCriterion, FilterError, ValueSetRef)
+from .filter import FilterError
+from .filter_bind import (Bound, BoundLogical, BoundNot, BoundReference, BoundTest, CodeSet, ConceptRef,
+                          FilterCriterion, ValueSetRef)
 from .parse import SearchRequest
 
 MAX_IMPORT_DEPTH = 8

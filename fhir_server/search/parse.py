@@ -253,7 +253,7 @@ class _State:
             return None
 
     def _take_filter(self, value: str) -> None:
-        from .filter import UnknownFilterParameter, filter_criterion  # filter.py builds on this module
+        from .filter_bind import UnknownFilterParameter, filter_criterion  # filter.py builds on this module
         if value == "":  # search.html#search: parameters with an empty value are ignored
             return
         try:

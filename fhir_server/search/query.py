@@ -15,7 +15,7 @@ from sqlalchemy import (ColumnElement, FromClause, Select, and_, exists, false, 
                         or_, select, true)
 
 from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, resource
-from .filter import FilterCriterion
+from .filter_bind import FilterCriterion
 from .model import SearchParam
 from .parse import (Criterion, DateValue, HasCriterion, MissingValue, NumberValue, QuantityValue,
                     ReferenceValue, SearchRequest, SearchValue, SortKey, StringValue, TextValue, TokenValue,

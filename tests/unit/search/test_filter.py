@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from fhir_server.errors import BadRequest
-from fhir_server.search.filter import (BoundLogical, BoundNot, BoundReference, BoundTest, Comparison,
-                                       ConceptRef, FilterCriterion, FilterError, Logical, Not, PathStep,
-                                       ValueSetRef, parse_filter)
+from fhir_server.search.filter import Comparison, FilterError, Logical, Not, PathStep, parse_filter
+from fhir_server.search.filter_bind import (BoundLogical, BoundNot, BoundReference, BoundTest, ConceptRef,
+                                            FilterCriterion, ValueSetRef)
 from fhir_server.search.parse import DateValue, NumberValue, QuantityValue, ReferenceValue, StringValue, TokenValue
 
 from .test_parse import parse
