@@ -265,10 +265,10 @@ class _Binder:
         return BoundTest(param, cmp.op, self._value(cmp, param, kind))
 
     def _terminology_value(self, cmp: Comparison, param: SearchParam) -> ValueSetRef | ConceptRef:
-        if cmp.op in ("in", "ni"):  # "the nominated value set by URI, either a relative, literal or logical vs"
-            return ValueSetRef(cmp.value)
         if param.code == "_id":
             raise FilterError(f"'{cmp.op}' needs a coded parameter, not _id", cmp.op_position)
+        if cmp.op in ("in", "ni"):  # "the nominated value set by URI, either a relative, literal or logical vs"
+            return ValueSetRef(cmp.value)
         system, bar, code = cmp.value.partition("|")
         if not bar or not system or not code:
             raise FilterError(f"'{cmp.op}' needs system|code (subsumption is defined within a code system), "

@@ -19,8 +19,8 @@ from sqlalchemy import Boolean, ColumnElement, FromClause, String, and_, exists,
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from ..storage.tables import INDEX_TABLES, idx_reference, resource
 from ..errors import BadRequest
+from ..storage.tables import INDEX_TABLES, idx_reference, resource
 from .filter_bind import Bound, BoundLogical, BoundNot, BoundReference, BoundTest, CodeSet, FilterCriterion
 from .parse import DateValue, NumberValue, QuantityValue, ReferenceValue, StringValue, TokenValue, UriValue
 from .query import _exists, _quantity, _reference, date_condition, number_condition, uri_ancestors

@@ -180,6 +180,7 @@ def test_operators_must_apply_to_the_parameter_type() -> None:
     assert "cannot be followed" in bind_error("Patient", "family.name eq x")
     assert "ambiguous" in bind_error("Observation", "focus.name eq x")
     assert "system|code" in bind_error("Observation", "code ss 1234")
+    assert "not _id" in bind_error("Observation", "_id in ValueSet/x")
     assert "true or false" in bind_error("Patient", "gender pr yes")
 
 
