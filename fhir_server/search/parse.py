@@ -191,7 +191,7 @@ class _State:
             setattr(self, name[1:], _non_negative_int(name, value))
             return
         self.link_params.append((name, value))
-        if name == "_filter":  # search_filter.html: search/filter.py
+        if name == "_filter":  # search_filter.html: search/filter.py, filter_bind.py
             self._take_filter(value)
             return
         if name == "_sort":
@@ -253,7 +253,7 @@ class _State:
             return None
 
     def _take_filter(self, value: str) -> None:
-        from .filter_bind import UnknownFilterParameter, filter_criterion  # filter.py builds on this module
+        from .filter_bind import UnknownFilterParameter, filter_criterion  # it builds on this module
         if value == "":  # search.html#search: parameters with an empty value are ignored
             return
         try:
