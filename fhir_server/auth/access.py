@@ -258,11 +258,16 @@ class ScopeGuard:
 
 
 def _criterion_needs(criterion: "Criterion | HasCriterion") -> Iterator[tuple[str, str]]:
+    from ..search.filter_bind import FilterCriterion
     from ..search.parse import HasCriterion
     from ..search.special import SpecialCriterion
 
     if isinstance(criterion, SpecialCriterion):  # _list reads the List; _text/_content nothing more
         yield from ((SEARCH, t) for t in criterion.reads)
+        return
+    if isinstance(criterion, FilterCriterion):  # chains and [filters] inside _filter read their targets
+        for target in criterion.target_types():
+            yield SEARCH, target
         return
     if isinstance(criterion, HasCriterion):
         yield SEARCH, criterion.source_type

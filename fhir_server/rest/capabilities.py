@@ -28,6 +28,11 @@ SOFTWARE_NAME = "Safeguarding FHIR Server"
 # search.html#ptypes this engine indexes; composite and special parameters of the registry are not
 # searchable (the special _text, _content and _list are answered by search/special.py and listed from there).
 SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
+# search_filter.html, implemented by search/filter.py (R4 publishes no SearchParameter for it).
+FILTER_PARAM = {"name": "_filter", "type": "special",
+                "documentation": "search_filter.html: and/or/not, chains and [filters] through references; "
+                                 "operators eq ne co sw ew gt lt ge le ap sa eb pr po re; ss sb in ni on tokens "
+                                 "against the CodeSystems and ValueSets held here, ss sb on uri"}
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
 SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
@@ -118,7 +123,7 @@ class CapabilityBuilder:
             "referencePolicy": ["literal", "logical"],  # stored as sent; searchable, :identifier too
             "searchInclude": sorted(f"{res_type}:{p.code}" for p in params if p.type == "reference"),
             "searchRevInclude": rev_includes,
-            "searchParam": [_search_param(p) for p in params] + capability_search_params(res_type),
+            "searchParam": [_search_param(p) for p in params] + capability_search_params(res_type) + [FILTER_PARAM],
         }
         operations = [self._operation(op) for op in self.operations.all() if _runs_on(op, res_type)]
         if operations:
@@ -135,7 +140,7 @@ class CapabilityBuilder:
         any_type = min(SUPPORTED_TYPES)
         found = [self.registry.get(any_type, code) for code in sorted(COMMON_PARAMS)]
         return ([_search_param(p) for p in found if p is not None and p.type in SEARCHABLE_TYPES]
-                + capability_search_params(None))
+                + capability_search_params(None) + [FILTER_PARAM])
 
     @staticmethod
     def _operation(op: "Operation") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, func, select
 from ..config import Settings
 from ..errors import operation_outcome
 from ..storage.tables import resource
+from .filter_terminology import resolve_filter_terminology
 from .includes import Found, resolve_includes
 from .model import SearchResult
 from .paging import Page, page_links
@@ -41,6 +42,7 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     req = parse_search(params, registry, resource_types, strict=strict, base_url=settings.base_url)
     req = resolve_terminology(conn, req, settings.base_url)  # :in/:not-in/:below/:above → codes
+    req = resolve_filter_terminology(conn, req, settings.base_url)  # _filter in/ni/ss/sb
     if compartment is not None:
         req = replace(req, compartment=compartment)
     count = settings.default_page_size if req.count is None else min(req.count, settings.max_page_size)
@@ -90,7 +92,7 @@ def find_matches(conn: Connection, registry: ParamSource, resource_type: str,
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     criteria = [(n, v) for n, v in params if not _is_result_param(n)]
     req = parse_search(criteria, registry, [resource_type], strict=True, base_url=base_url)
-    req = resolve_terminology(conn, req, base_url)
+    req = resolve_filter_terminology(conn, resolve_terminology(conn, req, base_url), base_url)
     return [(int(r.pk), str(r.res_id)) for r in conn.execute(select_match_keys(req, now=now))]
 
 

@@ -27,7 +27,7 @@ COMMON_PARAMS: dict[str, str] = {
 }
 # Result parameters (search.html#return) and transport parameters that are not criteria.
 _IGNORED = frozenset({"_format", "_pretty"})
-_UNSUPPORTED = frozenset({"_query", "_filter", "_contained", "_containedType"})
+_UNSUPPORTED = frozenset({"_query", "_contained", "_containedType"})
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 TOTAL_MODES = ("none", "estimate", "accurate")
 MAX_CHAIN_DEPTH = 4
@@ -192,6 +192,9 @@ class _State:
             setattr(self, name[1:], _non_negative_int(name, value))
             return
         self.link_params.append((name, value))
+        if name == "_filter":  # search_filter.html: search/filter.py, filter_bind.py
+            self._take_filter(value)
+            return
         if name == "_sort":
             self.sort = self._parse_sort(value)
         elif name == "_total":
@@ -251,6 +254,16 @@ class _State:
         except _Unknown as exc:
             self._unknown(name, str(exc))
             return None
+
+    def _take_filter(self, value: str) -> None:
+        from .filter_bind import UnknownFilterParameter, filter_criterion  # it builds on this module
+        if value == "":  # search.html#search: parameters with an empty value are ignored
+            return
+        try:
+            self.criteria.append(filter_criterion(value, self._lookup, self._single_type,  # type: ignore[arg-type]
+                                                  base_url=self.base_url))
+        except UnknownFilterParameter as exc:
+            self._unknown("_filter", str(exc))
 
     def _parse_sort(self, value: str) -> tuple[SortKey, ...]:
         keys = []

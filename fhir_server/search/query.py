@@ -15,6 +15,7 @@ from sqlalchemy import (ColumnElement, FromClause, Select, and_, exists, false, 
                         or_, select, true)
 
 from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, resource
+from .filter_bind import FilterCriterion
 from .model import SearchParam
 from .special import SpecialCriterion, special_clause
 from .terminology import TERMINOLOGY_MODIFIERS, CodeSetValue, codes_condition
@@ -75,6 +76,9 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
         return _has_clause(res, crit, now)
     if isinstance(crit, SpecialCriterion):
         return special_clause(res, rtype, crit)
+    if isinstance(crit, FilterCriterion):
+        from .filter_sql import filter_clause  # filter_sql builds on this module
+        return filter_clause(res, rtype, crit, now)
     param = crit.param
     if param.code == "_id":
         return _id_clause(res, crit)

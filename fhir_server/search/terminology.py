@@ -46,7 +46,9 @@ MAX_EXPANSION = 10_000
 _PARENT = "http://hl7.org/fhir/concept-properties#parent"
 _CHILD = "http://hl7.org/fhir/concept-properties#child"
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-Codes = frozenset[tuple[str, str]]
+# (system, code) pairs; code None stands for every code of the system (a whole-system include,
+# valueset.html#compose: exact without holding the CodeSystem, since membership is the system alone)
+Codes = frozenset[tuple[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def _property_value(prop: Any) -> str | None:
 
 class Terminology:
     """The ValueSets and CodeSystems held in the database ``conn`` sees, with expansion and
-    subsumption. ``store`` memoises results valid for one fingerprint (see :func:`_store_for`)."""
+    subsumption. ``store`` memoises results valid for one fingerprint (see :func:`store_for`)."""
 
     def __init__(self, conn: Connection, base_url: str | None, store: dict[Any, Any]) -> None:
         self.conn = conn
@@ -225,11 +227,11 @@ class Terminology:
         compose = vs.get("compose")
         if isinstance(compose, dict):
             try:
-                included: set[tuple[str, str]] = set()
+                included: set[tuple[str, str | None]] = set()
                 for inc in compose.get("include") or ():
                     included |= self._part(inc, seen)
                 for exc in compose.get("exclude") or ():
-                    included -= self._part(exc, seen)
+                    included = _minus(included, self._part(exc, seen))
                 return frozenset(included)
             except Unexpandable:
                 if not _contains(vs):
@@ -248,25 +250,33 @@ class Terminology:
                 raise Unexpandable(f"An include of {system} has both concept and filter (vsd-3)", "invalid")
             if inc.get("concept"):
                 result = {(system, c["code"]) for c in inc["concept"] if isinstance(c.get("code"), str)}
-            else:
+            elif inc.get("filter"):
                 cs = self.code_system(system, version)
-                if inc.get("filter"):
-                    codes: set[str] | None = None
-                    for flt in inc["filter"]:
-                        found = _apply_filter(cs, flt)
-                        codes = found if codes is None else codes & found
-                    result = {(system, c) for c in codes or ()}
-                else:
-                    if cs.content != "complete":
-                        raise Unexpandable(f"CodeSystem {system} has content '{cs.content}': its codes cannot "
-                                           f"all be listed", "not-supported")
-                    result = {(system, c) for c in cs.concepts}
+                codes: set[str] | None = None
+                for flt in inc["filter"]:
+                    found = _apply_filter(cs, flt)
+                    codes = found if codes is None else codes & found
+                result = {(system, c) for c in codes or ()}
+            else:
+                result = self._whole_system(system, version)
         for other in inc.get("valueSet") or ():
             codes_of_other = set(self.expand(other, seen))
-            result = codes_of_other if result is None else result & codes_of_other
+            result = codes_of_other if result is None else _intersect(result, codes_of_other)
         if result is None:
             raise Unexpandable("A compose include names neither a system nor a valueSet", "invalid")
         return result
+
+    def _whole_system(self, system: str, version: str | None) -> set[tuple[str, str | None]]:
+        """Every code of ``system``: listed from the CodeSystem when it is held in full (so a code it
+        does not define is not a member, and codes can be excluded); otherwise membership by
+        system alone, (system, None)."""
+        try:
+            cs = self.code_system(system, version)
+        except Unexpandable:
+            return {(system, None)}
+        if cs.content != "complete":
+            return {(system, None)}
+        return {(system, c) for c in cs.concepts}
 
     def subsumption(self, system: str, code: str, direction: str) -> Codes:
         """``:below`` (the code and what it subsumes) or ``:above`` (the code and its ancestors)."""
@@ -277,6 +287,27 @@ class Terminology:
             raise Unexpandable(f"{system}|{code} has more than the {MAX_EXPANSION} related codes this server "
                                f"searches with", "too-costly")
         return frozenset((system, c) for c in related | {code})
+
+
+def _minus(included: set[tuple[str, str | None]], excluded: set[tuple[str, str | None]]) -> set[tuple[str, str | None]]:
+    """``included`` without ``excluded``; codes cannot be taken out of a whole system (the server
+    would have to list the system's codes), so that is refused rather than ignored."""
+    whole = {s for s, c in excluded if c is None}
+    out = {(s, c) for s, c in included if s not in whole and (s, c) not in excluded}
+    for system, code in excluded:
+        if code is not None and (system, None) in out:
+            raise Unexpandable(f"The ValueSet excludes codes of {system} from all of {system}, which this server "
+                               f"cannot list", "not-supported")
+    return out
+
+
+def _intersect(a: set[tuple[str, str | None]], b: set[tuple[str, str | None]]) -> set[tuple[str, str | None]]:
+    """Codes in both; a whole system meets the other side's codes of that system."""
+    whole_a, whole_b = {s for s, c in a if c is None}, {s for s, c in b if c is None}
+    out: set[tuple[str, str | None]] = {(s, None) for s in whole_a & whole_b}
+    out |= {(s, c) for s, c in a if c is not None and ((s, c) in b or s in whole_b)}
+    out |= {(s, c) for s, c in b if c is not None and s in whole_a}
+    return out
 
 
 def _contains(vs: dict[str, Any]) -> bool:
@@ -350,7 +381,7 @@ def _fingerprint(conn: Connection) -> Any:
     return tuple(row)
 
 
-def _store_for(conn: Connection) -> dict[Any, Any]:
+def store_for(conn: Connection) -> dict[Any, Any]:
     key = (str(conn.engine.url), _fingerprint(conn))
     with _STORES_LOCK:
         store = _STORES.get(key)
@@ -388,7 +419,7 @@ def resolve_terminology(conn: Connection, req: SearchRequest, base_url: str | No
     CodeSystem is unknown or cannot be expanded."""
     if not uses_terminology(req):
         return req
-    terminology = Terminology(conn, base_url, _store_for(conn))
+    terminology = Terminology(conn, base_url, store_for(conn))
     return replace(req, criteria=tuple(_resolve(terminology, c) for c in req.criteria))
 
 
@@ -427,8 +458,14 @@ def codes_condition(system_col: Any, code_col: Any, value: CodeSetValue) -> Any:
     from sqlalchemy import or_
 
     by_system: dict[str, list[str]] = {}
+    whole: set[str] = set()
     for system, code in value.codes:
-        by_system.setdefault(system, []).append(code)
-    if not by_system:
+        if code is None:
+            whole.add(system)
+        else:
+            by_system.setdefault(system, []).append(code)
+    if not by_system and not whole:
         return false()
-    return or_(*(and_(system_col == s, code_col.in_(sorted(codes))) for s, codes in sorted(by_system.items())))
+    return or_(*(system_col == s for s in sorted(whole)),
+               *(and_(system_col == s, code_col.in_(sorted(codes))) for s, codes in sorted(by_system.items())
+                 if s not in whole))

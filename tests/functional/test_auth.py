@@ -513,7 +513,8 @@ def test_includes_and_chains_need_their_types(http: FlaskClient, tokens: dict[st
     post(http, "Observation", observation(f"Patient/{pid}"), admin)
     obs_only, both = tokens["system/Observation.rs"], tokens["system/Patient.cruds system/Observation.rs"]
     assert http.get("/fhir/Observation", headers=bearer(obs_only)).get_json()["total"] == 1
-    for query in ("_include=Observation:subject:Patient", "subject:Patient.family=okafor"):
+    for query in ("_include=Observation:subject:Patient", "subject:Patient.family=okafor",
+                  "_filter=subject.family%20eq%20okafor"):
         assert http.get(f"/fhir/Observation?{query}", headers=bearer(obs_only)).status_code == 403, query
         assert http.get(f"/fhir/Observation?{query}", headers=bearer(both)).status_code == 200, query
     assert http.get("/fhir/Patient?_revinclude=Observation:subject",

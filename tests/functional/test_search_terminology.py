@@ -189,7 +189,12 @@ def test_in_errors_are_400_operation_outcomes(harm):
     fragment = dict(HARM_CODESYSTEM, id="fragment", url="https://example.org/fragment", content="fragment")
     _stored(harm, fragment)
     _stored(harm, _vs("whole-fragment", {"include": [{"system": "https://example.org/fragment"}]}))
-    assert "fragment" in error(harm, "code:in=ValueSet/whole-fragment")["diagnostics"]
+    # a whole-system include is membership by system alone: exact even for a CodeSystem not held in full
+    assert codes(harm, "code:in=ValueSet/whole-fragment") == []
+    _stored(harm, _vs("fragment-less", {"include": [{"system": "https://example.org/fragment"}],
+                                        "exclude": [{"system": "https://example.org/fragment",
+                                                     "concept": [{"code": "x"}]}]}))
+    assert "cannot list" in error(harm, "code:in=ValueSet/fragment-less")["diagnostics"]
     _stored(harm, _vs("bad-op", {"include": [{"system": HARM, "filter": [
         {"property": "concept", "op": "is-a", "value": "no-such-code"}]}]}))
     assert error(harm, "code:in=ValueSet/bad-op")["code"] == "code-invalid"
