@@ -61,6 +61,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    # -- subscriptions (subscriptions/): Subscription checks, $status/$events, delivery after drain --
+    from subscriptions import register_subscriptions
+    register_subscriptions(services, deliver=connection is None)
+    # -- end subscriptions --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]

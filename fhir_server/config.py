@@ -67,6 +67,13 @@ class Settings:
     auth_oidc_issuer: str | None = None
     auth_oidc_jwks: str | None = None
     auth_oidc_audience: str | None = None
+    # -- subscriptions (subscriptions/; docs/subscriptions.md) ----------------------------------
+    # How often the sweep re-sends undelivered events, due handshakes and heartbeats.
+    subscription_sweep_seconds: float = 15.0
+    # The longest wait between two delivery attempts (exponential backoff is capped here).
+    subscription_max_backoff: int = 3600
+    # Endpoints must be https unless this is on (development, tests, a receiver on localhost).
+    subscription_allow_http: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +98,10 @@ class Settings:
             auth_oidc_jwks=os.environ.get("FHIR_AUTH_OIDC_JWKS_URL") or os.environ.get("FHIR_AUTH_OIDC_JWKS_FILE")
             or None,
             auth_oidc_audience=os.environ.get("FHIR_AUTH_OIDC_AUDIENCE") or None,
+            subscription_sweep_seconds=float(os.environ.get("FHIR_SUBSCRIPTION_SWEEP_SECONDS")
+                                             or base.subscription_sweep_seconds),
+            subscription_max_backoff=_env_int("FHIR_SUBSCRIPTION_MAX_BACKOFF", base.subscription_max_backoff),
+            subscription_allow_http=_env_bool("FHIR_SUBSCRIPTION_ALLOW_HTTP", base.subscription_allow_http),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":
