@@ -39,6 +39,8 @@ class Settings:
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
     # None means "no broker": post-commit work (outbox drain) runs in-process.
     broker_url: str | None = None
+    # The Celery queue tasks go to and workers read (separate deployments sharing one Redis).
+    celery_queue: str = "celery"
     # Public base of the FHIR endpoint, used in fullUrl, Location and paging links.
     base_url: str = "http://127.0.0.1:8080/fhir"
     max_body_bytes: int = 64 * 1024 * 1024
@@ -81,6 +83,7 @@ class Settings:
         return cls(
             database_url=os.environ.get("FHIR_DATABASE_URL") or base.database_url,
             broker_url=os.environ.get("FHIR_BROKER_URL") or None,
+            celery_queue=os.environ.get("FHIR_CELERY_QUEUE") or base.celery_queue,
             base_url=(os.environ.get("FHIR_BASE_URL") or base.base_url).rstrip("/"),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", base.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", base.max_bundle_entries),

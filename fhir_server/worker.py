@@ -127,6 +127,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=eager,
+        task_default_queue=settings.celery_queue,
         task_eager_propagates=True,
         task_ignore_result=True,
         # a task is acknowledged when done, so a worker killed mid-drain leaves it queued

@@ -178,10 +178,19 @@ class LocalScheduler(Scheduler):
         self._thread: threading.Thread | None = None
         self.sweeper: Callable[[], int] | None = None
         self._next_sweep = time.monotonic() + sweep_seconds
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End the thread (tests, shutdown); what is left is picked up by the next sweep anywhere."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
 
     def send(self, sub_id: str, number: int | None, delay: float = 0.0) -> None:
         with self._cond:
             heapq.heappush(self._due, (time.monotonic() + delay, sub_id))
+            if self._stopped:
+                return
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="subscription-delivery", daemon=True)
                 self._thread.start()
@@ -192,6 +201,8 @@ class LocalScheduler(Scheduler):
         while True:
             with self._cond:
                 while True:
+                    if self._stopped:
+                        return
                     now = time.monotonic()
                     if self._due and self._due[0][0] <= now:
                         _, sub_id = heapq.heappop(self._due)

@@ -101,3 +101,12 @@ def after_drain() -> None:
     for target in getattr(_touched, "set", None) or ():
         target.after_drain()
     _touched.set = set()
+
+
+def uninstall(engine: Engine) -> None:
+    """Stop the dispatcher serving ``engine`` (its local delivery thread, if any)."""
+    with _lock:
+        found = _by_engine.pop(engine, None)
+    stop = getattr(found.scheduler, "stop", None) if found is not None else None
+    if stop is not None:
+        stop()

@@ -40,7 +40,7 @@ DEFAULT_TIMEOUT = 10
 MAX_TIMEOUT = 60
 DEFAULT_MAX_COUNT = 100
 MAX_MAX_COUNT = 1000
-MIN_HEARTBEAT = 10
+MIN_HEARTBEAT = 1
 MIN_SECRET_LENGTH = 16
 # Headers the server sets itself; a subscriber may not override them.
 RESERVED_HEADERS = {"content-type", "content-length", "host", "x-sg-signature", "x-sg-subscription"}
