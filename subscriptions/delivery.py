@@ -66,6 +66,9 @@ class Deliverer:
                     return Outcome("gone", sent=sent)
                 if not store.claim(conn, sub_id, owner, state.spec.timeout * 2 + LEASE_MARGIN):
                     return Outcome("busy" if not sent else "sent", sent=sent)
+                # read again under the lease: the cursor may have moved since the read above
+                state = store.get(conn, sub_id)
+                assert state is not None
                 kind, events = self._work(conn, state)
                 resources = self._versions(conn, events) if kind and state.spec.content == "full-resource" else {}
             if kind is None:
