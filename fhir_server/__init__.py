@@ -66,6 +66,8 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     register_subscriptions(services, deliver=connection is None)
     # -- end subscriptions --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
+    from subscriptions import with_subscription_capabilities  # the topics on the Subscription entry
+    capabilities.statement = with_subscription_capabilities(capabilities.statement, settings)  # type: ignore[method-assign]
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
     router.capabilities = capabilities.build

@@ -16,10 +16,11 @@ Layout (pure modules first):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fhir_server import Services
+    from fhir_server.config import Settings
 
 
 def register_subscriptions(services: "Services", *, deliver: bool) -> None:
@@ -37,3 +38,29 @@ def register_subscriptions(services: "Services", *, deliver: bool) -> None:
     register_after_drain(runtime.after_drain)
     if deliver:
         runtime.install(services)
+
+
+TOPIC_CANONICAL_EXT = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                       "capabilitystatement-subscriptiontopic-canonical")
+
+
+def with_subscription_capabilities(statement: Any, settings: "Settings") -> Any:
+    """Wrap a CapabilityStatement builder: the Subscription entry names the backport profile and each
+    topic this server publishes (Backport IG STU 1.1, "Capability Statements")."""
+    from pathlib import Path
+
+    from .spec import PROFILE
+    from .topics import load_topics
+
+    topics = sorted(load_topics(Path(settings.profiles_dir)))
+
+    def build() -> dict[str, Any]:
+        result = statement()
+        for rest in result.get("rest", []):
+            for entry in rest.get("resource", []):
+                if entry.get("type") == "Subscription":
+                    entry["supportedProfile"] = [PROFILE]
+                    entry["extension"] = [{"url": TOPIC_CANONICAL_EXT, "valueCanonical": url} for url in topics]
+        return result
+
+    return build

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from fhir_server.conformance import load_conformance_resources
 from subscriptions.signing import HEADER, verify
 from subscriptions.spec import SIGNING_SECRET
 
@@ -247,8 +248,23 @@ def test_heartbeats_are_sent_when_nothing_happens(http, receiver) -> None:
     assert verify(SECRET, beat.raw, beat.headers[HEADER])
 
 
-def test_the_topics_are_readable_and_the_capability_statement_lists_the_operations(http) -> None:
+def test_the_topics_are_readable_and_the_capability_statement_lists_the_operations(sub_app, http) -> None:
+    services = sub_app.extensions["fhir"]
+    load_conformance_resources(services.repo, services.settings)  # what `fhir-server migrate` does
+    topic = http.get("/fhir/Basic/escalation-flag")
+    assert topic.status_code == 200
+    extensions = {e["url"].rsplit(".", 1)[-1]: e for e in topic.get_json()["extension"]}
+    assert extensions["url"]["valueUri"] == "https://w3id.org/sg-fhir/SubscriptionTopic/escalation-flag"
+    filters = {p["valueString"] for e in topic.get_json()["extension"] if e["url"].endswith(".canFilterBy")
+               for p in e["extension"] if p["url"] == "filterParameter"}
+    assert {"patient", "lead-practitioner", "organization", "band"} <= filters
+    assert http.get("/fhir/Basic/child-agency-data").status_code == 200
     statement = http.get("/fhir/metadata").get_json()
     subscription_entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription")
     names = {op["name"] for op in subscription_entry.get("operation", [])}
     assert {"status", "events"} <= names
+    assert subscription_entry["supportedProfile"] == [
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"]
+    assert {e["valueCanonical"] for e in subscription_entry["extension"]} == {
+        "https://w3id.org/sg-fhir/SubscriptionTopic/escalation-flag",
+        "https://w3id.org/sg-fhir/SubscriptionTopic/child-agency-data"}
