@@ -73,7 +73,7 @@ class Dispatcher:
                     by_sub.setdefault(sub.sub_id, []).append({
                         "outbox_id": event.id, "created": event.created, "res_type": event.res_type,
                         "res_id": event.res_id, "version_id": event.version_id, "interaction": event.event})
-        for sub_id, found in by_sub.items():
+        for sub_id, found in sorted(by_sub.items()):  # one lock order for concurrent drains
             jobs.extend((sub_id, n) for n in store.add_events(conn, sub_id, found))
 
     def facts(self, conn: Connection, event: OutboxEvent, wanted: set[str]) -> EventFacts | None:

@@ -112,12 +112,21 @@ def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
             time.sleep(1.0)
             assert receiver.event_numbers(sub_id) == [1]
             with celery_worker(env, tmp_path / "beat-2", log):
-                wait_until(lambda: receiver.event_numbers(sub_id) == [1, 2], 60,
+                wait_until(lambda: receiver.event_numbers(sub_id) == [1, 2], 120,
                            "the second notification after the worker restarted")
             last = receiver.of("event-notification")[-1]
             assert verify(SECRET, last.raw, last.headers[HEADER])
             assert last.body["entry"][1]["resource"]["id"] == again.json()["id"]
     except BaseException:
+        from sqlalchemy import select
+
+        from fhir_server.storage.db import make_engine
+        from fhir_server.storage.tables import outbox, subscription_state
+        engine = make_engine(empty_database_url)
+        with engine.connect() as conn:  # what the database held when the test failed
+            print("subscription_state:", [dict(r._mapping) for r in conn.execute(select(subscription_state))])
+            print("outbox pending:", conn.execute(select(outbox).where(outbox.c.processed_at.is_(None))).all())
+        engine.dispose()
         log.flush()
         print((tmp_path / "worker.log").read_text()[-5000:])
         raise
