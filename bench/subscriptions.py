@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             result: dict[str, Any] = {}
             loader = threading.Thread(target=lambda: result.setdefault(
                 "written", load(args.port, args.rate, args.fault_seconds)))
+            t0 = time.time()
             loader.start()
             time.sleep(outage_at)
             kill(worker)
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             restarted = time.time()
             loader.join()
             written = result["written"]
+            achieved = len(written) / (time.time() - t0)
             ids = {w[0] for w in written}
             recovery = wait_delivered(log2, sub_id, ids, 600)
             lines = [line for line in read_log(log2) if line["sub"] == sub_id]
@@ -377,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             lost = len(ids - notified)
             harness.print_table(
                 f"Fault test: worker (with beat) and receiver SIGKILLed for {restarted - killed:.0f} s during "
-                f"{args.fault_seconds:.0f} s of {args.rate:.0f} writes/s",
+                f"{args.fault_seconds:.0f} s of {args.rate:.0f} writes/s (achieved {achieved:.0f}/s)",
                 ["what", "value"],
                 [["Flags written (201)", len(written)],
                  ["events numbered (events-since-subscription-start)", total_events],
