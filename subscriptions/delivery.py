@@ -22,12 +22,9 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from fhir_server.errors import FhirError
 from fhir_server.fhir.instants import utcnow
 from fhir_server.repository.context import RequestContext
-from fhir_server.storage.tables import resource_history
 
 from . import store
 from .notifications import notification_bundle
@@ -70,7 +67,7 @@ class Deliverer:
                 state = store.get(conn, sub_id)
                 assert state is not None
                 kind, events = self._work(conn, state)
-                resources = self._versions(conn, events) if kind and state.spec.content == "full-resource" else {}
+                resources = store.versions(conn, events) if kind and state.spec.content == "full-resource" else {}
             if kind is None:
                 with self.engine.begin() as conn:
                     store.release(conn, sub_id, owner)
@@ -115,27 +112,6 @@ class Deliverer:
                 or state.last_sent_at + timedelta(seconds=state.spec.heartbeat) <= utcnow()):
             return "heartbeat", []
         return None, []
-
-    @staticmethod
-    def _versions(conn: Any, events: list[store.Event]) -> dict[tuple[str, str, int], dict[str, Any]]:
-        """The exact versions that raised ``events`` (a deletion's is the one before it)."""
-        wanted = {(e.res_type, e.res_id, e.version_id - 1 if e.interaction == "delete" else e.version_id)
-                  for e in events}
-        found: dict[tuple[str, str, int], dict[str, Any]] = {}
-        by_type: dict[str, set[str]] = {}
-        for res_type, res_id, _ in wanted:
-            by_type.setdefault(res_type, set()).add(res_id)
-        for res_type, ids in by_type.items():
-            rows = conn.execute(select(resource_history.c.res_id, resource_history.c.version_id,
-                                       resource_history.c.content).where(
-                resource_history.c.res_type == res_type, resource_history.c.res_id.in_(sorted(ids))))
-            for res_id, version, content in rows:
-                if (res_type, res_id, version) in wanted and content is not None:
-                    found[(res_type, res_id, version)] = content
-        for e in events:  # a deletion is shown with the content it deleted, under its own version
-            if e.interaction == "delete" and (e.res_type, e.res_id, e.version_id - 1) in found:
-                found[(e.res_type, e.res_id, e.version_id)] = found[(e.res_type, e.res_id, e.version_id - 1)]
-        return found
 
     def _post(self, state: store.State, body: bytes) -> str | None:
         """POST ``body`` to the endpoint; None on a 2xx, else what went wrong."""

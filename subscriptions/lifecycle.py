@@ -46,7 +46,7 @@ def make_write_hook(settings: "Settings"):
         spec, secret = parse_subscription(content, topics, allow_http=allow_http)
         stored = without_secret(content)
         state = store.get(conn, res_id, lock=True)
-        if ctx.client_id == DELIVERY_CLIENT and state is not None:
+        if _is_delivery(ctx) and state is not None:
             status = stored.get("status")
             if (previous or {}).get("status") == "off":
                 status = "off"  # the client switched it off meanwhile: that wins
@@ -75,6 +75,12 @@ def make_write_hook(settings: "Settings"):
         return stored
 
     return hook
+
+
+def _is_delivery(ctx: "RequestContext") -> bool:
+    """The server's own delivery code (RequestContext.system with our client id), never a caller:
+    a token's client id alone could be spoofed by registering a client of that name."""
+    return ctx.client_id == DELIVERY_CLIENT and ctx.issuer == "server" and ctx.role == "system"
 
 
 def _next_status(asked: Any, state: store.State | None, spec: SubscriptionSpec, secret: str) -> str:

@@ -24,7 +24,6 @@ from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.storage.tables import subscription_state
 
 from . import store
-from .delivery import Deliverer
 from .notifications import notification_bundle, status_parameters
 from .spec import PAYLOAD_CONTENTS
 
@@ -112,7 +111,7 @@ def _events_handler(base_url: str):
         if content not in PAYLOAD_CONTENTS:
             raise BadRequest(f"content must be one of {', '.join(PAYLOAD_CONTENTS)}", expression="content")
         events = store.events(uow.conn, state.sub_id, after=since - 1, until=until, limit=MAX_EVENTS)
-        resources = Deliverer._versions(uow.conn, events) if content == "full-resource" else {}
+        resources = store.versions(uow.conn, events) if content == "full-resource" else {}
         return FhirResponse(200, notification_bundle(base_url, state, "query-event", events, resources,
                                                      content=content))
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, or_, select, update
 
 from fhir_server.fhir.instants import utcnow
-from fhir_server.storage.tables import subscription_event, subscription_state
+from fhir_server.storage.tables import resource_history, subscription_event, subscription_state
 
 from .spec import SubscriptionSpec
 
@@ -186,5 +186,27 @@ def due(conn: Connection) -> list[State]:
     return out
 
 
+def versions(conn: Connection, events: list[Event]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The exact versions that raised ``events`` (a deletion's is the one before it)."""
+    wanted = {(e.res_type, e.res_id, e.version_id - 1 if e.interaction == "delete" else e.version_id)
+              for e in events}
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    by_type: dict[str, set[str]] = {}
+    for res_type, res_id, _ in wanted:
+        by_type.setdefault(res_type, set()).add(res_id)
+    for res_type, ids in by_type.items():
+        rows = conn.execute(select(resource_history.c.res_id, resource_history.c.version_id,
+                                   resource_history.c.content).where(
+            resource_history.c.res_type == res_type, resource_history.c.res_id.in_(sorted(ids)),
+            resource_history.c.version_id.in_(sorted({v for t, _, v in wanted if t == res_type}))))
+        for res_id, version, content in rows:
+            if (res_type, res_id, version) in wanted and content is not None:
+                found[(res_type, res_id, version)] = content
+    for e in events:  # a deletion is shown with the content it deleted, under its own version
+        if e.interaction == "delete" and (e.res_type, e.res_id, e.version_id - 1) in found:
+            found[(e.res_type, e.res_id, e.version_id)] = found[(e.res_type, e.res_id, e.version_id - 1)]
+    return found
+
+
 __all__ = ["State", "Event", "get", "live", "save", "set_status", "add_events", "events", "claim", "delivered",
-           "failed", "release", "due"]
+           "failed", "release", "due", "versions"]
