@@ -24,7 +24,7 @@ from tests.conftest import service_unavailable
 from tests.functional.test_cli import free_port, serving
 from tests.integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: F401 - fixtures
 
-from .conftest import SECRET, flag, subscription
+from .conftest import CHILD_DATA, SECRET, flag, subscription
 
 REDIS_URL = os.environ.get("FHIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -71,6 +71,42 @@ def wait_until(check, timeout: float, what: str) -> None:
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+POLICE_CSV = Path(__file__).resolve().parents[1] / "mappings" / "fixtures" / "police" / "notifications.csv"
+
+
+def import_police_notification_for_a_followed_child(base: str, receiver) -> None:
+    """The police force's record of Amelia (person P100231 of force 20) exists before the import; a
+    subscriber follows it; ``$import-agency-data`` of the force's notifications file updates that
+    record (matched on the force's person identifier) and adds the notification's Observations, each
+    reaching the subscriber as a signed notification."""
+    child = {"resourceType": "Patient", "id": "police-20-p100231",
+             "meta": {"tag": [{"system": "https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/20"}]},
+             "identifier": [{"system": "https://w3id.org/sg-fhir/Id/20/person", "value": "P100231", "use": "usual"}]}
+    assert requests.put(f"{base}/Patient/{child['id']}", headers=FHIR, json=child, timeout=30).status_code == 201
+    created = requests.post(f"{base}/Subscription", headers=FHIR, timeout=30, json=subscription(
+        receiver.url, topic=CHILD_DATA, filters=(f"patient=Patient/{child['id']}",), content="id-only"))
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    wait_until(lambda: requests.get(f"{base}/Subscription/{sub_id}", timeout=30).json()["status"] == "active",
+               60, "the handshake of the child-agency-data subscription")
+
+    imported = requests.post(f"{base}/$import-agency-data", timeout=120,
+                             data={"format": "police-notifications-csv"},
+                             files={"file": ("notifications.csv", POLICE_CSV.read_bytes(), "text/csv")})
+    assert imported.status_code == 200, imported.text
+
+    def focus() -> list[str]:
+        return [e["focus"]["reference"].split("/fhir/", 1)[1] for r in receiver.of("event-notification")
+                if r.headers["X-SG-Subscription"] == sub_id for e in r.status()["notification-event"]]
+
+    wait_until(lambda: any(f.startswith("Observation/") for f in focus()), 60,
+               "a notification of the imported police notification")
+    assert any(f.startswith(f"Patient/{child['id']}/") for f in focus())  # the record itself was updated
+    for received in receiver.of("event-notification"):
+        if received.headers["X-SG-Subscription"] == sub_id:
+            assert verify(SECRET, received.raw, received.headers[HEADER])
+
+
 def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
         empty_database_url: str, receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,6 +141,9 @@ def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
             assert notification.body["type"] == "history"
             assert notification.body["entry"][1]["resource"]["id"] == written.json()["id"]
 
+            # a police notification imported for a child the subscriber follows (child-agency-data)
+            import_police_notification_for_a_followed_child(base, receiver)
+
             # the worker dies; a Flag written meanwhile waits in the database and the broker
             kill(worker)
             again = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/e2e-child"))
@@ -117,7 +156,7 @@ def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
                 wait_until(lambda: 2 in receiver.event_numbers(sub_id), 120,
                            "the second notification after the worker restarted")
             assert list(dict.fromkeys(receiver.event_numbers(sub_id))) == [1, 2]
-            last = receiver.of("event-notification")[-1]
+            last = [r for r in receiver.of("event-notification") if r.headers["X-SG-Subscription"] == sub_id][-1]
             assert verify(SECRET, last.raw, last.headers[HEADER])
             assert last.body["entry"][1]["resource"]["id"] == again.json()["id"]
     except BaseException:
