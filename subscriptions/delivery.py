@@ -61,13 +61,19 @@ class Deliverer:
                 state = store.get(conn, sub_id)
                 if state is None or state.status not in store.LIVE:
                     return Outcome("gone", sent=sent)
-                if not store.claim(conn, sub_id, owner, state.spec.timeout * 2 + LEASE_MARGIN):
-                    return Outcome("busy" if not sent else "sent", sent=sent)
-                # read again under the lease: the cursor may have moved since the read above
-                state = store.get(conn, sub_id)
-                assert state is not None
-                kind, events = self._work(conn, state)
-                resources = store.versions(conn, events) if kind and state.spec.content == "full-resource" else {}
+                ended = state.spec.ended(utcnow())
+                claimed = not ended and store.claim(conn, sub_id, owner, state.spec.timeout * 2 + LEASE_MARGIN)
+                if claimed:
+                    # read again under the lease: the cursor may have moved since the read above
+                    state = store.get(conn, sub_id)
+                    assert state is not None
+                    kind, events = self._work(conn, state)
+                    resources = store.versions(conn, events) if kind and state.spec.content == "full-resource" else {}
+            if ended:
+                self.set_status(sub_id, "off", None)  # Subscription.end has passed
+                return Outcome("gone", sent=sent)
+            if not claimed:
+                return Outcome("busy" if not sent else "sent", sent=sent)
             if kind is None:
                 with self.engine.begin() as conn:
                     store.release(conn, sub_id, owner)

@@ -59,6 +59,8 @@ class Dispatcher:
                 jobs.append((event.res_id, None))  # a handshake may be due
         if not subs:
             return
+        now = datetime.utcnow()
+        subs = [s for s in subs if not s.spec.ended(now)]  # its end has passed: nothing more is recorded
         by_sub: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             candidates = [s for s in subs if s.spec.topic in self.topics

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhir_server.errors import Issue, Unprocessable
+from fhir_server.errors import FhirError, Issue, Unprocessable
+from fhir_server.fhir.instants import parse_instant
 
 from .topics import REFERENCE_FILTERS, REQUIRED_FILTERS, Topic
 
@@ -59,6 +61,11 @@ class SubscriptionSpec:
     heartbeat: int | None  # seconds
     timeout: int  # seconds
     max_count: int
+    end: str | None = None  # Subscription.end (instant): no events after it; then status off
+
+    def ended(self, now: datetime) -> bool:
+        """subscription.html: "the time for the server to turn the subscription off"."""
+        return self.end is not None and parse_instant(self.end, parameter="Subscription.end") <= now
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,13 +115,19 @@ def parse_subscription(sub: dict[str, Any], topics: dict[str, Topic], *,
     if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH):
         bad(f"the signing secret must be a string of at least {MIN_SECRET_LENGTH} characters",
             "channel.extension('subscription-signing-secret')")
+    end = sub.get("end")
+    if end is not None:
+        try:
+            parse_instant(str(end), parameter="Subscription.end")
+        except FhirError:
+            bad(f"end {end!r} is not an instant", "end")
     if sub.get("status") not in ("requested", "active", "error", "off", None):
         bad(f"status {sub.get('status')!r} is not a Subscription status", "status")
     if issues:
         raise Unprocessable(issues=issues)
     assert topic is not None and isinstance(endpoint, str)
     spec = SubscriptionSpec(topic.url, filters, endpoint, headers, content, mime, heartbeat, timeout or DEFAULT_TIMEOUT,
-                            max_count or DEFAULT_MAX_COUNT)
+                            max_count or DEFAULT_MAX_COUNT, end)
     return spec, secret
 
 

@@ -181,7 +181,7 @@ def due(conn: Connection) -> list[State]:
         state = _state(row)
         heartbeat_due = state.status == "active" and state.spec.heartbeat is not None and (
             state.last_sent_at is None or state.last_sent_at + timedelta(seconds=state.spec.heartbeat) <= now)
-        if state.pending > 0 or state.handshake_due or heartbeat_due:
+        if state.pending > 0 or state.handshake_due or heartbeat_due or state.spec.ended(now):
             out.append(state)
     return out
 

@@ -268,3 +268,15 @@ def test_the_topics_are_readable_and_the_capability_statement_lists_the_operatio
     assert {e["valueCanonical"] for e in subscription_entry["extension"]} == {
         "https://w3id.org/sg-fhir/SubscriptionTopic/escalation-flag",
         "https://w3id.org/sg-fhir/SubscriptionTopic/child-agency-data"}
+
+
+def test_a_subscription_whose_end_has_passed_is_turned_off(http, receiver) -> None:
+    bad = http.post("/fhir/Subscription", json={**subscription(receiver.url), "end": "soon"})
+    assert bad.status_code in (400, 422)
+    created = create(http, {**subscription(receiver.url, filters=("Flag?patient=Patient/c10",)),
+                            "end": "2020-01-01T00:00:00Z"})
+    wait_status(http, created["id"], "off")
+    create(http, flag("Patient/c10"))
+    time.sleep(0.8)
+    assert receiver.event_numbers(created["id"]) == []
+    assert receiver.of("handshake") == []
