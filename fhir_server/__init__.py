@@ -61,7 +61,13 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    # -- subscriptions (subscriptions/): Subscription checks, $status/$events, delivery after drain --
+    from subscriptions import register_subscriptions
+    register_subscriptions(services, deliver=connection is None)
+    # -- end subscriptions --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
+    from subscriptions import with_subscription_capabilities  # the topics on the Subscription entry
+    capabilities.statement = with_subscription_capabilities(capabilities.statement, settings)  # type: ignore[method-assign]
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
     router.capabilities = capabilities.build

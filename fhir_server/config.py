@@ -39,6 +39,8 @@ class Settings:
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
     # None means "no broker": post-commit work (outbox drain) runs in-process.
     broker_url: str | None = None
+    # The Celery queue tasks go to and workers read (separate deployments sharing one Redis).
+    celery_queue: str = "celery"
     # Public base of the FHIR endpoint, used in fullUrl, Location and paging links.
     base_url: str = "http://127.0.0.1:8080/fhir"
     max_body_bytes: int = 64 * 1024 * 1024
@@ -67,6 +69,13 @@ class Settings:
     auth_oidc_issuer: str | None = None
     auth_oidc_jwks: str | None = None
     auth_oidc_audience: str | None = None
+    # -- subscriptions (subscriptions/; docs/subscriptions.md) ----------------------------------
+    # How often the sweep re-sends undelivered events, due handshakes and heartbeats.
+    subscription_sweep_seconds: float = 15.0
+    # The longest wait between two delivery attempts (exponential backoff is capped here).
+    subscription_max_backoff: int = 3600
+    # Endpoints must be https unless this is on (development, tests, a receiver on localhost).
+    subscription_allow_http: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -74,6 +83,7 @@ class Settings:
         return cls(
             database_url=os.environ.get("FHIR_DATABASE_URL") or base.database_url,
             broker_url=os.environ.get("FHIR_BROKER_URL") or None,
+            celery_queue=os.environ.get("FHIR_CELERY_QUEUE") or base.celery_queue,
             base_url=(os.environ.get("FHIR_BASE_URL") or base.base_url).rstrip("/"),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", base.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", base.max_bundle_entries),
@@ -91,6 +101,10 @@ class Settings:
             auth_oidc_jwks=os.environ.get("FHIR_AUTH_OIDC_JWKS_URL") or os.environ.get("FHIR_AUTH_OIDC_JWKS_FILE")
             or None,
             auth_oidc_audience=os.environ.get("FHIR_AUTH_OIDC_AUDIENCE") or None,
+            subscription_sweep_seconds=float(os.environ.get("FHIR_SUBSCRIPTION_SWEEP_SECONDS")
+                                             or base.subscription_sweep_seconds),
+            subscription_max_backoff=_env_int("FHIR_SUBSCRIPTION_MAX_BACKOFF", base.subscription_max_backoff),
+            subscription_allow_http=_env_bool("FHIR_SUBSCRIPTION_ALLOW_HTTP", base.subscription_allow_http),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

@@ -45,7 +45,7 @@ DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
-TASK_MODULES = ["mappings.tasks"]
+TASK_MODULES = ["mappings.tasks", "subscriptions.tasks"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,18 @@ def register_consumer(consumer: OutboxConsumer) -> OutboxConsumer:
     return consumer
 
 
+# Called after each drained batch has committed (e.g. to send delivery jobs for what the consumers
+# stored): a job sent from inside the transaction could run before its rows are visible.
+_after_drain: list[Callable[[], None]] = []
+
+
+def register_after_drain(callback: Callable[[], None]) -> Callable[[], None]:
+    """Add a callback run after every committed drain batch (usable as a decorator)."""
+    if callback not in _after_drain:
+        _after_drain.append(callback)
+    return callback
+
+
 def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
                 consumers: list[OutboxConsumer] | None = None) -> int:
     """Hand up to ``limit`` pending events, oldest first, to the consumers and mark them processed,
@@ -98,6 +110,9 @@ def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
     while True:
         with engine.begin() as conn:
             done = drain_batch(conn, limit)
+        if done:
+            for callback in _after_drain:
+                callback()
         total += done
         if done < limit:
             return total
@@ -112,6 +127,7 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=eager,
+        task_default_queue=settings.celery_queue,
         task_eager_propagates=True,
         task_ignore_result=True,
         # a task is acknowledged when done, so a worker killed mid-drain leaves it queued
@@ -120,7 +136,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        beat_schedule={"sweep-outbox": {"task": "fhir_server.drain_outbox", "schedule": SWEEP_SECONDS}},
+        beat_schedule={"sweep-outbox": {"task": "fhir_server.drain_outbox", "schedule": SWEEP_SECONDS},
+                       # subscriptions/tasks.py: re-sends undelivered events, handshakes, heartbeats
+                       "sweep-subscriptions": {"task": "subscriptions.sweep",
+                                               "schedule": settings.subscription_sweep_seconds}},
     )
     return app
 

@@ -71,6 +71,8 @@ class SqlRepository:
         self.indexer = Indexer(registry)
         self._bound = connection
         self._after_commit: list[Callable[[], None]] = []
+        # resource type → hooks run on every write of that type, before it is stored (see WriteHook)
+        self.write_hooks: dict[str, list[WriteHook]] = {}
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after every committed write (e.g. drain the outbox, kick a worker)."""
@@ -97,6 +99,14 @@ class SqlRepository:
         if write and uow.wrote:
             for callback in self._after_commit:
                 callback()
+
+
+# A hook sees each new version of a resource of its type before it is stored, inside the write's
+# transaction: (unit of work, context, type, id, new content or None for a deletion, previous content
+# or None) → the content to store. It may refuse the write by raising a FhirError (nothing is written)
+# and keep state of its own in the same transaction (e.g. subscriptions/: Subscription resources).
+WriteHook = Callable[["UnitOfWork", RequestContext, str, str, "dict[str, Any] | None", "dict[str, Any] | None"],
+                     "dict[str, Any] | None"]
 
 
 class UnitOfWork:
@@ -237,6 +247,7 @@ class UnitOfWork:
 
     def _insert_new(self, ctx: RequestContext, res_type: str, res_id: str,
                     content: dict[str, Any], method: str) -> Stored:
+        content = self._hooked(ctx, res_type, res_id, content, None)  # type: ignore[assignment]
         now = utcnow()
         body = _with_server_meta(content, res_id, 1, now)
         pk = self.conn.execute(insert(resource).values(
@@ -248,6 +259,7 @@ class UnitOfWork:
 
     def _write_version(self, ctx: RequestContext, row: Any, content: dict[str, Any] | None,
                        method: str) -> Stored:
+        content = self._hooked(ctx, row.res_type, row.res_id, content, None if row.deleted else row.content)
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1
         body = None if content is None else _with_server_meta(content, row.res_id, version, now)
@@ -258,6 +270,12 @@ class UnitOfWork:
         stored = Stored(row.res_type, row.res_id, version, now, content is None, body, method)
         self._after_write(row.pk, stored, "delete" if content is None else ("create" if row.deleted else "update"))
         return stored
+
+    def _hooked(self, ctx: RequestContext, res_type: str, res_id: str, content: dict[str, Any] | None,
+                previous: dict[str, Any] | None) -> dict[str, Any] | None:
+        for hook in self.repo.write_hooks.get(res_type, ()):
+            content = hook(self, ctx, res_type, res_id, content, previous)
+        return content
 
     def _after_write(self, pk: int, stored: Stored, event: str) -> None:
         self.wrote = True

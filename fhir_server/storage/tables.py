@@ -246,3 +246,43 @@ auth_jwks_cache = Table(
     Column("jwks", JSON, nullable=False),
     Column("fetched_at", DateTime, nullable=False),
 )
+
+# -- subscriptions (subscriptions/; docs/subscriptions.md) -----------------------------------------
+# The delivery state of each Subscription resource, kept in step with it by a write hook in the
+# same transaction: what the matcher and the workers need without parsing the resource, plus what
+# must never be served (the signing secret) and the delivery cursor (events up to
+# ``delivered_through`` reached the endpoint, in order).
+subscription_state = Table(
+    "subscription_state", metadata,
+    Column("sub_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # requested | active | error | off
+    Column("topic", Text, nullable=False),
+    Column("spec", JSON, nullable=False),  # filters, channel, payload (subscriptions/spec.py)
+    Column("secret", String(255), nullable=False),  # HMAC-SHA256 key for the signature header
+    Column("event_count", BigInteger, nullable=False),  # events-since-subscription-start
+    Column("delivered_through", BigInteger, nullable=False),
+    Column("handshake_due", Boolean, nullable=False),
+    Column("failures", Integer, nullable=False),  # consecutive failed deliveries
+    Column("next_attempt_at", DateTime, nullable=True),  # backoff: no attempt before this
+    Column("last_error", Text, nullable=True),
+    Column("last_sent_at", DateTime, nullable=True),  # for heartbeats
+    Column("lease_owner", String(64), nullable=True),  # one deliverer at a time, in order
+    Column("lease_until", DateTime, nullable=True),
+    Column("updated", DateTime, nullable=False),
+    Index("ix_subscription_state_status", "status"),
+)
+
+# Every event matched to a subscription, numbered 1, 2, 3… per subscription (event-number), kept
+# for ``$events`` catch-up; the outbox id makes numbering a drain that is re-run idempotent.
+subscription_event = Table(
+    "subscription_event", metadata,
+    Column("sub_id", String(64), primary_key=True),
+    Column("number", BigInteger, primary_key=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("created", DateTime, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("interaction", String(16), nullable=False),  # create | update | delete
+    Index("ux_subscription_event_outbox", "sub_id", "outbox_id", unique=True),
+)

@@ -60,6 +60,12 @@ KNOWN: dict[str, Known] = {
                    "which drops a positive exponent, so -1.000000000000000000E+245 (19 significant digits) "
                    "reads back as a 246-digit integer. SQLite keeps the text.",
         frozenset({"postgresql"})),
+    "Subscription-example.json": Known(
+        422, "Not supported by design (subscriptions/, docs/subscriptions.md): this server implements topic-based "
+             "Subscriptions (Subscriptions R5 Backport IG); an R4 query-criteria Subscription "
+             "('Observation?code=…', no signing secret) is refused with an OperationOutcome naming the element."),
+    "Subscription-example-error.json": Known(
+        422, "As Subscription-example.json: query criteria, not a topic this server publishes."),
     "Bundle-v2-valuesets.json": Known(
         422, "Server defect in validation (fhir/models.py): the fhir.resources R4B Extension model has no "
              "primitive extensions for value[x] and refuses '_valueString', which R4 JSON allows "

@@ -1,0 +1,154 @@
+"""Delivering one subscription's notifications over ``rest-hook``, in event-number order.
+
+:meth:`Deliverer.run` is what every delivery job does, whichever event it was sent for: take the
+subscription's lease (one deliverer at a time, so events arrive in order), then send the handshake if
+one is due, then the undelivered events in Bundles of at most ``backport-max-count``, then a
+heartbeat if one is due; move the cursor after each 2xx. A failure records the error and backs off
+exponentially (capped, over hours); after :data:`ERROR_AFTER` consecutive failures the Subscription
+goes to ``error`` (with ``Subscription.error`` saying why) and back to ``active`` on the next success.
+The lease is a row update (not a held transaction), so no database lock is held across an HTTP call.
+
+It re-reads everything from the database, so running it twice, concurrently or late is harmless:
+a job for an event already delivered finds nothing to send.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.errors import FhirError
+from fhir_server.fhir.instants import utcnow
+from fhir_server.repository.context import RequestContext
+
+from . import store
+from .notifications import notification_bundle
+from .signing import HEADER, sign
+
+if TYPE_CHECKING:
+    from fhir_server import Services
+
+log = logging.getLogger(__name__)
+DELIVERY_CLIENT = "subscriptions"  # the client id of the server's own status changes
+ERROR_AFTER = 3  # consecutive failures before the Subscription shows status error
+LEASE_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # sent | idle | busy | failed | gone
+    retry_in: float | None = None
+    sent: int = 0  # notifications sent
+
+
+class Deliverer:
+    def __init__(self, services: "Services") -> None:
+        self.services = services
+        self.engine = services.engine
+        self.base_url = services.settings.base_url
+        self.max_backoff = services.settings.subscription_max_backoff
+
+    def run(self, sub_id: str) -> Outcome:
+        owner = uuid.uuid4().hex
+        sent = 0
+        while True:
+            with self.engine.begin() as conn:
+                state = store.get(conn, sub_id)
+                if state is None or state.status not in store.LIVE:
+                    return Outcome("gone", sent=sent)
+                ended = state.spec.ended(utcnow())
+                claimed = not ended and store.claim(conn, sub_id, owner, state.spec.timeout * 2 + LEASE_MARGIN)
+                if claimed:
+                    # read again under the lease: the cursor may have moved since the read above
+                    state = store.get(conn, sub_id)
+                    assert state is not None
+                    kind, events = self._work(conn, state)
+                    resources = store.versions(conn, events) if kind and state.spec.content == "full-resource" else {}
+            if ended:
+                self.set_status(sub_id, "off", None)  # Subscription.end has passed
+                return Outcome("gone", sent=sent)
+            if not claimed:
+                return Outcome("busy" if not sent else "sent", sent=sent)
+            if kind is None:
+                with self.engine.begin() as conn:
+                    store.release(conn, sub_id, owner)
+                # A job that found the lease taken just before the release relies on this run
+                # having seen its event: look again now that the lease is free.
+                with self.engine.connect() as conn:
+                    again = store.get(conn, sub_id)
+                if again is not None and again.status in store.LIVE and (again.pending > 0 or again.handshake_due):
+                    continue
+                return Outcome("sent" if sent else "idle", sent=sent)
+            shown = replace(state, status="active") if state.status == "error" else state
+            bundle = notification_bundle(self.base_url, shown, kind, events, resources)
+            error = self._post(state, json.dumps(bundle, separators=(",", ":")).encode("utf-8"))
+            if error is None:
+                with self.engine.begin() as conn:
+                    store.delivered(conn, sub_id, owner, through=events[-1].number if events else None,
+                                    handshake=kind == "handshake")
+                if state.status != "active":
+                    self.set_status(sub_id, "active", None)
+                sent += 1
+                continue
+            with self.engine.begin() as conn:
+                failures, wait = store.failed(conn, sub_id, owner, error, self.max_backoff)
+            log.warning("Subscription/%s: %s failed (%d in a row, next try in %.0f s): %s",
+                        sub_id, kind, failures, wait, error)
+            if kind == "handshake":
+                self.set_status(sub_id, "error", f"Handshake failed: {error}")
+            elif failures >= ERROR_AFTER and state.status != "error":
+                self.set_status(sub_id, "error", f"{failures} deliveries in a row failed; last: {error}")
+            return Outcome("failed", retry_in=wait, sent=sent)
+
+    def _work(self, conn: Any, state: store.State) -> tuple[str | None, list[store.Event]]:
+        if state.handshake_due:
+            return "handshake", []
+        if state.status == "requested":
+            return None, []
+        events = store.events(conn, state.sub_id, after=state.delivered_through, limit=state.spec.max_count)
+        if events:
+            return "event-notification", events
+        if state.spec.heartbeat is not None and state.status == "active" and (
+                state.last_sent_at is None
+                or state.last_sent_at + timedelta(seconds=state.spec.heartbeat) <= utcnow()):
+            return "heartbeat", []
+        return None, []
+
+    def _post(self, state: store.State, body: bytes) -> str | None:
+        """POST ``body`` to the endpoint; None on a 2xx, else what went wrong."""
+        headers = {name: value for name, value in state.spec.headers}
+        headers.update({"Content-Type": f"{state.spec.mime_type}; charset=utf-8",
+                        HEADER: sign(state.secret, body), "X-SG-Subscription": state.sub_id})
+        request = urllib.request.Request(state.spec.endpoint, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=state.spec.timeout) as response:  # noqa: S310 - validated URL
+                response.read()
+                return None
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code} from the endpoint"
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"endpoint unreachable: {reason}"
+
+    def set_status(self, sub_id: str, status: str, error: str | None) -> None:
+        """Record a lifecycle change on the Subscription resource itself (a new version, so clients
+        see it on read and in history); a client's ``off`` is never overridden (see the write hook)."""
+        ctx = RequestContext.system(self.base_url, client_id=DELIVERY_CLIENT)
+        try:
+            with self.services.repo.unit_of_work() as uow:
+                current = uow.read("Subscription", sub_id).content or {}
+                if current.get("status") == "off":
+                    return
+                content = {**current, "status": status}
+                if error:
+                    content["error"] = error[:1000]
+                else:
+                    content.pop("error", None)
+                uow.update(ctx, "Subscription", sub_id, content)
+        except FhirError as exc:  # deleted meanwhile
+            log.info("Subscription/%s status not recorded: %s", sub_id, exc.diagnostics)

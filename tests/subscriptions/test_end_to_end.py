@@ -1,0 +1,177 @@
+"""End to end with real processes: ``fhir-server serve`` (gunicorn), a Celery worker with its beat
+and Redis, and an HTTP receiver. A Flag written over HTTP reaches the receiver as a valid, signed
+notification; with the worker killed, a later Flag is delivered once a new worker starts."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from fhir_server.cli import main
+from fhir_server.config import REPO_ROOT
+from subscriptions.signing import HEADER, verify
+from tests.conftest import service_unavailable
+from tests.functional.test_cli import free_port, serving
+from tests.integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: F401 - fixtures
+
+from .conftest import CHILD_DATA, SECRET, flag, subscription
+
+REDIS_URL = os.environ.get("FHIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def redis_or_skip() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no Redis here"
+        service_unavailable(f"Redis is not reachable at {REDIS_URL}: {exc.__class__.__name__}")
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], beat_file: Path, log: Any) -> Iterator[subprocess.Popen]:
+    """``celery -A fhir_server.worker worker -B`` on the test's own queue; killed on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "fhir_server.worker", "worker", "-B", "-s", str(beat_file),
+         "--pool", "threads", "--concurrency", "4", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        kill(proc)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and its children (the embedded beat): nothing is shut down cleanly."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+POLICE_CSV = Path(__file__).resolve().parents[1] / "mappings" / "fixtures" / "police" / "notifications.csv"
+
+
+def import_police_notification_for_a_followed_child(base: str, receiver) -> None:
+    """The police force's record of Amelia (person P100231 of force 20) exists before the import; a
+    subscriber follows it; ``$import-agency-data`` of the force's notifications file updates that
+    record (matched on the force's person identifier) and adds the notification's Observations, each
+    reaching the subscriber as a signed notification."""
+    child = {"resourceType": "Patient", "id": "police-20-p100231",
+             "meta": {"tag": [{"system": "https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/20"}]},
+             "identifier": [{"system": "https://w3id.org/sg-fhir/Id/20/person", "value": "P100231", "use": "usual"}]}
+    assert requests.put(f"{base}/Patient/{child['id']}", headers=FHIR, json=child, timeout=30).status_code == 201
+    created = requests.post(f"{base}/Subscription", headers=FHIR, timeout=30, json=subscription(
+        receiver.url, topic=CHILD_DATA, filters=(f"patient=Patient/{child['id']}",), content="id-only"))
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    wait_until(lambda: requests.get(f"{base}/Subscription/{sub_id}", timeout=30).json()["status"] == "active",
+               60, "the handshake of the child-agency-data subscription")
+
+    imported = requests.post(f"{base}/$import-agency-data", timeout=120,
+                             data={"format": "police-notifications-csv"},
+                             files={"file": ("notifications.csv", POLICE_CSV.read_bytes(), "text/csv")})
+    assert imported.status_code == 200, imported.text
+
+    def focus() -> list[str]:
+        return [e["focus"]["reference"].split("/fhir/", 1)[1] for r in receiver.of("event-notification")
+                if r.headers["X-SG-Subscription"] == sub_id for e in r.status()["notification-event"]]
+
+    wait_until(lambda: any(f.startswith("Observation/") for f in focus()), 60,
+               "a notification of the imported police notification")
+    assert any(f.startswith(f"Patient/{child['id']}/") for f in focus())  # the record itself was updated
+    for received in receiver.of("event-notification"):
+        if received.headers["X-SG-Subscription"] == sub_id:
+            assert verify(SECRET, received.raw, received.headers[HEADER])
+
+
+def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
+        empty_database_url: str, receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    redis_or_skip()
+    import redis
+
+    monkeypatch.setenv("FHIR_DATABASE_URL", empty_database_url)
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    queue = f"fhir-subscriptions-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FHIR_DATABASE_URL": empty_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0",
+           "FHIR_BROKER_URL": REDIS_URL, "FHIR_CELERY_QUEUE": queue, "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "1"}
+    log = (tmp_path / "worker.log").open("w")
+    try:
+        with serving(port, env), celery_worker(env, tmp_path / "beat-1", log) as worker:
+            created = requests.post(f"{base}/Subscription", headers=FHIR, timeout=30, json=subscription(
+                receiver.url, filters=("Flag?patient=Patient/e2e-child",), content="full-resource",
+                headers=("Authorization: Bearer receiver-token",)))
+            assert created.status_code == 201, created.text
+            sub_id = created.json()["id"]
+            wait_until(lambda: requests.get(f"{base}/Subscription/{sub_id}", timeout=30).json()["status"] == "active",
+                       60, "the handshake to activate the subscription")
+
+            written = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/e2e-child", band="red"))
+            assert written.status_code == 201, written.text
+            wait_until(lambda: receiver.event_numbers(sub_id) == [1], 60, "the notification of the Flag")
+            notification = receiver.of("event-notification")[0]
+            assert verify(SECRET, notification.raw, notification.headers[HEADER])
+            assert notification.headers["Authorization"] == "Bearer receiver-token"
+            assert notification.body["type"] == "history"
+            assert notification.body["entry"][1]["resource"]["id"] == written.json()["id"]
+
+            # a police notification imported for a child the subscriber follows (child-agency-data)
+            import_police_notification_for_a_followed_child(base, receiver)
+
+            # the worker dies; a Flag written meanwhile waits in the database and the broker
+            kill(worker)
+            again = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/e2e-child"))
+            assert again.status_code == 201
+            time.sleep(1.0)
+            assert receiver.event_numbers(sub_id) == [1]
+            with celery_worker(env, tmp_path / "beat-2", log):
+                # at least once: if the worker died between event 1's POST and recording it, event 1
+                # comes again (before 2: the order holds); the receiver skips numbers it has seen
+                wait_until(lambda: 2 in receiver.event_numbers(sub_id), 120,
+                           "the second notification after the worker restarted")
+            assert list(dict.fromkeys(receiver.event_numbers(sub_id))) == [1, 2]
+            last = [r for r in receiver.of("event-notification") if r.headers["X-SG-Subscription"] == sub_id][-1]
+            assert verify(SECRET, last.raw, last.headers[HEADER])
+            assert last.body["entry"][1]["resource"]["id"] == again.json()["id"]
+    except BaseException:
+        from sqlalchemy import select
+
+        from fhir_server.storage.db import make_engine
+        from fhir_server.storage.tables import outbox, subscription_state
+        engine = make_engine(empty_database_url)
+        with engine.connect() as conn:  # what the database held when the test failed
+            print("subscription_state:", [dict(r._mapping) for r in conn.execute(select(subscription_state))])
+            print("outbox pending:", conn.execute(select(outbox).where(outbox.c.processed_at.is_(None))).all())
+        engine.dispose()
+        log.flush()
+        print((tmp_path / "worker.log").read_text()[-5000:])
+        raise
+    finally:
+        log.close()
+        redis.Redis.from_url(REDIS_URL).delete(queue)
