@@ -4,7 +4,7 @@ fhir_server/cli.py's COMMANDS).
     fhir-server client add --id ID --name N --agency A --role R --scopes "..." (--jwks FILE | --jwks-url URL)
     fhir-server client list | disable ID | enable ID | jwks KEY.pem | assertion --id ID --key KEY.pem
     fhir-server dev-token --client NAME --scope "..." [--practitioner ID] [--purpose CODE] [--agency A --role R]
-    fhir-server auth-key list | rotate [--alg ES384] | remove KID      (--dev: the development issuer's keys)
+    fhir-server auth-key list | rotate [--alg ES384] | remove -- KID   (--dev: the development issuer's keys)
 """
 from __future__ import annotations
 
@@ -192,7 +192,8 @@ def add_key_arguments(parser: argparse.ArgumentParser) -> None:
     rotate = sub.add_parser("rotate", help="add a new signing key; older keys keep verifying until removed")
     rotate.add_argument("--alg", choices=("RS384", "ES384"), default="RS384")
     remove = sub.add_parser("remove", help="remove a key: tokens it signed stop verifying")
-    remove.add_argument("kid")
+    # a kid is a base64url thumbprint and may begin with "-": write  remove -- KID  (the list shows it so)
+    remove.add_argument("kid", help='the key id (one starting with "-" goes after --: remove -- -Ab3…)')
 
 
 def run_key(args: argparse.Namespace, settings: "Settings") -> int:
