@@ -61,6 +61,8 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    from impact import register_impact
+    register_impact(services)  # $intervention-impact (impact/)
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
