@@ -32,7 +32,7 @@ class Evaluation:
     children: list[str] = field(default_factory=list)
 
 
-def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: int | None = None,
+def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: int = d.DEFAULT_HORIZON,
              provider: str | None = None, start: date | None = None, end: date | None = None) -> Evaluation:
     """Everyone whose first episode of ``kinds`` started in the period, against weighted comparisons."""
     lo = None if start is None else d.month_index(h.origin, start)
@@ -49,7 +49,7 @@ def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: i
 
 
 def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[str], *,
-             horizon: int | None = None) -> Evaluation:
+             horizon: int = d.DEFAULT_HORIZON) -> Evaluation:
     """For the children at ``rows`` as they are now: the effect the intervention had on past children
     with a similar profile (propensity within the caliper of any of them), against weighted comparisons."""
     treated = d.treated_cases(h, kinds)
@@ -81,7 +81,7 @@ def _weights(study: d.Study) -> np.ndarray:
     return att_weights(study.treated, propensity(study.treated, study.X)(study.X))
 
 
-def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, horizon: int | None) -> Effect:
+def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, horizon: int) -> Effect:
     y, eligible = d.outcome(h, name, study.rows, study.month, horizon)
     unit = {"cp-plan": " (probability)", "looked-after": " (probability)", "referrals": " referrals a child",
             "concern-rate-6m": " concern events a month"}[name]

@@ -9,9 +9,10 @@ Time runs in calendar months from the first month with data. For an intervention
 - **covariates** describe the child at the index month from what was known before it: age, concern
   events in the last 3 and the 4–12 months before, by agency, open social-care episodes, a previous
   child protection plan or care episode, earlier interventions;
-- **outcomes** are measured from the index month to the end of the data (or ``horizon`` months):
-  a first child protection plan, first becoming looked after, new referrals to children's social care,
-  and the monthly rate of concern events in the six months after.
+- **outcomes** are measured over the same time for every case, ``horizon`` months from the index
+  month (12 by default; a case with less data after it is left out): a first child protection plan,
+  first becoming looked after, new referrals to children's social care, and the monthly rate of
+  concern events in the six months after.
 """
 from __future__ import annotations
 
@@ -26,15 +27,16 @@ MIN_HISTORY = 3  # months of data a treated case needs before its index month
 CLEAN_WINDOW = 6  # a comparison month has no intervention start this many months either side
 TRAJECTORY = (-6, 12)  # months before/after the index the risk trajectory covers
 AFTER_MONTHS = 6  # the concern-rate outcome's window
+DEFAULT_HORIZON = 12  # months over which a plan, care or referrals after the index month count
 ADULT_AGE = 18
 
 COVARIATES = ("age", "concerns-3m", "concerns-4-12m", *(f"concerns-12m-{k}" for k in AGENCY_KINDS),
               "open-cin", "open-cp-plan", "looked-after", "previous-cp-plan", "previous-interventions")
 
 OUTCOMES = {
-    "cp-plan": "a first child protection plan after the index month",
-    "looked-after": "first becoming looked after after the index month",
-    "referrals": "new referrals to children's social care after the index month",
+    "cp-plan": "a first child protection plan within the horizon after the start",
+    "looked-after": "first becoming looked after within the horizon after the start",
+    "referrals": "new referrals to children's social care within the horizon after the start",
     "concern-rate-6m": "concern events a month, across agencies, in the six months after the index month",
 }
 
@@ -155,20 +157,30 @@ def treated_cases(h: Histories, kinds: set[str], *, provider: str | None = None,
 
 
 def comparison_cases(h: Histories, rng: np.random.Generator, size: int, months: range) -> list[tuple[int, int]]:
-    """A random sample of child-months with no intervention started within ``CLEAN_WINDOW`` months."""
+    """Child-months with no intervention started within ``CLEAN_WINDOW`` months: all of them when there
+    are at most ``size``, else a random sample of ``size``."""
     starts = [[m for m, *_rest in episodes] for episodes in h.interventions]
-    n, out, tries = len(h.units), [], 0
+
+    def clean(row: int, month: int) -> bool:
+        return month >= h.birth_month[row] and not any(abs(m - month) <= CLEAN_WINDOW for m in starts[row])
+
+    n = len(h.units)
     if n == 0 or len(months) == 0:
-        return out
+        return []
+    if n * len(months) <= 2 * size:
+        every = [(row, month) for row in range(n) for month in months if clean(row, month)]
+        if len(every) <= size:
+            return every
+        picked = rng.choice(len(every), size=size, replace=False)
+        return [every[i] for i in sorted(picked)]
+    out: set[tuple[int, int]] = set()
+    tries = 0
     while len(out) < size and tries < size * 20:
         tries += 1
         row, month = int(rng.integers(n)), int(rng.choice(months))
-        if month < h.birth_month[row]:
-            continue
-        if any(abs(m - month) <= CLEAN_WINDOW for m in starts[row]):
-            continue
-        out.append((row, month))
-    return out
+        if clean(row, month):
+            out.add((row, month))
+    return sorted(out)
 
 
 def covariates(h: Histories, rows: np.ndarray, months: np.ndarray) -> np.ndarray:
@@ -194,10 +206,9 @@ def covariates(h: Histories, rows: np.ndarray, months: np.ndarray) -> np.ndarray
 
 
 def build_study(h: Histories, treated: list[tuple[int, int, str]], rng: np.random.Generator,
-                controls_per_case: int = 20, max_controls: int = 40_000) -> Study:
+                max_controls: int = 40_000) -> Study:
     months = range(MIN_HISTORY, h.months)
-    size = min(max_controls, max(2_000, controls_per_case * len(treated)))
-    control = comparison_cases(h, rng, size, months)
+    control = comparison_cases(h, rng, max_controls, months)
     rows = np.array([r for r, _m, _e in treated] + [r for r, _m in control], dtype=np.int64)
     index = np.array([m for _r, m, _e in treated] + [m for _r, m in control], dtype=np.int64)
     flag = np.concatenate([np.ones(len(treated)), np.zeros(len(control))])
@@ -205,21 +216,23 @@ def build_study(h: Histories, treated: list[tuple[int, int, str]], rng: np.rando
 
 
 def outcome(h: Histories, name: str, rows: np.ndarray, months: np.ndarray,
-            horizon: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(values, eligible) of an outcome for index cases. ``eligible`` is False where the outcome cannot
-    be measured: a CP plan before the index month (it would not be a first one), an index month too
-    close to the end of the data for the concern-rate window."""
-    stop = np.full(len(rows), h.months) if horizon is None else np.minimum(months + horizon, h.months)
+            horizon: int = DEFAULT_HORIZON) -> tuple[np.ndarray, np.ndarray]:
+    """(values, eligible) of an outcome for index cases, over ``horizon`` months from the index month.
+    ``eligible`` is False where the outcome cannot be measured: fewer than ``horizon`` months of data
+    after the index month (every case is followed for the same time), or a CP plan or care episode
+    before it (the outcome is a *first* one)."""
+    stop = months + horizon
+    followed = stop <= h.months
     if name == "cp-plan":
         first = h.cp_start[rows]
-        return ((first >= months) & (first < stop)).astype(float), first >= months
+        return ((first >= months) & (first < stop)).astype(float), followed & (first >= months)
     if name == "looked-after":
         first = h.lac_start[rows]
-        return ((first >= months) & (first < stop)).astype(float), first >= months
+        return ((first >= months) & (first < stop)).astype(float), followed & (first >= months)
     if name == "referrals":
         values = np.array([sum(1 for s in h.referrals[r] if m < s < st)
                            for r, m, st in zip(rows, months, stop)], dtype=float)
-        return values, np.ones(len(rows), dtype=bool)
+        return values, followed
     if name == "concern-rate-6m":
         total = h.concern_total()
         eligible = months + AFTER_MONTHS <= h.months

@@ -139,7 +139,7 @@ def _arguments(req: FhirRequest, known_types: set[str]) -> dict[str, Any]:
     if horizon is not None and (not horizon.isdigit() or not 1 <= int(horizon) <= 120):
         raise BadRequest("horizon must be a whole number of months from 1 to 120", expression="horizon")
     return {"mode": mode, "intervention": list(dict.fromkeys(interventions)), "outcome": list(dict.fromkeys(outcomes)),
-            "patient": patients, "horizon": int(horizon) if horizon else None, "provider": provider,
+            "patient": patients, "horizon": int(horizon) if horizon else d.DEFAULT_HORIZON, "provider": provider,
             "start": _date(values, "start"), "end": _date(values, "end")}
 
 
