@@ -1,112 +1,23 @@
 """``$intervention-impact`` through HTTP on both databases, on a seeded population whose true effects
-are known because the test makes them.
-
-1,200 children over 36 months. Each has a latent concern level; agencies record concern events at a
-rate that follows it. Who is offered an intervention depends on the concern events of the last year
-(selection on what the server can see, so weighting can undo it). A first child protection plan after
-the start follows the same history; the parenting programme lowers its hazard; mentoring does
-nothing. The true effect on the treated is computed from each treated child's two potential outcomes.
-"""
+are known because the test makes them (impact/simulation.py)."""
 from __future__ import annotations
 
 import base64
-import math
-from datetime import date
 from xml.etree import ElementTree
 
-import numpy as np
 import pytest
 
-from mappings import systems
+from impact import simulation
+from impact.simulation import EPISODE, day
 
-RISK = systems.code_system("risk-factor")
-EPISODE = systems.code_system("episode-type")
-ORIGIN = date(2022, 1, 1)
-MONTHS = 36
-CHILDREN = 1_200
-PARENTING_HAZARD = 0.3  # the programme cuts the monthly hazard of a first plan to 30%
 URL = "/fhir/$intervention-impact"
-
-
-def _day(month: int, day: int = 10) -> str:
-    y, m = divmod(ORIGIN.month - 1 + month, 12)
-    return date(ORIGIN.year + y, m + 1, day).isoformat()
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x))
-
-
-def _population(seed: int = 5) -> tuple[list[dict], dict[str, float]]:
-    """Transaction entries for the population, and the true effect on the treated per intervention.
-
-    A first child protection plan comes from a monthly hazard that grows with the concern events of
-    the last 12 months; the parenting programme multiplies it by ``PARENTING_HAZARD`` from its start.
-    Each treated child's plan is drawn twice from the same random numbers, with and without the
-    effect, so the true effect on the treated (within 12 months of the start, among children with
-    no plan before it) is known exactly for this sample."""
-    rng = np.random.default_rng(seed)
-    entries: list[dict] = []
-    truth: dict[str, list[float]] = {"parenting-programme": [], "mentoring": []}
-
-    def add(resource: dict) -> str:
-        full_url = f"urn:uuid:{len(entries):08d}-0000-4000-8000-000000000000"
-        entries.append({"fullUrl": full_url, "resource": resource,
-                        "request": {"method": "POST", "url": resource["resourceType"]}})
-        return full_url
-
-    def first_plan(events: np.ndarray, draws: np.ndarray, start: int, factor: float) -> int | None:
-        for month in range(1, MONTHS):
-            recent = float(np.log1p(events[max(0, month - 12):month].sum()))
-            hazard = 0.006 * math.exp(1.3 * recent) * (factor if month >= start else 1.0)
-            if draws[month] < hazard:
-                return month
-        return None
-
-    for i in range(CHILDREN):
-        born = date(2008 + int(rng.integers(0, 12)), int(rng.integers(1, 13)), int(rng.integers(1, 28)))
-        patient = add({"resourceType": "Patient", "identifier": [{"system": "https://example.org/child", "value": str(i)}],
-                       "birthDate": born.isoformat(), "gender": "female" if i % 2 else "male"})
-        events = rng.poisson(0.06 * math.exp(rng.normal()), MONTHS)
-        for month in np.nonzero(events)[0]:
-            for _ in range(int(events[month])):
-                add({"resourceType": "Observation", "status": "final",
-                     "code": {"coding": [{"system": RISK, "code": "domestic-abuse-child-present"}]},
-                     "subject": {"reference": patient}, "effectiveDateTime": _day(int(month))})
-        start = int(rng.integers(12, MONTHS - 12))
-        draws = rng.random(MONTHS)
-        offered = rng.random() < _sigmoid(-2.2 + 1.4 * float(np.log1p(events[start - 12:start].sum())))
-        kind = ("parenting-programme" if rng.random() < 0.7 else "mentoring") if offered else None
-        factor = PARENTING_HAZARD if kind == "parenting-programme" else 1.0
-        plan = first_plan(events, draws, start, factor)
-        if kind:
-            add({"resourceType": "EpisodeOfCare", "status": "finished",
-                 "type": [{"coding": [{"system": EPISODE, "code": kind}]}],
-                 "patient": {"reference": patient}, "period": {"start": _day(start, 2), "end": _day(start + 3, 2)}})
-            untreated = first_plan(events, draws, start, 1.0)
-            if untreated is None or untreated >= start:  # no plan before the start: in the analysis
-                within = [int(p is not None and start <= p < start + 12) for p in (plan, untreated)]
-                truth[kind].append(within[0] - within[1])
-        if plan is not None:
-            add({"resourceType": "EpisodeOfCare", "status": "active",
-                 "type": [{"coding": [{"system": EPISODE, "code": "cp-plan"}]}],
-                 "patient": {"reference": patient}, "period": {"start": _day(plan, 5)}})
-    return entries, {k: float(np.mean(v)) for k, v in truth.items()}
 
 
 @pytest.fixture
 def population(client):
-    entries, truth = _population()
-    chunks, current = [], []  # urn:uuid references resolve within one Bundle: a child's entries stay together
-    for entry in entries:
-        if entry["resource"]["resourceType"] == "Patient" and len(current) >= 900:
-            chunks.append(current)
-            current = []
-        current.append(entry)
-    chunks.append(current)
-    for chunk in chunks:
-        r = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": chunk},
-                        content_type="application/fhir+json")
+    entries, truth = simulation.population()
+    for bundle in simulation.bundles(entries):
+        r = client.post("/fhir", json=bundle, content_type="application/fhir+json")
         assert r.status_code == 200, r.get_json()
     return truth
 
@@ -201,7 +112,7 @@ def _thin_evidence_is_said_in_words(client) -> None:
     one = client.get("/fhir/Patient?_count=1").get_json()["entry"][0]["resource"]["id"]
     episode = {"resourceType": "EpisodeOfCare", "status": "finished",
                "type": [{"coding": [{"system": EPISODE, "code": "family-group-conference"}]}],
-               "patient": {"reference": f"Patient/{one}"}, "period": {"start": _day(20), "end": _day(21)}}
+               "patient": {"reference": f"Patient/{one}"}, "period": {"start": day(20), "end": day(21)}}
     assert client.post("/fhir/EpisodeOfCare", json=episode, content_type="application/fhir+json").status_code == 201
     r = client.get(f"{URL}?mode=evaluate&intervention=family-group-conference&outcome=referrals")
     found = _outcome(_results(r.get_json())[0], "referrals")
