@@ -3,8 +3,7 @@ effects are known, and report bias, interval coverage and false alarms.
 
 For each seed: generate ``--families`` families (with the counterfactual run: every treated child's
 outcomes without any intervention effect, from the same random numbers), import every agency file
-through the server's own importer into a fresh database (SQLite file by default, or
-``--database-url``), call ``GET [base]/$intervention-impact?mode=evaluate`` for every intervention type
+through the server's own importer into a fresh PostgreSQL database, call ``GET [base]/$intervention-impact?mode=evaluate`` for every intervention type
 in-process, and compare each reported effect with the truth computed from the ground truth for the
 same estimand: among children whose first episode of the type started at month >= 3 with 12 months
 of data after it and no child protection plan (care episode) before it, the mean of factual minus
@@ -109,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--database-url", help="PostgreSQL URL of an empty database (default: a temp SQLite file)")
+    parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="PostgreSQL server (a database per seed)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
     args = parser.parse_args(argv)
     print(harness.machine_summary())
     from synthetic.interventions import CATALOGUE, ZERO_EFFECT
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
         manifest = generate(args.families, seed, directory)
-        url = args.database_url or f"sqlite:///{directory / 'impact.db'}"
+        name = f"bench_impact_eval_{seed}"
+        url = harness.create_database(args.pg_url, name)
         loaded = load(directory, url)
         months = int(manifest["months"])
         true = truth(directory, months)
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                              "yes" if significant else "no"))
             else:
                 rows.append((seed, kind, outcome, n, f"{effect:+.4f}", "-", values["statement"][:60], "-", "-"))
+        harness.release_database(args.pg_url, name, keep=args.keep)
     harness.print_table("Reported effect against the truth (first plan / care within 12 months of the start)",
                         ("seed", "intervention", "outcome", "truth n", "true effect", "estimate", "95% interval",
                          "covered", "significant"), rows)

@@ -159,28 +159,17 @@ def treated_cases(h: Histories, kinds: set[str], *, provider: str | None = None,
 def comparison_cases(h: Histories, rng: np.random.Generator, size: int, months: range) -> list[tuple[int, int]]:
     """Child-months with no intervention started within ``CLEAN_WINDOW`` months: all of them when there
     are at most ``size``, else a random sample of ``size``."""
-    starts = [[m for m, *_rest in episodes] for episodes in h.interventions]
-
-    def clean(row: int, month: int) -> bool:
-        return month >= h.birth_month[row] and not any(abs(m - month) <= CLEAN_WINDOW for m in starts[row])
-
-    n = len(h.units)
-    if n == 0 or len(months) == 0:
-        return []
-    if n * len(months) <= 2 * size:
-        every = [(row, month) for row in range(n) for month in months if clean(row, month)]
-        if len(every) <= size:
-            return every
-        picked = rng.choice(len(every), size=size, replace=False)
-        return [every[i] for i in sorted(picked)]
-    out: set[tuple[int, int]] = set()
-    tries = 0
-    while len(out) < size and tries < size * 20:
-        tries += 1
-        row, month = int(rng.integers(n)), int(rng.choice(months))
-        if clean(row, month):
-            out.add((row, month))
-    return sorted(out)
+    clean = np.zeros((len(h.units), h.months), dtype=bool)
+    clean[:, months.start:months.stop] = True
+    clean &= np.arange(h.months)[None, :] >= h.birth_month[:, None]
+    for row, episodes in enumerate(h.interventions):
+        for start, *_rest in episodes:
+            clean[row, max(start - CLEAN_WINDOW, 0):max(start + CLEAN_WINDOW + 1, 0)] = False
+    rows, cols = np.nonzero(clean)
+    if len(rows) > size:
+        picked = np.sort(rng.choice(len(rows), size=size, replace=False))
+        rows, cols = rows[picked], cols[picked]
+    return list(zip(rows.tolist(), cols.tolist()))
 
 
 def covariates(h: Histories, rows: np.ndarray, months: np.ndarray) -> np.ndarray:
@@ -230,16 +219,21 @@ def outcome(h: Histories, name: str, rows: np.ndarray, months: np.ndarray,
         first = h.lac_start[rows]
         return ((first >= months) & (first < stop)).astype(float), followed & (first >= months)
     if name == "referrals":
-        values = np.array([sum(1 for s in h.referrals[r] if m < s < st)
-                           for r, m, st in zip(rows, months, stop)], dtype=float)
-        return values, followed
+        counts = np.zeros((len(h.units), h.months + 1), dtype=np.int32)
+        for row, starts in enumerate(h.referrals):
+            for start in starts:
+                if 0 <= start < h.months:
+                    counts[row, start + 1] += 1
+        cum = np.cumsum(counts, axis=1)  # cum[:, m] = referrals started before month m
+        values = cum[rows, np.clip(stop, 0, h.months)] - cum[rows, np.clip(months + 1, 0, h.months)]
+        return values.astype(float), followed
     if name == "concern-rate-6m":
         total = h.concern_total()
+        cum = np.concatenate([np.zeros((len(h.units), 1)), np.cumsum(total, axis=1)], axis=1)
         eligible = months + AFTER_MONTHS <= h.months
-        values = np.zeros(len(rows))
-        for i in np.nonzero(eligible)[0]:
-            values[i] = total[rows[i], months[i]:months[i] + AFTER_MONTHS].mean()
-        return values, eligible
+        end = np.clip(months + AFTER_MONTHS, 0, h.months)
+        values = (cum[rows, end] - cum[rows, np.clip(months, 0, h.months)]) / AFTER_MONTHS
+        return np.where(eligible, values, 0.0), eligible
     raise KeyError(name)
 
 

@@ -69,7 +69,9 @@ def propensity(treated: np.ndarray, X: np.ndarray) -> Callable[[np.ndarray], np.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (ConvergenceWarning, PerfectSeparationWarning, RuntimeWarning))
         try:
-            params = sm.Logit(treated, design(X)).fit(disp=0, maxiter=200).params
+            # Newton converges in under 10 steps unless the data (quasi-)separate; then the capped
+            # fit is already at the separation limit (p ~ 0 for cases no treated case resembles)
+            params = sm.Logit(treated, design(X)).fit(disp=0, maxiter=35).params
             if not np.all(np.isfinite(params)) or np.abs(params).max() > 25:
                 raise np.linalg.LinAlgError("separation")
         except (np.linalg.LinAlgError, ValueError):
@@ -113,7 +115,7 @@ def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, 
         return Effect(None, None, None, None, n_t, n_c, eff, thin, balance)
     keep = X.std(axis=0) > 0
     design = sm.add_constant(np.column_stack([treated, X[:, keep]]), has_constant="add")
-    fit = sm.WLS(y, design, weights=weights).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+    fit = sm.WLS(y, design, weights=weights).fit(method="qr", cov_type="cluster", cov_kwds={"groups": clusters})
     estimate = float(fit.params[1])
     lower, upper = (float(v) for v in fit.conf_int(alpha=1 - LEVEL)[1])
     p = float(fit.pvalues[1])
@@ -157,22 +159,33 @@ class DiD:
 def difference_in_differences(values: np.ndarray, observed: np.ndarray, offsets: np.ndarray, treated: np.ndarray,
                               weights: np.ndarray, clusters: np.ndarray, X: np.ndarray,
                               names: tuple[str, ...]) -> DiD:
-    """Treated-by-after on the monthly trajectory (offsets < 0 are before the index month)."""
+    """Treated-by-after on the monthly trajectory (offsets < 0 are before the index month).
+
+    Each case's months are averaged before and after the index month (two rows a case: the classic
+    two-period form, so the regression has 2 rows per case rather than 18), and the pre-trend check
+    compares the cases' own least-squares slopes over the months before."""
     case, k = np.nonzero(observed)
-    y, t, w, g = values[case, k], treated[case], weights[case], clusters[case]
-    rel = offsets[k]
-    post = (rel >= 0).astype(float)
+    means_t, means_c = _means(values[case, k], treated[case], weights[case], offsets[k], offsets)
     n_t, n_c = int(treated.sum()), int((treated == 0).sum())
     eff = effective_size(weights[treated == 0])
     before, after = standardised_differences(X, treated, weights) if n_t and n_c else (np.zeros(len(names)),) * 2
     balance = [Balance(n, float(b), float(a)) for n, b, a in zip(names, before, after)]
-    means_t, means_c = _means(y, t, w, rel, offsets)
     thin = _thin(n_t, eff, balance)
     if thin:
         return DiD(Effect(None, None, None, None, n_t, n_c, eff, thin, balance), None,
                    "No pre-trend check without an estimate.", offsets.tolist(), means_t, means_c)
-    design = sm.add_constant(np.column_stack([t, post, t * post]), has_constant="add")
-    fit = sm.WLS(y, design, weights=w).fit(cov_type="cluster", cov_kwds={"groups": g})
+    pre_mask, post_mask = observed & (offsets < 0)[None, :], observed & (offsets >= 0)[None, :]
+    n_pre, n_post = pre_mask.sum(axis=1), post_mask.sum(axis=1)
+    both = (n_pre > 0) & (n_post > 0)
+    pre_mean = np.where(pre_mask, values, 0).sum(axis=1)[both] / n_pre[both]
+    post_mean = np.where(post_mask, values, 0).sum(axis=1)[both] / n_post[both]
+    t, w, g = treated[both], weights[both], clusters[both]
+    y = np.concatenate([pre_mean, post_mean])
+    post = np.concatenate([np.zeros(len(t)), np.ones(len(t))])
+    tt = np.concatenate([t, t])
+    design = sm.add_constant(np.column_stack([tt, post, tt * post]), has_constant="add")
+    fit = sm.WLS(y, design, weights=np.concatenate([w, w])).fit(
+        method="qr", cov_type="cluster", cov_kwds={"groups": np.concatenate([g, g])})
     estimate = float(fit.params[3])
     lower, upper = (float(v) for v in fit.conf_int(alpha=1 - LEVEL)[3])
     p = float(fit.pvalues[3])
@@ -181,12 +194,8 @@ def difference_in_differences(values: np.ndarray, observed: np.ndarray, offsets:
                    "No pre-trend check without an estimate.", offsets.tolist(), means_t, means_c)
     effect = Effect(estimate, lower, upper, p, n_t, n_c, eff,
                     _describe(estimate, lower, upper, p, " concern events a month"), balance)
-    pre = rel < 0
-    trend = sm.WLS(y[pre], sm.add_constant(np.column_stack([t[pre], rel[pre], t[pre] * rel[pre]]), has_constant="add"),
-                   weights=w[pre]).fit(cov_type="cluster", cov_kwds={"groups": g[pre]})
-    pre_p = float(trend.pvalues[3])
-    slope = float(trend.params[3])
-    if not np.isfinite(pre_p):
+    pre_p, slope = _pre_trend(values, pre_mask, offsets, treated, weights, clusters)
+    if pre_p is None:
         return DiD(effect, None, "The pre-trend could not be checked (no variation before the index month).",
                    offsets.tolist(), means_t, means_c)
     if pre_p < 0.05:
@@ -198,12 +207,35 @@ def difference_in_differences(values: np.ndarray, observed: np.ndarray, offsets:
     return DiD(effect, pre_p, statement, offsets.tolist(), means_t, means_c)
 
 
+def _pre_trend(values: np.ndarray, pre_mask: np.ndarray, offsets: np.ndarray, treated: np.ndarray,
+               weights: np.ndarray, clusters: np.ndarray) -> tuple[float | None, float]:
+    """Each case's least-squares slope of the monthly rate over its months before the index, then the
+    weighted difference between the groups' slopes, clustered by child: (p-value, difference)."""
+    k = np.where(pre_mask, offsets[None, :], 0).astype(float)
+    n = pre_mask.sum(axis=1)
+    enough = n >= 3
+    if not enough.any():
+        return None, 0.0
+    mean_k = k.sum(axis=1)[enough] / n[enough]
+    mean_y = np.where(pre_mask, values, 0).sum(axis=1)[enough] / n[enough]
+    dk = np.where(pre_mask[enough], k[enough] - mean_k[:, None], 0)
+    dy = np.where(pre_mask[enough], values[enough] - mean_y[:, None], 0)
+    slopes = (dk * dy).sum(axis=1) / (dk * dk).sum(axis=1)
+    t = treated[enough]
+    if t.min() == t.max():
+        return None, 0.0
+    fit = sm.WLS(slopes, sm.add_constant(t, has_constant="add"), weights=weights[enough]).fit(
+        method="qr", cov_type="cluster", cov_kwds={"groups": clusters[enough]})
+    p = float(fit.pvalues[1])
+    return (p if np.isfinite(p) else None), float(fit.params[1])
+
+
 def _means(y: np.ndarray, t: np.ndarray, w: np.ndarray, rel: np.ndarray,
            offsets: np.ndarray) -> tuple[list[float | None], list[float | None]]:
-    out_t: list[float | None] = []
-    out_c: list[float | None] = []
-    for k in offsets:
-        for group, out in ((1, out_t), (0, out_c)):
-            sel = (rel == k) & (t == group)
-            out.append(float(np.average(y[sel], weights=w[sel])) if sel.any() and w[sel].sum() > 0 else None)
-    return out_t, out_c
+    """Weighted mean of ``y`` at each offset, for the treated and the comparison group."""
+    slot = (rel - offsets[0]) * 2 + t.astype(int)
+    size = len(offsets) * 2
+    sums = np.bincount(slot, weights=w * y, minlength=size)
+    totals = np.bincount(slot, weights=w, minlength=size)
+    means = [float(s_) / float(n) if n > 0 else None for s_, n in zip(sums, totals)]
+    return means[1::2], means[0::2]
