@@ -65,6 +65,8 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from subscriptions import register_subscriptions
     register_subscriptions(services, deliver=connection is None)
     # -- end subscriptions --
+    from impact import register_impact
+    register_impact(services)  # $intervention-impact (impact/)
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     from subscriptions import with_subscription_capabilities  # the topics on the Subscription entry
     capabilities.statement = with_subscription_capabilities(capabilities.statement, settings)  # type: ignore[method-assign]

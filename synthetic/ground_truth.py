@@ -47,7 +47,8 @@ FILES = {
                       "episode_keys"),
     "outcomes": ("person_id", "family_id", "treated", "intervention_types", "referrals", "first_referral_month",
                  "re_referral_12m", "cp_plan", "first_cp_plan_month", "looked_after", "first_looked_after_month",
-                 "cf_referrals", "cf_re_referral_12m", "cf_cp_plan", "cf_looked_after", "end_risk", "cf_end_risk"),
+                 "cf_referrals", "cf_re_referral_12m", "cf_cp_plan", "cf_looked_after", "end_risk", "cf_end_risk",
+                 "cf_first_cp_plan_month", "cf_first_looked_after_month"),
 }
 
 
@@ -121,7 +122,8 @@ class GroundTruth:
                                    ";".join(sorted(treated_types.get(c.pid, ()))), fact["referrals"],
                                    fact["first_referral"], int(fact["re_referral"]), int(fact["cp"]), fact["first_cp"],
                                    int(fact["lac"]), fact["first_lac"], alt["referrals"], int(alt["re_referral"]),
-                                   int(alt["cp"]), int(alt["lac"]), f"{tl.risk[-1]:.4f}", f"{cf.risk[-1]:.4f}"))
+                                   int(alt["cp"]), int(alt["lac"]), f"{tl.risk[-1]:.4f}", f"{cf.risk[-1]:.4f}",
+                                   alt["first_cp"], alt["first_lac"]))
         self._row("risk", (fam.fid, "factual", *(f"{r:.3f}" for r in tl.risk)))
         if counterfactual is not None:
             self._row("risk", (fam.fid, "counterfactual", *(f"{r:.3f}" for r in counterfactual.risk)))

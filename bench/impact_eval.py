@@ -1,0 +1,157 @@
+"""Honesty harness for ``$intervention-impact``: run it on the synthetic generator's data, whose true
+effects are known, and report bias, interval coverage and false alarms.
+
+For each seed: generate ``--families`` families (with the counterfactual run: every treated child's
+outcomes without any intervention effect, from the same random numbers), import every agency file
+through the server's own importer into a fresh PostgreSQL database, call ``GET [base]/$intervention-impact?mode=evaluate`` for every intervention type
+in-process, and compare each reported effect with the truth computed from the ground truth for the
+same estimand: among children whose first episode of the type started at month >= 3 with 12 months
+of data after it and no child protection plan (care episode) before it, the mean of factual minus
+counterfactual "first plan (care) within 12 months of the start".
+
+Prints one row per intervention and outcome, then the summary: mean bias, the share of intervals
+that contain the truth, and whether the zero-effect intervention (mentoring) was reported as
+significant. ``--time`` also reports how long one evaluation of all types takes.
+
+    python bench/impact_eval.py --families 2000 --seeds 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import harness  # noqa: E402
+
+HORIZON = 12
+MIN_HISTORY = 3
+OUTCOMES = ("cp-plan", "looked-after")
+TRUTH_COLUMNS = {"cp-plan": ("first_cp_plan_month", "cf_first_cp_plan_month"),
+                 "looked-after": ("first_looked_after_month", "cf_first_looked_after_month")}
+
+
+def generate(families: int, seed: int, out: Path) -> dict[str, Any]:
+    from synthetic.config import SynthConfig
+    from synthetic.generator import generate as run
+
+    run(SynthConfig(families=families, seed=seed), out, progress=False, overwrite=True)
+    return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+def load(directory: Path, url: str) -> float:
+    env = {**os.environ, "FHIR_DATABASE_URL": url, "FHIR_AUTH_ENABLED": "0"}
+    started = time.perf_counter()
+    for args in (["migrate"], ["import", "--manifest", str(directory / "manifest.json")]):
+        subprocess.run(harness.cli(*args), env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def truth(directory: Path, months: int) -> dict[tuple[str, str], tuple[float, int]]:
+    """(intervention, outcome) -> (true effect on the treated, children in the estimand)."""
+    gt = directory / "ground_truth"
+    outcomes = {r["person_id"]: r for r in csv.DictReader((gt / "outcomes.csv").open(encoding="utf-8"))}
+    first: dict[tuple[str, str], int] = {}  # (child, type) -> start month of the child's first episode
+    for row in csv.DictReader((gt / "interventions.csv").open(encoding="utf-8")):
+        if row["accepted"] != "1" or not row["start_month"]:
+            continue
+        for child in filter(None, row["targets"].split(";")):
+            key = (child, row["type"])
+            first[key] = min(first.get(key, 10 ** 6), int(row["start_month"]))
+    diffs: dict[tuple[str, str], list[int]] = {}
+    for (child, kind), start in first.items():
+        o = outcomes.get(child)
+        if o is None or start < MIN_HISTORY or start + HORIZON > months:
+            continue
+        for outcome, (fact_col, cf_col) in TRUTH_COLUMNS.items():
+            fact, cf = (int(o[c]) if o[c] != "" else None for c in (fact_col, cf_col))
+            if fact is not None and fact < start:
+                continue  # a plan before the start: not a first one, outside the estimand
+            y1 = int(fact is not None and start <= fact < start + HORIZON)
+            y0 = int(cf is not None and start <= cf < start + HORIZON)
+            diffs.setdefault((kind, outcome), []).append(y1 - y0)
+    return {k: (sum(v) / len(v), len(v)) for k, v in diffs.items()}
+
+
+def evaluate_all(url: str, kinds: list[str]) -> tuple[dict[tuple[str, str], dict[str, Any]], float]:
+    from fhir_server import create_app
+    from fhir_server.config import Settings
+
+    app = create_app(Settings(database_url=url, auth_enabled=False))
+    client = app.test_client()
+    query = f"mode=evaluate&intervention={','.join(kinds)}&outcome={','.join(OUTCOMES)}"
+    started = time.perf_counter()
+    response = client.get(f"/fhir/$intervention-impact?{query}")
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise SystemExit(f"$intervention-impact failed: {response.status_code} {response.get_data(as_text=True)}")
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in (p for p in response.get_json()["parameter"] if p["name"] == "result"):
+        kind = next(p["valueCoding"]["code"] for p in result["part"] if p["name"] == "intervention")
+        for o in (p for p in result["part"] if p["name"] == "outcome"):
+            values = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+                      for p in o["part"] if p["name"] != "balance"}
+            found[(kind, values["code"])] = values
+    return found, elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="PostgreSQL server (a database per seed)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    args = parser.parse_args(argv)
+    print(harness.machine_summary())
+    from synthetic.interventions import CATALOGUE, ZERO_EFFECT
+
+    kinds = sorted(CATALOGUE)
+    rows, covered, reported, bias, false_alarm = [], 0, 0, [], []
+    for seed in args.seeds:
+        directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
+        manifest = generate(args.families, seed, directory)
+        name = f"bench_impact_eval_{seed}"
+        url = harness.create_database(args.pg_url, name)
+        loaded = load(directory, url)
+        months = int(manifest["months"])
+        true = truth(directory, months)
+        found, elapsed = evaluate_all(url, kinds)
+        print(f"seed {seed}: {args.families:,} families imported in {loaded:.0f} s; "
+              f"evaluation of {len(kinds)} interventions x {len(OUTCOMES)} outcomes in {elapsed:.1f} s")
+        for (kind, outcome), values in sorted(found.items()):
+            effect, n = true.get((kind, outcome), (0.0, 0))
+            if "estimate" in values:
+                inside = values["ci-lower"] <= effect <= values["ci-upper"]
+                significant = values["ci-lower"] > 0 or values["ci-upper"] < 0
+                reported += 1
+                covered += inside
+                bias.append(values["estimate"] - effect)
+                if kind == ZERO_EFFECT:
+                    false_alarm.append(significant)
+                rows.append((seed, kind, outcome, n, f"{effect:+.4f}", f"{values['estimate']:+.4f}",
+                             f"[{values['ci-lower']:+.4f}, {values['ci-upper']:+.4f}]", "yes" if inside else "NO",
+                             "yes" if significant else "no"))
+            else:
+                rows.append((seed, kind, outcome, n, f"{effect:+.4f}", "-", values["statement"][:60], "-", "-"))
+        harness.release_database(args.pg_url, name, keep=args.keep)
+    harness.print_table("Reported effect against the truth (first plan / care within 12 months of the start)",
+                        ("seed", "intervention", "outcome", "truth n", "true effect", "estimate", "95% interval",
+                         "covered", "significant"), rows)
+    if reported:
+        print(f"intervals reported: {reported}; containing the truth: {covered} ({covered / reported:.0%}); "
+              f"mean bias {sum(bias) / len(bias):+.4f}; mean |bias| {sum(abs(b) for b in bias) / len(bias):.4f}")
+    print(f"zero-effect intervention reported as significant: {sum(false_alarm)} of {len(false_alarm)} reported")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The two questions: what would this intervention do for these children (estimate), and what did it do
+for the children who had it (evaluate). Both compare like with like through the propensity model of
+:mod:`impact.estimators` on the study of :mod:`impact.design`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+
+from . import design as d
+from .estimators import DiD, Effect, att, att_weights, difference_in_differences, propensity
+
+CALIPER = 0.2  # comparable: within 0.2 standard deviations of the logit propensity (Austin 2011)
+SEED = 20261125  # the comparison sample is random but repeatable: the same data give the same answer
+
+
+@dataclass
+class OutcomeResult:
+    outcome: str
+    effect: Effect
+
+
+@dataclass
+class Evaluation:
+    intervention: tuple[str, ...]
+    outcomes: list[OutcomeResult]
+    did: DiD | None
+    treated_episodes: list[str]
+    data_through: date
+    comparable: int | None = None  # estimate mode: treated cases comparable to the children asked about
+    children: list[str] = field(default_factory=list)
+
+
+def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: int = d.DEFAULT_HORIZON,
+             provider: str | None = None, start: date | None = None, end: date | None = None) -> Evaluation:
+    """Everyone whose first episode of ``kinds`` started in the period, against weighted comparisons."""
+    lo = None if start is None else d.month_index(h.origin, start)
+    hi = None if end is None else d.month_index(h.origin, end)
+    treated = d.treated_cases(h, kinds, provider=provider, start=lo, end=hi)
+    study = d.build_study(h, treated, np.random.default_rng(SEED))
+    weights = _weights(study)
+    results = [OutcomeResult(name, _effect(h, study, weights, name, horizon)) for name in outcomes]
+    values, observed = d.trajectory(h, study.rows, study.month)
+    offsets = np.arange(*d.TRAJECTORY)
+    did = difference_in_differences(values, observed, offsets, study.treated, weights, study.rows, study.X,
+                                    d.COVARIATES)
+    return Evaluation(tuple(sorted(kinds)), results, did, study.episode_ids, _through(h))
+
+
+def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[str], *,
+             horizon: int = d.DEFAULT_HORIZON) -> Evaluation:
+    """For the children at ``rows`` as they are now: the effect the intervention had on past children
+    with a similar profile (propensity within the caliper of any of them), against weighted comparisons."""
+    treated = d.treated_cases(h, kinds)
+    study = d.build_study(h, treated, np.random.default_rng(SEED))
+    if not treated:
+        weights = np.ones(len(study.treated))
+        keep = np.ones(len(study.treated), dtype=bool)
+        comparable = 0
+    else:
+        model = propensity(study.treated, study.X)
+        ps = np.clip(model(study.X), 1e-6, 1 - 1e-6)
+        now = np.full(len(rows), h.months - 1)
+        mine = np.clip(model(d.covariates(h, np.array(rows), now)), 1e-6, 1 - 1e-6)
+        logit, logit_mine = np.log(ps / (1 - ps)), np.log(mine / (1 - mine))
+        width = CALIPER * logit.std()
+        near = np.abs(logit[:, None] - logit_mine[None, :]).min(axis=1) <= width
+        keep = (study.treated == 0) | near
+        comparable = int((near & (study.treated == 1)).sum())
+        weights = att_weights(study.treated, ps)
+    sub = d.Study(study.rows[keep], study.month[keep], study.treated[keep], study.X[keep], [])
+    results = [OutcomeResult(name, _effect(h, sub, weights[keep], name, horizon)) for name in outcomes]
+    return Evaluation(tuple(sorted(kinds)), results, None, [], _through(h), comparable,
+                      [h.units[r] for r in rows])
+
+
+def _weights(study: d.Study) -> np.ndarray:
+    if study.treated.sum() == 0 or (study.treated == 0).sum() == 0:
+        return np.ones(len(study.treated))
+    return att_weights(study.treated, propensity(study.treated, study.X)(study.X))
+
+
+def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, horizon: int) -> Effect:
+    y, eligible = d.outcome(h, name, study.rows, study.month, horizon)
+    unit = {"cp-plan": " (probability)", "looked-after": " (probability)", "referrals": " referrals a child",
+            "concern-rate-6m": " concern events a month"}[name]
+    return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible], study.rows[eligible],
+               d.COVARIATES, unit=unit)
+
+
+def _through(h: d.Histories) -> date:
+    month = h.origin.month - 1 + h.months - 1
+    return date(h.origin.year + month // 12, month % 12 + 1, 1)

@@ -1,0 +1,241 @@
+"""The estimators, from statsmodels: a propensity model, weighting for the effect on the treated, a
+weighted regression with child-clustered standard errors, and difference-in-differences on the risk
+trajectory with a pre-trend check.
+
+- **Propensity**: logistic regression (``statsmodels`` ``Logit``) of receiving the intervention on the
+  covariates; a small ridge penalty takes over when the data separate perfectly.
+- **Effect on the treated (ATT)**: comparison cases weighted by the odds ``p/(1-p)`` (the treated weigh
+  1), then a weighted least-squares regression of the outcome on treatment *and* the covariates
+  (regression adjustment on top of weighting: right if either model is), with standard errors clustered
+  by child because one child can be a comparison case in several months.
+- **Difference-in-differences**: the same weights on the monthly concern-event trajectory, six months
+  before to twelve after; the effect is the treated-by-after interaction, clustered by child; the
+  pre-trend check tests whether the two groups' trajectories already diverged before the index month.
+
+Nothing here is reported when the evidence is too thin: too few treated cases, too few effective
+comparison cases (Kish's effective sample size of the weights), or covariates still unbalanced after
+weighting (a standardised mean difference above 0.25). The result then says so in words instead.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+MIN_TREATED = 20
+MIN_EFFECTIVE_CONTROLS = 50
+MAX_SMD = 0.25
+PS_CLIP = (1e-4, 0.99)
+UNFITTED = "The outcome model could not be fitted to these cases (no variation to learn from); no estimate is given."
+LEVEL = 0.95
+
+
+@dataclass
+class Balance:
+    covariate: str
+    before: float
+    after: float
+
+
+@dataclass
+class Effect:
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    p_value: float | None
+    treated: int
+    comparison: int
+    effective_comparison: float
+    statement: str
+    balance: list[Balance] = field(default_factory=list)
+
+    @property
+    def reported(self) -> bool:
+        return self.estimate is not None
+
+
+def propensity(treated: np.ndarray, X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A fitted model of P(treated | X): call it with covariate rows (the study's own or new ones)."""
+    keep = X.std(axis=0) > 0
+    mean, sd = X[:, keep].mean(axis=0), X[:, keep].std(axis=0)
+
+    def design(rows: np.ndarray) -> np.ndarray:
+        return sm.add_constant((rows[:, keep] - mean) / sd, has_constant="add")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, PerfectSeparationWarning, RuntimeWarning))
+        try:
+            # Newton converges in under 10 steps unless the data (quasi-)separate; then the capped
+            # fit is already at the separation limit (p ~ 0 for cases no treated case resembles)
+            params = sm.Logit(treated, design(X)).fit(disp=0, maxiter=35).params
+            if not np.all(np.isfinite(params)) or np.abs(params).max() > 25:
+                raise np.linalg.LinAlgError("separation")
+        except (np.linalg.LinAlgError, ValueError):
+            params = sm.Logit(treated, design(X)).fit_regularized(alpha=1.0, disp=0, maxiter=500).params
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(design(rows) @ params)))
+
+    return predict
+
+
+def att_weights(treated: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    p = np.clip(ps, *PS_CLIP)
+    return np.where(treated == 1, 1.0, p / (1.0 - p))
+
+
+def effective_size(weights: np.ndarray) -> float:
+    total = weights.sum()
+    return float(total * total / (weights * weights).sum()) if total > 0 else 0.0
+
+
+def standardised_differences(X: np.ndarray, treated: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SMD of each covariate, unweighted and weighted (pooled SD of the unweighted groups)."""
+    t, c = treated == 1, treated == 0
+    sd = np.sqrt((X[t].var(axis=0) + X[c].var(axis=0)) / 2.0)
+    sd = np.where(sd > 0, sd, 1.0)
+    before = (X[t].mean(axis=0) - X[c].mean(axis=0)) / sd
+    after = (np.average(X[t], axis=0, weights=weights[t]) - np.average(X[c], axis=0, weights=weights[c])) / sd
+    return before, after
+
+
+def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, clusters: np.ndarray,
+        names: tuple[str, ...], *, unit: str = "") -> Effect:
+    """The effect on the treated of one outcome, or a plain statement of why there is none."""
+    n_t, n_c = int(treated.sum()), int((treated == 0).sum())
+    eff = effective_size(weights[treated == 0])
+    before, after = standardised_differences(X, treated, weights) if n_t and n_c else (np.zeros(len(names)),) * 2
+    balance = [Balance(n, float(b), float(a)) for n, b, a in zip(names, before, after)]
+    thin = _thin(n_t, eff, balance)
+    if thin:
+        return Effect(None, None, None, None, n_t, n_c, eff, thin, balance)
+    keep = X.std(axis=0) > 0
+    design = sm.add_constant(np.column_stack([treated, X[:, keep]]), has_constant="add")
+    fit = sm.WLS(y, design, weights=weights).fit(method="qr", cov_type="cluster", cov_kwds={"groups": clusters})
+    estimate = float(fit.params[1])
+    lower, upper = (float(v) for v in fit.conf_int(alpha=1 - LEVEL)[1])
+    p = float(fit.pvalues[1])
+    if not all(np.isfinite(v) for v in (estimate, lower, upper, p)):
+        return Effect(None, None, None, None, n_t, n_c, eff, UNFITTED, balance)
+    return Effect(estimate, lower, upper, p, n_t, n_c, eff, _describe(estimate, lower, upper, p, unit), balance)
+
+
+def _thin(n_treated: int, effective: float, balance: list[Balance]) -> str:
+    if n_treated < MIN_TREATED:
+        return (f"Too few comparable cases to say anything: {n_treated} children received it "
+                f"(at least {MIN_TREATED} are needed).")
+    if effective < MIN_EFFECTIVE_CONTROLS:
+        return (f"Too few comparable children who did not receive it: an effective {effective:.0f} after weighting "
+                f"(at least {MIN_EFFECTIVE_CONTROLS} are needed).")
+    worst = max(balance, key=lambda b: abs(b.after))
+    if abs(worst.after) > MAX_SMD:
+        return (f"The children who received it still differ from the comparison group after weighting "
+                f"({worst.covariate}: standardised difference {worst.after:+.2f}); no estimate is given.")
+    return ""
+
+
+def _describe(estimate: float, lower: float, upper: float, p: float, unit: str) -> str:
+    span = f"{estimate:+.3f}{unit} (95% interval {lower:+.3f} to {upper:+.3f})"
+    if lower > 0 or upper < 0:
+        direction = "higher" if estimate > 0 else "lower"
+        return f"{span}: {direction} than without it; the interval excludes no effect."
+    return f"{span}: the interval includes no effect, so the data cannot tell whether it helps."
+
+
+@dataclass
+class DiD:
+    effect: Effect
+    pre_trend_p: float | None
+    pre_trend_statement: str
+    offsets: list[int]
+    treated_means: list[float | None]
+    comparison_means: list[float | None]
+
+
+def difference_in_differences(values: np.ndarray, observed: np.ndarray, offsets: np.ndarray, treated: np.ndarray,
+                              weights: np.ndarray, clusters: np.ndarray, X: np.ndarray,
+                              names: tuple[str, ...]) -> DiD:
+    """Treated-by-after on the monthly trajectory (offsets < 0 are before the index month).
+
+    Each case's months are averaged before and after the index month (two rows a case: the classic
+    two-period form, so the regression has 2 rows per case rather than 18), and the pre-trend check
+    compares the cases' own least-squares slopes over the months before."""
+    case, k = np.nonzero(observed)
+    means_t, means_c = _means(values[case, k], treated[case], weights[case], offsets[k], offsets)
+    n_t, n_c = int(treated.sum()), int((treated == 0).sum())
+    eff = effective_size(weights[treated == 0])
+    before, after = standardised_differences(X, treated, weights) if n_t and n_c else (np.zeros(len(names)),) * 2
+    balance = [Balance(n, float(b), float(a)) for n, b, a in zip(names, before, after)]
+    thin = _thin(n_t, eff, balance)
+    if thin:
+        return DiD(Effect(None, None, None, None, n_t, n_c, eff, thin, balance), None,
+                   "No pre-trend check without an estimate.", offsets.tolist(), means_t, means_c)
+    pre_mask, post_mask = observed & (offsets < 0)[None, :], observed & (offsets >= 0)[None, :]
+    n_pre, n_post = pre_mask.sum(axis=1), post_mask.sum(axis=1)
+    both = (n_pre > 0) & (n_post > 0)
+    pre_mean = np.where(pre_mask, values, 0).sum(axis=1)[both] / n_pre[both]
+    post_mean = np.where(post_mask, values, 0).sum(axis=1)[both] / n_post[both]
+    t, w, g = treated[both], weights[both], clusters[both]
+    y = np.concatenate([pre_mean, post_mean])
+    post = np.concatenate([np.zeros(len(t)), np.ones(len(t))])
+    tt = np.concatenate([t, t])
+    design = sm.add_constant(np.column_stack([tt, post, tt * post]), has_constant="add")
+    fit = sm.WLS(y, design, weights=np.concatenate([w, w])).fit(
+        method="qr", cov_type="cluster", cov_kwds={"groups": np.concatenate([g, g])})
+    estimate = float(fit.params[3])
+    lower, upper = (float(v) for v in fit.conf_int(alpha=1 - LEVEL)[3])
+    p = float(fit.pvalues[3])
+    if not all(np.isfinite(v) for v in (estimate, lower, upper, p)):
+        return DiD(Effect(None, None, None, None, n_t, n_c, eff, UNFITTED, balance), None,
+                   "No pre-trend check without an estimate.", offsets.tolist(), means_t, means_c)
+    effect = Effect(estimate, lower, upper, p, n_t, n_c, eff,
+                    _describe(estimate, lower, upper, p, " concern events a month"), balance)
+    pre_p, slope = _pre_trend(values, pre_mask, offsets, treated, weights, clusters)
+    if pre_p is None:
+        return DiD(effect, None, "The pre-trend could not be checked (no variation before the index month).",
+                   offsets.tolist(), means_t, means_c)
+    if pre_p < 0.05:
+        statement = (f"Pre-trend check failed: before the index month the treated children's concern rate already "
+                     f"moved differently ({slope:+.3f} a month, p = {pre_p:.3f}); treat the estimate with caution.")
+    else:
+        statement = (f"Pre-trend check passed: no evidence the groups diverged before the index month "
+                     f"(difference in slope {slope:+.3f} a month, p = {pre_p:.2f}).")
+    return DiD(effect, pre_p, statement, offsets.tolist(), means_t, means_c)
+
+
+def _pre_trend(values: np.ndarray, pre_mask: np.ndarray, offsets: np.ndarray, treated: np.ndarray,
+               weights: np.ndarray, clusters: np.ndarray) -> tuple[float | None, float]:
+    """Each case's least-squares slope of the monthly rate over its months before the index, then the
+    weighted difference between the groups' slopes, clustered by child: (p-value, difference)."""
+    k = np.where(pre_mask, offsets[None, :], 0).astype(float)
+    n = pre_mask.sum(axis=1)
+    enough = n >= 3
+    if not enough.any():
+        return None, 0.0
+    mean_k = k.sum(axis=1)[enough] / n[enough]
+    mean_y = np.where(pre_mask, values, 0).sum(axis=1)[enough] / n[enough]
+    dk = np.where(pre_mask[enough], k[enough] - mean_k[:, None], 0)
+    dy = np.where(pre_mask[enough], values[enough] - mean_y[:, None], 0)
+    slopes = (dk * dy).sum(axis=1) / (dk * dk).sum(axis=1)
+    t = treated[enough]
+    if t.min() == t.max():
+        return None, 0.0
+    fit = sm.WLS(slopes, sm.add_constant(t, has_constant="add"), weights=weights[enough]).fit(
+        method="qr", cov_type="cluster", cov_kwds={"groups": clusters[enough]})
+    p = float(fit.pvalues[1])
+    return (p if np.isfinite(p) else None), float(fit.params[1])
+
+
+def _means(y: np.ndarray, t: np.ndarray, w: np.ndarray, rel: np.ndarray,
+           offsets: np.ndarray) -> tuple[list[float | None], list[float | None]]:
+    """Weighted mean of ``y`` at each offset, for the treated and the comparison group."""
+    slot = (rel - offsets[0]) * 2 + t.astype(int)
+    size = len(offsets) * 2
+    sums = np.bincount(slot, weights=w * y, minlength=size)
+    totals = np.bincount(slot, weights=w, minlength=size)
+    means = [float(s_) / float(n) if n > 0 else None for s_, n in zip(sums, totals)]
+    return means[1::2], means[0::2]

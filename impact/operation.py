@@ -1,0 +1,259 @@
+"""``[base]/$intervention-impact`` (profiles/operations/intervention-impact.json): parameters in, a
+Parameters resource out. The study data are rebuilt when the database has changed since the last
+call (the outbox's highest id is the version), so a busy server does not re-read 100,000 children
+for every question, and no answer is ever computed from stale data."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.errors import BadRequest, NotFound
+from fhir_server.operations.registry import OperationTarget
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+from mappings import systems
+
+from . import design as d
+from .analysis import Evaluation, estimate, evaluate
+from .chart import trajectory_svg
+from .data import EPISODE_TYPE, SOCIAL_CARE, data_version, read_records
+from .estimators import Effect
+
+if TYPE_CHECKING:
+    from fhir_server import Services
+    from fhir_server.repository.sql import UnitOfWork
+
+DEFINITION_FILE = "intervention-impact.json"
+MODES = ("estimate", "evaluate")
+CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
+           "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
+           "and is not recorded here.")
+METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
+          "by agency, open episodes and history), weighted regression adjustment, standard errors clustered by "
+          "child; evaluate adds difference-in-differences on the monthly concern-event trajectory with a pre-trend "
+          "check. Comparison cases: child-months with no intervention started within 6 months.")
+
+
+def register_impact_operation(services: "Services") -> None:
+    path = Path(services.settings.profiles_dir) / "operations" / DEFINITION_FILE
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    types = _intervention_types(Path(services.settings.profiles_dir))
+    services.router.operations.register(definition, _handler(_Cache(), types))
+
+
+class _Cache:
+    """The last study data built, with the data version it was built from."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[str, int] | None = None
+        self._value: tuple[Any, d.Histories] | None = None
+
+    def get(self, uow: "UnitOfWork") -> tuple[Any, d.Histories]:
+        key = (str(uow.conn.engine.url), data_version(uow.conn))
+        with self._lock:
+            if self._key == key and self._value is not None:
+                return self._value
+        records = read_records(uow.conn)
+        try:
+            histories = d.build_histories(records)
+        except d.EmptyData as exc:
+            raise BadRequest(f"$intervention-impact has nothing to learn from: {exc}") from exc
+        with self._lock:
+            self._key, self._value = key, (records, histories)
+        return records, histories
+
+
+def _handler(cache: _Cache, types: set[str]):
+    def handle(uow: "UnitOfWork", req: FhirRequest, _target: OperationTarget) -> FhirResponse:
+        args = _arguments(req, types)
+        records, h = cache.get(uow)
+        results: list[Evaluation] = []
+        if args["mode"] == "estimate":
+            rows = []
+            for ref in args["patient"]:
+                unit = records.unit(ref.split("/", 1)[1])
+                if unit not in h.row_of:
+                    raise NotFound(f"{ref} is not a child known to the partnership's data", expression="patient")
+                rows.append(h.row_of[unit])
+            for code in args["intervention"]:
+                results.append(estimate(h, {code}, rows, args["outcome"], horizon=args["horizon"]))
+        else:
+            for code in args["intervention"]:
+                results.append(evaluate(h, {code}, args["outcome"], horizon=args["horizon"],
+                                        provider=args["provider"], start=args["start"], end=args["end"]))
+        return FhirResponse(200, _parameters(args["mode"], results))
+
+    return handle
+
+
+# -- input -------------------------------------------------------------------------------------------------
+
+def _arguments(req: FhirRequest, known_types: set[str]) -> dict[str, Any]:
+    pairs = _pairs(req)
+    known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end"}
+    for name, _value in pairs:
+        if name not in known and name not in ("_format", "_pretty"):
+            raise BadRequest(f"$intervention-impact has no parameter '{name}'", expression=name)
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).extend(v.strip() for v in value.split(",") if v.strip())
+    modes = values.get("mode", [])
+    if len(modes) != 1 or modes[0] not in MODES:
+        raise BadRequest("mode must be given once, as 'estimate' or 'evaluate'", expression="mode")
+    mode = modes[0]
+    interventions = values.get("intervention", [])
+    if not interventions:
+        raise BadRequest("At least one intervention type is needed", expression="intervention")
+    for code in interventions:
+        if code not in known_types:
+            raise BadRequest(f"'{code}' is not an intervention type of {EPISODE_TYPE} "
+                             f"(one of: {', '.join(sorted(known_types))})", expression="intervention")
+    outcomes = values.get("outcome") or list(d.OUTCOMES)
+    for name in outcomes:
+        if name not in d.OUTCOMES:
+            raise BadRequest(f"Unknown outcome '{name}' (one of: {', '.join(d.OUTCOMES)})", expression="outcome")
+    patients = values.get("patient", [])
+    for ref in patients:
+        if not ref.startswith("Patient/") or not ref[len("Patient/"):]:
+            raise BadRequest(f"patient must be a Patient reference such as Patient/123, not '{ref}'",
+                             expression="patient")
+    if mode == "estimate" and not patients:
+        raise BadRequest("mode=estimate needs at least one patient", expression="patient")
+    if mode == "evaluate" and patients:
+        raise BadRequest("mode=evaluate covers everyone who received the intervention; patient is for estimate",
+                         expression="patient")
+    if mode == "estimate" and any(values.get(n) for n in ("provider", "start", "end")):
+        raise BadRequest("provider, start and end filter an evaluation; they do not apply to an estimate",
+                         expression="provider")
+    provider = _single(values, "provider")
+    if provider is not None:
+        if not provider.startswith("Organization/"):
+            raise BadRequest("provider must be an Organization reference such as Organization/123",
+                             expression="provider")
+        provider = provider.split("/", 1)[1]
+    horizon = _single(values, "horizon")
+    if horizon is not None and (not horizon.isdigit() or not 1 <= int(horizon) <= 120):
+        raise BadRequest("horizon must be a whole number of months from 1 to 120", expression="horizon")
+    return {"mode": mode, "intervention": list(dict.fromkeys(interventions)), "outcome": list(dict.fromkeys(outcomes)),
+            "patient": patients, "horizon": int(horizon) if horizon else d.DEFAULT_HORIZON, "provider": provider,
+            "start": _date(values, "start"), "end": _date(values, "end")}
+
+
+def _pairs(req: FhirRequest) -> list[tuple[str, str]]:
+    pairs = list(req.query)
+    body = req.body
+    if req.method == "POST" and body is not None:
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise BadRequest("The body must be a Parameters resource", expression="resourceType")
+        for i, p in enumerate(body.get("parameter") or []):
+            value = _parameter_value(p)
+            if value is None:
+                raise BadRequest("Each parameter needs a name and a primitive value (valueCode, valueString, "
+                                 "valueReference, valueInteger or valueDate)", expression=f"Parameters.parameter[{i}]")
+            pairs.append((p["name"], value))
+    return pairs
+
+
+def _parameter_value(p: Any) -> str | None:
+    if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+        return None
+    for key in ("valueCode", "valueString", "valueDate", "valueUri"):
+        if isinstance(p.get(key), str):
+            return p[key]
+    if isinstance(p.get("valueInteger"), int) and not isinstance(p.get("valueInteger"), bool):
+        return str(p["valueInteger"])
+    ref = p.get("valueReference")
+    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+        return ref["reference"]
+    coding = p.get("valueCoding")
+    if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+        return coding["code"]
+    return None
+
+
+def _single(values: dict[str, list[str]], name: str) -> str | None:
+    found = values.get(name, [])
+    if len(found) > 1:
+        raise BadRequest(f"{name} may be given once", expression=name)
+    return found[0] if found else None
+
+
+def _date(values: dict[str, list[str]], name: str) -> date | None:
+    text = _single(values, name)
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text if len(text) == 10 else f"{text}-01" if len(text) == 7 else text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date (YYYY-MM-DD or YYYY-MM), not '{text}'", expression=name) from None
+
+
+def _intervention_types(profiles: Path) -> set[str]:
+    path = profiles / "codesystems" / "episode-type.json"
+    codes = {c["code"] for c in json.loads(path.read_text(encoding="utf-8"))["concept"]}
+    return codes - set(SOCIAL_CARE)
+
+
+# -- output ------------------------------------------------------------------------------------------------
+
+def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [{"name": "mode", "valueCode": mode}]
+    if results:
+        params.append({"name": "data-through", "valueDate": results[0].data_through.isoformat()})
+    params.append({"name": "method", "valueString": METHOD})
+    params.append({"name": "caution", "valueString": CAUTION})
+    for ev in results:
+        parts: list[dict[str, Any]] = [{"name": "intervention", "valueCoding": {
+            "system": EPISODE_TYPE, "code": ev.intervention[0]}}]
+        if mode == "estimate":
+            parts += [{"name": "patient", "valueReference": {"reference": f"Patient/{c}"}} for c in ev.children]
+            parts.append({"name": "comparable-cases", "valueInteger": ev.comparable or 0})
+        else:
+            parts += [{"name": "episode", "valueReference": {"reference": f"EpisodeOfCare/{e}"}}
+                      for e in ev.treated_episodes]
+        for o in ev.outcomes:
+            parts.append({"name": "outcome", "part": [{"name": "code", "valueCode": o.outcome},
+                                                      {"name": "description", "valueString": d.OUTCOMES[o.outcome]},
+                                                      *_effect_parts(o.effect)]})
+        if ev.did is not None:
+            title = f"{ev.intervention[0]}: concern events a month around the start"
+            svg = trajectory_svg(title, ev.did.offsets, ev.did.treated_means, ev.did.comparison_means)
+            traj: list[dict[str, Any]] = [*_effect_parts(ev.did.effect),
+                                          {"name": "pre-trend", "valueString": ev.did.pre_trend_statement}]
+            if ev.did.pre_trend_p is not None:
+                traj.append({"name": "pre-trend-p-value", "valueDecimal": round(ev.did.pre_trend_p, 4)})
+            for k, t, c in zip(ev.did.offsets, ev.did.treated_means, ev.did.comparison_means):
+                point = [{"name": "month", "valueInteger": k}]
+                if t is not None:
+                    point.append({"name": "treated", "valueDecimal": round(t, 4)})
+                if c is not None:
+                    point.append({"name": "comparison", "valueDecimal": round(c, 4)})
+                traj.append({"name": "point", "part": point})
+            traj.append({"name": "chart", "valueAttachment": {
+                "contentType": "image/svg+xml", "title": title,
+                "data": base64.b64encode(svg.encode("utf-8")).decode("ascii")}})
+            parts.append({"name": "trajectory", "part": traj})
+        params.append({"name": "result", "part": parts})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+def _effect_parts(e: Effect) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if e.reported:
+        parts += [{"name": "estimate", "valueDecimal": round(e.estimate, 4)},
+                  {"name": "ci-lower", "valueDecimal": round(e.lower, 4)},
+                  {"name": "ci-upper", "valueDecimal": round(e.upper, 4)},
+                  {"name": "p-value", "valueDecimal": round(e.p_value, 4)}]
+    parts += [{"name": "treated", "valueInteger": e.treated},
+              {"name": "comparison", "valueInteger": e.comparison},
+              {"name": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
+              {"name": "statement", "valueString": e.statement}]
+    for b in e.balance:
+        parts.append({"name": "balance", "part": [{"name": "covariate", "valueString": b.covariate},
+                                                  {"name": "smd-before", "valueDecimal": round(b.before, 3)},
+                                                  {"name": "smd-after", "valueDecimal": round(b.after, 3)}]})
+    return parts

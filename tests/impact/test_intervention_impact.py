@@ -1,0 +1,154 @@
+"""``$intervention-impact`` through HTTP on both databases, on a seeded population whose true effects
+are known because the test makes them (impact/simulation.py)."""
+from __future__ import annotations
+
+import base64
+from xml.etree import ElementTree
+
+import pytest
+
+from impact import simulation
+from impact.simulation import EPISODE, day
+
+URL = "/fhir/$intervention-impact"
+
+
+@pytest.fixture
+def population(client):
+    entries, truth = simulation.population()
+    for bundle in simulation.bundles(entries):
+        r = client.post("/fhir", json=bundle, content_type="application/fhir+json")
+        assert r.status_code == 200, r.get_json()
+    return truth
+
+
+def _parts(parameter: dict) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for p in parameter.get("part", []):
+        out.setdefault(p["name"], []).append(p)
+    return out
+
+
+def _value(p: dict):
+    return next(v for k, v in p.items() if k.startswith("value"))
+
+
+def _outcome(result: dict, code: str) -> dict[str, object]:
+    for o in _parts(result)["outcome"]:
+        parts = _parts(o)
+        if _value(parts["code"][0]) == code:
+            return {k: _value(v[0]) for k, v in parts.items() if k != "balance"} | {"balance": parts.get("balance", [])}
+    raise AssertionError(code)
+
+
+def _results(body: dict) -> list[dict]:
+    return [p for p in body["parameter"] if p["name"] == "result"]
+
+
+def test_evaluate_recovers_a_known_effect_and_reports_no_effect_for_mentoring(client, population):
+    r = client.get(f"{URL}?mode=evaluate&intervention=parenting-programme,mentoring&outcome=cp-plan")
+    assert r.status_code == 200, r.get_json()
+    parenting, mentoring = _results(r.get_json())
+    found = _outcome(parenting, "cp-plan")
+    truth = population["parenting-programme"]
+    assert found["ci-lower"] <= truth <= found["ci-upper"], (found, truth)
+    assert found["ci-upper"] < 0  # a real effect of this size is detected
+    assert found["treated"] > 100 and found["effective-comparison"] > 50
+    # weighting balanced what drove the offer
+    recent = next(b for b in found["balance"] if _value(_parts(b)["covariate"][0]) == "concerns-4-12m")
+    before, after = (abs(_value(_parts(recent)[k][0])) for k in ("smd-before", "smd-after"))
+    assert before > 0.3 and after < min(before / 2, 0.25)
+
+    zero = _outcome(mentoring, "cp-plan")
+    assert population["mentoring"] == 0.0
+    if "estimate" in zero:
+        assert zero["ci-lower"] <= 0 <= zero["ci-upper"], zero  # not reported as significant
+        assert "includes no effect" in zero["statement"]
+    else:
+        assert "Too few" in zero["statement"]
+    _check_trajectory(parenting)
+
+
+def _check_trajectory(result: dict) -> None:
+    """The difference-in-differences on concern events, its pre-trend check and the SVG chart."""
+    trajectory = _parts(_parts(result)["trajectory"][0])
+    assert "Pre-trend check" in _value(trajectory["pre-trend"][0])
+    assert 0 <= _value(trajectory["pre-trend-p-value"][0]) <= 1
+    lower, upper = _value(trajectory["ci-lower"][0]), _value(trajectory["ci-upper"][0])
+    assert lower <= 0 <= upper  # the programme changes plans, not the rate of concern events
+    assert len(trajectory["point"]) == 18
+    chart = _value(trajectory["chart"][0])
+    assert chart["contentType"] == "image/svg+xml"
+    svg = ElementTree.fromstring(base64.b64decode(chart["data"]))
+    assert svg.tag.endswith("svg") and len(svg.findall("{http://www.w3.org/2000/svg}polyline")) == 2
+
+
+def test_estimate_for_one_child_counts_comparable_cases(client, population):
+    busy = client.get("/fhir/Observation?_count=1").get_json()["entry"][0]["resource"]["subject"]["reference"]
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "mode", "valueCode": "estimate"},
+        {"name": "intervention", "valueCode": "parenting-programme"},
+        {"name": "patient", "valueReference": {"reference": busy}},
+        {"name": "outcome", "valueCode": "cp-plan"}]}
+    r = client.post(URL, json=body, content_type="application/fhir+json")
+    assert r.status_code == 200, r.get_json()
+    (result,) = _results(r.get_json())
+    parts = _parts(result)
+    assert _value(parts["patient"][0])["reference"] == busy
+    comparable = _value(parts["comparable-cases"][0])
+    found = _outcome(result, "cp-plan")
+    assert 0 < found["treated"] <= comparable  # the comparable cases with 12 months of data after their start
+    if "estimate" in found:
+        assert found["ci-lower"] <= found["estimate"] <= found["ci-upper"]
+    else:  # thin evidence is said in words: too few cases, or groups still unbalanced
+        assert found["statement"].startswith(("Too few", "The children who received it still differ"))
+    caution = next(p for p in r.get_json()["parameter"] if p["name"] == "caution")
+    assert "not a prediction" in caution["valueString"]
+    _unknown_child_is_404(client)
+    _thin_evidence_is_said_in_words(client)
+
+
+def _thin_evidence_is_said_in_words(client) -> None:
+    one = client.get("/fhir/Patient?_count=1").get_json()["entry"][0]["resource"]["id"]
+    episode = {"resourceType": "EpisodeOfCare", "status": "finished",
+               "type": [{"coding": [{"system": EPISODE, "code": "family-group-conference"}]}],
+               "patient": {"reference": f"Patient/{one}"}, "period": {"start": day(20), "end": day(21)}}
+    assert client.post("/fhir/EpisodeOfCare", json=episode, content_type="application/fhir+json").status_code == 201
+    r = client.get(f"{URL}?mode=evaluate&intervention=family-group-conference&outcome=referrals")
+    found = _outcome(_results(r.get_json())[0], "referrals")
+    assert "estimate" not in found and found["treated"] == 1
+    assert found["statement"].startswith("Too few comparable cases")
+
+
+@pytest.mark.parametrize("query, where", [
+    ("intervention=mentoring", "mode"),
+    ("mode=guess&intervention=mentoring", "mode"),
+    ("mode=evaluate", "intervention"),
+    ("mode=evaluate&intervention=cp-plan", "intervention"),
+    ("mode=evaluate&intervention=mentoring&outcome=happiness", "outcome"),
+    ("mode=estimate&intervention=mentoring", "patient"),
+    ("mode=estimate&intervention=mentoring&patient=Observation/1", "patient"),
+    ("mode=evaluate&intervention=mentoring&patient=Patient/1", "patient"),
+    ("mode=evaluate&intervention=mentoring&horizon=0", "horizon"),
+    ("mode=evaluate&intervention=mentoring&start=last-year", "start"),
+    ("mode=evaluate&intervention=mentoring&provider=Patient/2", "provider"),
+    ("mode=evaluate&intervention=mentoring&colour=red", "colour"),
+])
+def test_bad_input_is_a_400_operation_outcome(client, query, where):
+    r = client.get(f"{URL}?{query}")
+    assert r.status_code == 400
+    outcome = r.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == [where]
+
+
+def _unknown_child_is_404(client) -> None:
+    r = client.get(f"{URL}?mode=estimate&intervention=mentoring&patient=Patient/no-such-child")
+    assert r.status_code == 404
+    assert r.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_operation_is_declared(client):
+    statement = client.get("/fhir/metadata").get_json()
+    ops = {o["name"]: o["definition"] for o in statement["rest"][0].get("operation", [])}
+    assert ops["intervention-impact"] == "https://w3id.org/sg-fhir/OperationDefinition/intervention-impact"
