@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from .config import Settings
 
 if TYPE_CHECKING:
+    from .audit.recorder import AuditRecorder
     from .auth.service import AuthService
     from .repository.sql import SqlRepository
     from .rest.router import Router
@@ -24,6 +25,7 @@ class Services:
     repo: "SqlRepository"
     router: "Router"
     auth: "AuthService"
+    audit: "AuditRecorder | None" = None
 
 
 def build_services(settings: Settings | None = None, *, connection: Connection | None = None) -> Services:
@@ -61,6 +63,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    # -- audit trail and provenance (fhir_server/audit) --
+    from .audit import install as install_audit
+    services.audit = install_audit(services)
+    # -- end audit trail --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
@@ -82,6 +88,8 @@ def create_app(settings: Settings | None = None, *, connection: Connection | Non
     api_errors.register_error_handlers(app)
     smart.register(app, services.settings.base_path)  # auth hook: SMART endpoints, 401/403 challenges
     http.register(app, services.settings.base_path)
+    from .audit import install_flask as install_audit_flask
+    install_audit_flask(app, services.audit)  # authentication events → AuditEvents
 
     @app.get("/healthz")
     def healthz() -> Response:

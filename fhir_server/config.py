@@ -67,6 +67,9 @@ class Settings:
     auth_oidc_issuer: str | None = None
     auth_oidc_jwks: str | None = None
     auth_oidc_audience: str | None = None
+    # -- audit trail (fhir_server/audit; docs/security.md) ------------------------------------------
+    # An AuditEvent for every interaction and a Provenance for every write. Off only to measure it.
+    audit_enabled: bool = True
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +94,7 @@ class Settings:
             auth_oidc_jwks=os.environ.get("FHIR_AUTH_OIDC_JWKS_URL") or os.environ.get("FHIR_AUTH_OIDC_JWKS_FILE")
             or None,
             auth_oidc_audience=os.environ.get("FHIR_AUTH_OIDC_AUDIENCE") or None,
+            audit_enabled=_env_bool("FHIR_AUDIT_ENABLED", base.audit_enabled),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

@@ -233,3 +233,23 @@ auth_jwks_cache = Table(
     Column("jwks", JSON, nullable=False),
     Column("fetched_at", DateTime, nullable=False),
 )
+
+# -- audit trail (fhir_server/audit) ---------------------------------------------------------------
+# One row per audited interaction, appended in the request's own transaction (never updated by a
+# request). A sealing step later gives each row, in commit order, its place in the hash chain
+# (``chain_pos``, ``prev_hash``, ``hash`` = SHA-256 over the previous hash and the canonical JSON of
+# ``content``) and copies it into ``resource`` as a searchable AuditEvent.
+audit_event = Table(
+    "audit_event", metadata,
+    Column("seq", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),  # AuditEvent.id
+    Column("recorded", DateTime, nullable=False),
+    Column("content", FhirJson, nullable=False),  # the AuditEvent as recorded, without the chain extension
+    Column("chain_pos", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Column("sealed_at", DateTime, nullable=True),
+    Index("ux_audit_event_event_id", "event_id", unique=True),
+    Index("ux_audit_event_chain_pos", "chain_pos", unique=True),
+    Index("ix_audit_event_pending", "sealed_at", "seq"),
+)
