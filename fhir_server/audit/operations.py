@@ -70,7 +70,8 @@ def make_subject_access_handler(settings: "Settings") -> Any:
         check_id(patient_id)
         patient = uow.read("Patient", patient_id).content or {}  # 404 unknown, 410 deleted
         record = collect_child_record(uow.conn, settings.profiles_dir, settings.base_url, patient)
-        held = [f.content for f in record.all()]
+        # AuditEvents are Patient compartment members: they come once, with the disclosures
+        held = [f.content for f in record.all() if f.res_type != "AuditEvent"]
         disclosures = audit_events_about(uow, list(record.patient_ids))
         entries = [{"fullUrl": f"{settings.base_url}/{r['resourceType']}/{r['id']}", "resource": r}
                    for r in [*held, *disclosures]]
