@@ -373,3 +373,34 @@ def test_the_trail_can_be_switched_off_for_measurement(engine: Any, settings: An
         outer.rollback()
         conn.close()
     logging.getLogger(__name__).debug("ok")
+
+
+def test_concurrent_writers_keep_one_linear_chain(committing_app: Any) -> None:
+    """Several threads (as gunicorn workers would) write and read at once with real commits: every
+    request's AuditEvent is sealed exactly once, in one unbroken chain."""
+    import threading
+
+    errors: list[str] = []
+
+    def work() -> None:
+        client = committing_app.test_client()
+        for _ in range(8):
+            pid = child(client) if not errors else None
+            if pid is None or client.get(f"/fhir/Patient/{pid}").status_code != 200:
+                errors.append("request failed")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    committing_app.extensions["fhir"].audit.seal_pending()
+    result = verify(committing_app.test_client())
+    assert result["intact"] is True
+    assert result["sealed"] == 4 * 8 * 2 and result["pending"] == 0
+    engine = committing_app.extensions["fhir"].engine
+    with engine.connect() as conn:
+        positions = [r[0] for r in conn.execute(select(audit_event.c.chain_pos).order_by(audit_event.c.chain_pos))]
+    assert sorted(p for p in positions if p is not None) == list(range(1, 65))
+    assert positions.count(None) == 1  # the $verify-audit call itself, sealed next time
