@@ -51,6 +51,8 @@ ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 CLIENT_SYSTEM = f"{CANONICAL_BASE}/Id/client"
 AGENCY_SYSTEM = f"{CANONICAL_BASE}/Id/agency"
 ROLE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/role"
+REQUEST_ID_SYSTEM = f"{CANONICAL_BASE}/Id/request"
+BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 REVIEW_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/audit-review"
 REVIEW_TAG = {"system": REVIEW_SYSTEM, "code": "break-glass", "display": "Break-glass access: review"}
 # The extension that carries an AuditEvent's place in the tamper-evident chain (audit/chain.py).
@@ -129,6 +131,7 @@ def audit_event(ctx: "RequestContext", items: list[Interaction], recorded: datet
     }
     _purpose(event, ctx)
     entities = list(_entities(items, patients))
+    entities.append(request_entity(ctx.request_id))
     if entities:
         event["entity"] = entities
     return event
@@ -289,6 +292,13 @@ def _entities(items: list[Interaction], patients: list[str]) -> Iterator[dict[st
             yield {"what": {"reference": ref},
                    "type": _coding(ENTITY_TYPE, "2", "System Object"),
                    "role": _coding(OBJECT_ROLE, "4", "Domain Resource")}
+
+
+def request_entity(request_id: str) -> dict[str, Any]:
+    """BALP's X-Request-Id entity: ties the AuditEvent to the Provenance of the same request and to
+    the server's log lines."""
+    return {"what": {"identifier": {"system": REQUEST_ID_SYSTEM, "value": request_id}},
+            "type": _coding(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id")}
 
 
 def _patient_entity(ref: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..errors import BadRequest, FhirError
 from ..fhir import jsonio
 from ..fhir.instants import format_instant
 from ..fhir.models import validate_structure
-from .balp import AGENCY_SYSTEM, CLIENT_SYSTEM
+from .balp import AGENCY_SYSTEM, CLIENT_SYSTEM, REQUEST_ID_SYSTEM
 
 if TYPE_CHECKING:
     from ..repository.context import RequestContext
@@ -92,6 +92,10 @@ def provenance(ctx: "RequestContext", targets: list[str], activity: str, recorde
     if policy:
         body["policy"] = policy
     body["agent"] = [*(body.get("agent") or []), *_agents(ctx)]
+    if not body.get("entity"):
+        # the source is the request itself: its AuditEvent carries the same request id
+        body["entity"] = [{"role": "source", "what": {"identifier": {"system": REQUEST_ID_SYSTEM,
+                                                                      "value": ctx.request_id}}}]
     return body
 
 

@@ -84,8 +84,9 @@ class AuditRecorder:
             bundle = req.body.get("type") if req.body.get("type") in ("batch", "transaction") else None
         given = provenance.parse_header(req.header(provenance.HEADER), max_depth=self.max_json_depth)
         _outer.set(_Outer(req.ctx, bundle, given))
-        if (interaction.res_type == "AuditEvent" and interaction.code in ("read", "vread", "search-type")) \
-                or interaction.operation in SEAL_BEFORE:
+        # GET only: a POST runs in a write transaction, and SQLite would make a second writer wait
+        if req.method == "GET" and ((interaction.res_type == "AuditEvent" and interaction.code in
+                                     ("read", "vread", "search-type")) or interaction.operation in SEAL_BEFORE):
             self.seal_pending()
 
     def after(self, req: "FhirRequest", response: "FhirResponse") -> None:

@@ -57,7 +57,7 @@ def search(client: FlaskClient, query: str, **headers: str) -> dict[str, Any]:
 
 def entity_refs(event: dict[str, Any], role: str | None = None) -> list[str]:
     return [e["what"]["reference"] for e in event.get("entity", [])
-            if "what" in e and "reference" in e["what"] and (role is None or e["role"]["code"] == role)]
+            if "reference" in e.get("what", {}) and (role is None or e.get("role", {}).get("code") == role)]
 
 
 def profile(event: dict[str, Any]) -> str:
@@ -94,7 +94,7 @@ def test_a_search_lists_every_resource_returned_and_the_query(client: FlaskClien
     event = last_event(client)
     assert profile(event) == "PatientQuery" and event["subtype"][0]["code"] == "search-type"
     assert sorted(r.split("/")[1] for r in entity_refs(event, "4")) == sorted(ids)
-    query = next(e for e in event["entity"] if e["role"]["code"] == "24")
+    query = next(e for e in event["entity"] if e.get("role", {}).get("code") == "24")
     assert base64.b64decode(query["query"]).decode() == f"Observation?subject=Patient%2F{pid}"
     assert entity_refs(event, "1") == [f"Patient/{pid}"]
 
@@ -121,6 +121,10 @@ def test_a_write_and_its_audit_event_and_provenance_commit_together(client: Flas
     provenance = search(client, f"Provenance?target=Patient/{pid}")["entry"][0]["resource"]
     assert provenance["target"] == [{"reference": f"Patient/{pid}/_history/1"}]
     assert provenance["activity"]["coding"][0]["code"] == "CREATE"
+    # the Provenance's source is the request, which its AuditEvent names too
+    request_id = provenance["entity"][0]["what"]["identifier"]
+    assert request_id["system"] == balp.REQUEST_ID_SYSTEM
+    assert any(e["what"].get("identifier") == request_id for e in event["entity"])
     # a failing write leaves no AuditEvent and no Provenance behind
     count = len(events(client))
     bad = post(client, "Patient", {"resourceType": "Patient", "gender": "not-a-gender"})
@@ -148,7 +152,7 @@ def test_a_transaction_gets_one_audit_event_and_one_provenance_per_activity(clie
     assert len(entity_refs(event, "4")) == 1  # the Observation; the Patient is the patient entity
     provs = [e["resource"] for e in search(client, "Provenance?_count=50")["entry"]]
     by_activity = {p["activity"]["coding"][0]["code"]: p for p in provs if p["target"][0]["reference"]
-                   .split("/")[0] in ("Observation", "Patient") and p.get("entity")}
+                   .split("/")[0] in ("Observation", "Patient") and p["entity"] == given["entity"]}
     assert set(by_activity) == {"CREATE", "UPDATE"}
     assert by_activity["UPDATE"]["target"] == [{"reference": f"Patient/{pid}/_history/2"}]
     for prov in by_activity.values():
