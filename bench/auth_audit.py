@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reads", type=int, default=None, help="random reads by id per round (default 2,000; quick 500)")
     p.add_argument("--searches", type=int, default=None, help="random searches per round (default 1,000; quick 200)")
     p.add_argument("--rounds", type=int, default=2, help="off/on alternations (default 2)")
+    p.add_argument("--split", action="store_true", help="also run auth only and audit only, to see which costs")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--port", type=int, default=8091)
     p.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
@@ -87,10 +88,12 @@ def time_paths(port: int, paths: list[str], headers: dict[str, str]) -> list[flo
 
 
 def run(args: argparse.Namespace, url: str, on: bool, token: str, reads: list[str],
-        searches: list[str]) -> tuple[list[float], list[float]]:
-    os.environ.update(FHIR_AUTH_ENABLED="1" if on else "0", FHIR_AUDIT_ENABLED="1" if on else "0",
-                      FHIR_AUTH_DEV_ISSUER="1" if on else "0")
-    headers = {"Authorization": f"Bearer {token}"} if on else {}
+        searches: list[str], *, auth: bool | None = None, audit: bool | None = None) -> tuple[list[float], list[float]]:
+    auth = on if auth is None else auth
+    audit = on if audit is None else audit
+    os.environ.update(FHIR_AUTH_ENABLED="1" if auth else "0", FHIR_AUDIT_ENABLED="1" if audit else "0",
+                      FHIR_AUTH_DEV_ISSUER="1" if auth else "0")
+    headers = {"Authorization": f"Bearer {token}"} if auth else {}
     with harness.running_server(url, port=args.port, workers=args.workers, log=args.log):
         time_paths(args.port, reads[:100] + searches[:30], headers)  # warm-up
         return time_paths(args.port, reads, headers), time_paths(args.port, searches, headers)
@@ -109,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(url) as conn:
             audit_before = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0]  # type: ignore[index]
         figures: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+        split: dict[str, tuple[list[float], list[float]]] = {}
         for n in range(args.rounds):
             for on in (False, True):
                 r, s = run(args, url, on, token, reads, searches)
                 figures[on][0].extend(r)
                 figures[on][1].extend(s)
                 print(f"round {n + 1}: auth+audit {'on ' if on else 'off'} done", flush=True)
+            if args.split:
+                for name, auth, audit in (("auth only", True, False), ("audit only", False, True)):
+                    r, s = run(args, url, True, token, reads, searches, auth=auth, audit=audit)
+                    split.setdefault(name, ([], []))
+                    split[name][0].extend(r)
+                    split[name][1].extend(s)
         with psycopg.connect(url) as conn:
             audited = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0] - audit_before  # type: ignore[index]
             n_res = conn.execute("SELECT count(*) FROM resource").fetchone()[0]  # type: ignore[index]
@@ -137,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Auth + audit overhead on {n_res:,} resources ({args.workers} workers, 1 sequential client, "
             f"{args.rounds} rounds of {len(reads):,} reads and {len(searches):,} searches each way)",
             ["what", "p50 ms", "p95 ms", "p99 ms", "target"], rows)
+        if split:
+            harness.print_table("Where the overhead goes (same rounds)", ["what", "p50 ms", "p95 ms", "p99 ms"], [
+                [f"{label}: {name}", *(harness.latency_summary(times[k])[p] for p in ("p50", "p95", "p99"))]
+                for name, times in split.items() for label, k in (("read", 0), ("search", 1))])
+            expected *= 2
         print(f"AuditEvents written while on: {audited:,} (expected {expected:,}: one per request)")
     finally:
         print(f"after the run: {harness.load_average()}")

@@ -70,6 +70,9 @@ class Settings:
     # -- audit trail (fhir_server/audit; docs/security.md) ------------------------------------------
     # An AuditEvent for every interaction and a Provenance for every write. Off only to measure it.
     audit_enabled: bool = True
+    # Reads' AuditEvents on PostgreSQL commit without waiting for the WAL flush (audit/chain.py
+    # append_read_audit); 1 makes them durable before the answer, at the cost of an fsync per read.
+    audit_durable_reads: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -95,6 +98,7 @@ class Settings:
             or None,
             auth_oidc_audience=os.environ.get("FHIR_AUTH_OIDC_AUDIENCE") or None,
             audit_enabled=_env_bool("FHIR_AUDIT_ENABLED", base.audit_enabled),
+            audit_durable_reads=_env_bool("FHIR_AUDIT_DURABLE_READS", base.audit_durable_reads),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,6 +130,7 @@ settings = Settings.from_env()
 celery = make_celery(settings)
 
 _engine_lock = threading.Lock()
+_background_drains: "weakref.WeakSet[_BackgroundDrain]" = weakref.WeakSet()
 _engine: Engine | None = None
 
 
@@ -182,6 +184,16 @@ def install_outbox_drain(repo: "SqlRepository") -> None:
     repo.on_commit(_BackgroundDrain(repo.engine).request)
 
 
+def wait_for_background_drains(timeout: float = 30.0) -> None:
+    """Wait until no in-process drain thread is running (a test empties the tables afterwards;
+    a drain still writing — linking, sealing the audit trail — would race it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(d._running for d in list(_background_drains)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _BackgroundDrain:
     """Coalesces drain requests: one thread drains until no request arrived during its run."""
 
@@ -190,6 +202,7 @@ class _BackgroundDrain:
         self._lock = threading.Lock()
         self._running = False
         self._again = False
+        _background_drains.add(self)
 
     def request(self) -> None:
         with self._lock:

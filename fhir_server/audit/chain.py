@@ -55,6 +55,19 @@ def append(conn: Connection, events: list[dict[str, Any]]) -> None:
         {"event_id": e["id"], "recorded": _recorded(e), "content": e} for e in events])
 
 
+def append_raw(conn: Connection, events: list[dict[str, Any]]) -> None:
+    """:func:`append` through the driver directly (psycopg): the read path's INSERT without
+    SQLAlchemy's statement overhead (~0.1 ms a request)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.executemany(_RAW_INSERT, [(e["id"], _recorded(e), jsonio.dumps(e)) for e in events]) \
+            if len(events) > 1 else cur.execute(_RAW_INSERT, (events[0]["id"], _recorded(events[0]),
+                                                              jsonio.dumps(events[0])))
+
+
+_RAW_INSERT = "INSERT INTO audit_event (event_id, recorded, content) VALUES (%s, %s, %s::json)"
+
+
 def _recorded(event: dict[str, Any]) -> datetime:
     try:
         parsed = datetime.fromisoformat(str(event["recorded"]).replace("Z", "+00:00"))

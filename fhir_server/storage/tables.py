@@ -8,7 +8,7 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text)
+                        MetaData, String, Table, Text, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -244,12 +244,15 @@ audit_event = Table(
     Column("seq", PrimaryKey, primary_key=True, autoincrement=True),
     Column("event_id", String(64), nullable=False),  # AuditEvent.id
     Column("recorded", DateTime, nullable=False),
-    Column("content", FhirJson, nullable=False),  # the AuditEvent as recorded, without the chain extension
+    # The AuditEvent as recorded, without the chain extension. JSON text, not JSONB: it is never
+    # queried here (searches use the published copy), and storing text is cheaper on every request.
+    Column("content", JSON, nullable=False),
     Column("chain_pos", BigInteger, nullable=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
     Column("sealed_at", DateTime, nullable=True),
-    Index("ux_audit_event_event_id", "event_id", unique=True),
     Index("ux_audit_event_chain_pos", "chain_pos", unique=True),
-    Index("ix_audit_event_pending", "sealed_at", "seq"),
+    # only the rows waiting to be sealed (few at any time)
+    Index("ix_audit_event_pending", "seq", postgresql_where=text("chain_pos IS NULL"),
+          sqlite_where=text("chain_pos IS NULL")),
 )

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0005"
@@ -24,20 +23,19 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("event_id", sa.String(64), nullable=False),
         sa.Column("recorded", sa.DateTime(), nullable=False),
-        sa.Column("content", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("content", sa.JSON(), nullable=False),
         sa.Column("chain_pos", sa.BigInteger(), nullable=True),
         sa.Column("prev_hash", sa.String(64), nullable=True),
         sa.Column("hash", sa.String(64), nullable=True),
         sa.Column("sealed_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("seq", name="pk_audit_event"),
     )
-    op.create_index("ux_audit_event_event_id", "audit_event", ["event_id"], unique=True)
     op.create_index("ux_audit_event_chain_pos", "audit_event", ["chain_pos"], unique=True)
-    op.create_index("ix_audit_event_pending", "audit_event", ["sealed_at", "seq"])
+    op.create_index("ix_audit_event_pending", "audit_event", ["seq"], postgresql_where=sa.text("chain_pos IS NULL"),
+                    sqlite_where=sa.text("chain_pos IS NULL"))
 
 
 def downgrade() -> None:
     op.drop_index("ix_audit_event_pending", table_name="audit_event")
     op.drop_index("ux_audit_event_chain_pos", table_name="audit_event")
-    op.drop_index("ux_audit_event_event_id", table_name="audit_event")
     op.drop_table("audit_event")
