@@ -46,7 +46,7 @@ DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
-TASK_MODULES = ["mappings.tasks"]
+TASK_MODULES = ["mappings.tasks", "fhir_server.audit.tasks"]
 
 
 @dataclass(frozen=True)

@@ -409,3 +409,15 @@ def test_concurrent_writers_keep_one_linear_chain(committing_app: Any) -> None:
         positions = [r[0] for r in conn.execute(select(audit_event.c.chain_pos).order_by(audit_event.c.chain_pos))]
     assert sorted(p for p in positions if p is not None) == list(range(1, 65))
     assert positions.count(None) == 1  # the $verify-audit call itself, sealed next time
+
+
+def test_the_worker_seals_on_a_schedule(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_server.audit import tasks
+    from fhir_server.worker import celery
+
+    assert celery.conf.beat_schedule["seal-audit"]["task"] == tasks.seal_audit.name
+    monkeypatch.setattr(tasks, "_recorder", client.application.extensions["fhir"].audit)
+    pid = child(client)
+    client.get(f"/fhir/Patient/{pid}")
+    assert tasks.seal_audit.apply().get() >= 2
+    assert verify(client)["pending"] == 0
