@@ -249,7 +249,8 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
                             res_id=found.res_id, operation=found.operation)
     body = response.resource
     if code in WRITES:
-        if response.status < 300 or response.status == 304:
+        # a conditional create that found its match (200) wrote nothing
+        if response.status < 300 and not (code == "create" and response.status == 200):
             ref = _local(response.location, req.ctx.base_url) if response.location else None
             if ref is None and found.res_type and found.res_id:
                 ref = f"{found.res_type}/{found.res_id}"
