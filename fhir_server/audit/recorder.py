@@ -32,8 +32,6 @@ from ..fhir.instants import utcnow
 from . import balp, chain, provenance
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from ..auth.events import AuthEvent
     from ..repository.context import RequestContext
     from ..repository.sql import SqlRepository, UnitOfWork
@@ -71,25 +69,15 @@ class AuditRecorder:
     def __init__(self, repo: "SqlRepository", *, max_json_depth: int = 64) -> None:
         self.repo = repo
         self.max_json_depth = max_json_depth
-        self._read_engine: "Engine | None" = None
+        self._read_writer: "_ReadAuditWriter | None" = None
         self._lock = threading.Lock()
 
-    def read_audit_engine(self) -> "Engine":
-        """PostgreSQL: a small pool of autocommit connections whose commits do not wait for the WAL
-        flush (``synchronous_commit=off``), for reads' AuditEvents. The INSERT is still one
-        statement that succeeds or fails before the answer (a failure fails the read closed), but
-        it costs ~0.1 ms instead of an fsync (1-7 ms measured on the benchmark machine). A crash of
-        PostgreSQL itself can lose the last fraction of a second of *read* AuditEvents; writes'
-        AuditEvents commit with their write, durably. FHIR_AUDIT_DURABLE_READS=1 turns this off.
-        Made on first use, so in the serving process (after a fork)."""
+    def read_audit_writer(self) -> "_ReadAuditWriter":
+        """PostgreSQL: where reads' AuditEvents go (see :class:`_ReadAuditWriter`)."""
         with self._lock:
-            if self._read_engine is None:
-                from ..storage.db import make_engine
-
-                self._read_engine = make_engine(
-                    self.repo.settings.database_url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT",
-                    connect_args={"keepalives": 1, "keepalives_idle": 30, "options": "-c synchronous_commit=off"})
-            return self._read_engine
+            if self._read_writer is None:
+                self._read_writer = _ReadAuditWriter(self.repo.settings.database_url)
+            return self._read_writer
 
     # -- guard -----------------------------------------------------------------------------------
 
@@ -197,8 +185,7 @@ class _Session:
                 with repo.engine.begin() as writer:
                     chain.append(writer, [event])
             elif read and not repo.settings.audit_durable_reads:
-                with self.recorder.read_audit_engine().connect() as writer:
-                    chain.append_raw(writer, [event])
+                self.recorder.read_audit_writer().append(event)
             else:
                 chain.append(conn, [event])
         except Exception as exc:  # noqa: BLE001 - any failure to record (driver, pool, disk) fails closed
@@ -237,6 +224,39 @@ class _Session:
             by_activity.setdefault("update" if item.code == "patch" else item.code, []).append(ref)
         for activity, targets in by_activity.items():
             self.uow.create(self.ctx, provenance.provenance(self.ctx, targets, activity, now, given))
+
+
+class _ReadAuditWriter:
+    """One plain psycopg connection per serving thread, in autocommit with
+    ``synchronous_commit=off``, for reads' AuditEvents on PostgreSQL.
+
+    The INSERT is one statement that succeeds or fails before the answer (a failure fails the read
+    closed), but its commit does not wait for the WAL flush: ~0.1 ms instead of an fsync (1-7 ms
+    measured on the benchmark machine), and no pool checkout. A crash of PostgreSQL itself can lose
+    the last fraction of a second of *read* AuditEvents; writes' AuditEvents commit with their
+    write, durably. FHIR_AUDIT_DURABLE_READS=1 turns this off. Connections are opened on first use,
+    so in the serving process and thread (after a fork); a broken one is dropped and the next
+    request reconnects (the failed INSERT is not retried: it may have been applied)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = "postgresql://" + database_url.split("://", 1)[1]
+        self._local = threading.local()
+
+    def append(self, event: dict[str, Any]) -> None:
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self.url, autocommit=True, options="-c synchronous_commit=off",
+                                   keepalives=1, keepalives_idle=30)
+            self._local.conn = conn
+        try:
+            with conn.cursor() as cur:
+                cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+        except Exception:
+            self._local.conn = None
+            conn.close()
+            raise
 
 
 def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interaction:

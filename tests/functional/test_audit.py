@@ -421,3 +421,21 @@ def test_the_worker_seals_on_a_schedule(client: FlaskClient, monkeypatch: pytest
     client.get(f"/fhir/Patient/{pid}")
     assert tasks.seal_audit.apply().get() >= 2
     assert verify(client)["pending"] == 0
+
+
+def test_reads_fail_closed_on_their_own_connection_too(committing_app: Any) -> None:
+    """Outside a test transaction a read's AuditEvent goes its own way (PostgreSQL: the
+    synchronous_commit=off connection; SQLite: a writer transaction): a failure there is a 503 too."""
+    client = committing_app.test_client()
+    pid = child(client)
+    engine = committing_app.extensions["fhir"].engine
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_event RENAME TO audit_event_away"))
+    try:
+        res = client.get(f"/fhir/Patient/{pid}")
+        assert res.status_code == 503
+        assert res.get_json()["resourceType"] == "OperationOutcome"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_event_away RENAME TO audit_event"))
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200  # and it recovers
