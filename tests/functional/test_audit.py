@@ -439,3 +439,20 @@ def test_reads_fail_closed_on_their_own_connection_too(committing_app: Any) -> N
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE audit_event_away RENAME TO audit_event"))
     assert client.get(f"/fhir/Patient/{pid}").status_code == 200  # and it recovers
+
+
+def test_an_import_is_audited_and_keeps_its_one_provenance_per_file(client: FlaskClient) -> None:
+    from pathlib import Path
+
+    xml = (Path(__file__).parent.parent / "mappings" / "fixtures" / "cin" / "la202_2023.xml").read_bytes()
+    res = client.post("/fhir/$import-agency-data?format=cin-census-xml&filename=la202_2023.xml", data=xml,
+                      content_type="application/xml")
+    assert res.status_code == 200, res.get_data(as_text=True)
+    provenances = [e["resource"] for e in search(client, "Provenance?_count=100")["entry"]]
+    assert len(provenances) == 1, "the importer's per-file Provenance only: none added per write"
+    recorded = events(client)
+    write = next(e for e in recorded if e["subtype"][0]["code"] == "transaction")
+    patients = {e["resource"]["id"] for e in search(client, "Patient?_count=100")["entry"]}
+    assert {r.split("/")[1] for r in entity_refs(write, "1")} == patients
+    operation = next(e for e in recorded if [c["code"] for c in e["subtype"]] == ["operation", "import-agency-data"])
+    assert operation["action"] == "E"
