@@ -70,6 +70,9 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
+    if services.audit is not None:  # audit trail: AuditEvent is read-only
+        from .audit import with_read_only_audit
+        capabilities.statement = with_read_only_audit(capabilities.statement)  # type: ignore[method-assign]
     router.capabilities = capabilities.build
     if connection is None:
         install_outbox_drain(repo)

@@ -97,3 +97,28 @@ def _buffer_auth_event(event: "events.AuthEvent") -> None:
     if recorder is None:
         return
     g.setdefault("audit_auth_events", []).append(recorder.auth_event_resource(event))
+
+
+READ_ONLY_INTERACTIONS = ("read", "vread", "search-type", "history-instance", "history-type")
+
+
+def with_read_only_audit(statement: Any) -> Any:
+    """Wrap a CapabilityStatement builder: AuditEvent is served read-only (the trail is written by
+    the server and append-only; every write of one answers 405)."""
+    def build() -> dict[str, Any]:
+        built = statement()
+        rest = [dict(r) for r in built.get("rest") or []]
+        for r in rest:
+            resources = []
+            for res in r.get("resource") or []:
+                if res.get("type") == "AuditEvent":
+                    res = {k: v for k, v in res.items() if k not in (
+                        "updateCreate", "conditionalCreate", "conditionalUpdate", "conditionalDelete", "versioning")}
+                    res["interaction"] = [i for i in res.get("interaction", [])
+                                          if i.get("code") in READ_ONLY_INTERACTIONS]
+                    res["documentation"] = ("Written by the server only: one IHE BALP AuditEvent per interaction, "
+                                            "hash-chained and append-only ($verify-audit). See docs/security.md.")
+                resources.append(res)
+            r["resource"] = resources
+        return {**built, "rest": rest}
+    return build

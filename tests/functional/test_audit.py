@@ -456,3 +456,15 @@ def test_an_import_is_audited_and_keeps_its_one_provenance_per_file(client: Flas
     assert {r.split("/")[1] for r in entity_refs(write, "1")} == patients
     operation = next(e for e in recorded if [c["code"] for c in e["subtype"]] == ["operation", "import-agency-data"])
     assert operation["action"] == "E"
+
+
+def test_the_capability_statement_serves_audit_event_read_only(client: FlaskClient) -> None:
+    statement = client.get("/fhir/metadata").get_json()
+    audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "vread", "search-type", "history-instance",
+                                                         "history-type"}
+    assert "updateCreate" not in audit and "conditionalDelete" not in audit
+    system_ops = {o["name"] for o in statement["rest"][0]["operation"]}
+    assert "verify-audit" in system_ops
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert "subject-access" in {o["name"] for o in patient["operation"]}
