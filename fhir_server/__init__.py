@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from .config import Settings
 
 if TYPE_CHECKING:
+    from .audit.recorder import AuditRecorder
     from .auth.service import AuthService
     from .repository.sql import SqlRepository
     from .rest.router import Router
@@ -24,6 +25,7 @@ class Services:
     repo: "SqlRepository"
     router: "Router"
     auth: "AuthService"
+    audit: "AuditRecorder | None" = None
 
 
 def build_services(settings: Settings | None = None, *, connection: Connection | None = None) -> Services:
@@ -67,11 +69,18 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     # -- end subscriptions --
     from impact import register_impact
     register_impact(services)  # $intervention-impact (impact/)
+    # -- audit trail and provenance (fhir_server/audit) --
+    from .audit import install as install_audit
+    services.audit = install_audit(services)
+    # -- end audit trail --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     from subscriptions import with_subscription_capabilities  # the topics on the Subscription entry
     capabilities.statement = with_subscription_capabilities(capabilities.statement, settings)  # type: ignore[method-assign]
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
+    if services.audit is not None:  # audit trail: AuditEvent is read-only
+        from .audit import with_read_only_audit
+        capabilities.statement = with_read_only_audit(capabilities.statement)  # type: ignore[method-assign]
     router.capabilities = capabilities.build
     if connection is None:
         install_outbox_drain(repo)
@@ -90,6 +99,8 @@ def create_app(settings: Settings | None = None, *, connection: Connection | Non
     api_errors.register_error_handlers(app)
     smart.register(app, services.settings.base_path)  # auth hook: SMART endpoints, 401/403 challenges
     http.register(app, services.settings.base_path)
+    from .audit import install_flask as install_audit_flask
+    install_audit_flask(app, services.audit)  # authentication events → AuditEvents
 
     @app.get("/healthz")
     def healthz() -> Response:

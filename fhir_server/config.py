@@ -76,6 +76,12 @@ class Settings:
     subscription_max_backoff: int = 3600
     # Endpoints must be https unless this is on (development, tests, a receiver on localhost).
     subscription_allow_http: bool = False
+    # -- audit trail (fhir_server/audit; docs/security.md) ------------------------------------------
+    # An AuditEvent for every interaction and a Provenance for every write. Off only to measure it.
+    audit_enabled: bool = True
+    # Reads' AuditEvents on PostgreSQL commit without waiting for the WAL flush (audit/chain.py
+    # append_read_audit); 1 makes them durable before the answer, at the cost of an fsync per read.
+    audit_durable_reads: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -105,6 +111,8 @@ class Settings:
                                              or base.subscription_sweep_seconds),
             subscription_max_backoff=_env_int("FHIR_SUBSCRIPTION_MAX_BACKOFF", base.subscription_max_backoff),
             subscription_allow_http=_env_bool("FHIR_SUBSCRIPTION_ALLOW_HTTP", base.subscription_allow_http),
+            audit_enabled=_env_bool("FHIR_AUDIT_ENABLED", base.audit_enabled),
+            audit_durable_reads=_env_bool("FHIR_AUDIT_DURABLE_READS", base.audit_durable_reads),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,7 +46,7 @@ DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
-TASK_MODULES = ["mappings.tasks", "subscriptions.tasks"]
+TASK_MODULES = ["mappings.tasks", "subscriptions.tasks", "fhir_server.audit.tasks"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ settings = Settings.from_env()
 celery = make_celery(settings)
 
 _engine_lock = threading.Lock()
+_background_drains: "weakref.WeakSet[_BackgroundDrain]" = weakref.WeakSet()
 _engine: Engine | None = None
 
 
@@ -201,6 +203,16 @@ def install_outbox_drain(repo: "SqlRepository") -> None:
     repo.on_commit(_BackgroundDrain(repo.engine).request)
 
 
+def wait_for_background_drains(timeout: float = 30.0) -> None:
+    """Wait until no in-process drain thread is running (a test empties the tables afterwards;
+    a drain still writing — linking, sealing the audit trail — would race it)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while any(d._running for d in list(_background_drains)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _BackgroundDrain:
     """Coalesces drain requests: one thread drains until no request arrived during its run."""
 
@@ -209,6 +221,7 @@ class _BackgroundDrain:
         self._lock = threading.Lock()
         self._running = False
         self._again = False
+        _background_drains.add(self)
 
     def request(self) -> None:
         with self._lock:

@@ -103,6 +103,8 @@ def committing_app(engine: Engine, settings: Settings):
     """The app on its own pool (real commits, real concurrency); tables are emptied afterwards."""
     application = create_app(settings)
     yield application
+    from fhir_server.worker import wait_for_background_drains
+    wait_for_background_drains()  # a drain still writing (linking, audit sealing) would race the cleanup
     application.extensions["fhir"].engine.dispose()
     from fhir_server.storage.tables import metadata
     with engine.begin() as conn:

@@ -84,10 +84,12 @@ class SqlRepository:
             with self._bound.begin_nested():
                 uow = UnitOfWork(self._bound, self)
                 yield uow
+                uow.run_before_commit()
         elif write:
             with self.engine.begin() as conn:
                 uow = UnitOfWork(conn, self)
                 yield uow
+                uow.run_before_commit()
         else:
             # Reads: autocommit on PostgreSQL (no BEGIN/COMMIT round trips), a deferred BEGIN on SQLite.
             options: dict[str, Any] = {"readonly": True}
@@ -96,6 +98,7 @@ class SqlRepository:
             with self.engine.connect() as raw, raw.execution_options(**options).begin():
                 uow = UnitOfWork(raw, self)
                 yield uow
+                uow.run_before_commit()
         if write and uow.wrote:
             for callback in self._after_commit:
                 callback()
@@ -117,6 +120,17 @@ class UnitOfWork:
         self.repo = repo
         self.wrote = False
         self._is_postgres = conn.dialect.name == "postgresql"
+        self._before_commit: list[Callable[[], None]] = []
+
+    def before_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at the end of this unit of work, inside its transaction, only if the
+        work succeeded (the audit trail writes its row here: the same transaction as the write)."""
+        self._before_commit.append(callback)
+
+    def run_before_commit(self) -> None:
+        callbacks, self._before_commit = self._before_commit, []
+        for callback in callbacks:
+            callback()
 
     # -- reads -------------------------------------------------------------------------------
 

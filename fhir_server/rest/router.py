@@ -17,6 +17,7 @@ from . import crud, history, searching
 from .messages import FhirRequest, FhirResponse
 
 if TYPE_CHECKING:
+    from ..audit.recorder import Recorder
     from ..auth.access import Guard
     from ..config import Settings
 
@@ -34,6 +35,9 @@ class Router:
         # Auth hook (fhir_server/auth/access.py): checks run around every request and every Bundle
         # entry — the scope guard when authentication is on; agency/role/consent policies join it.
         self.guards: list["Guard"] = []
+        # Audit hook (fhir_server/audit): told of every interaction that succeeded, with the unit of
+        # work it ran in (None for an operation that runs its own transactions), before it commits.
+        self.recorders: list["Recorder"] = []
 
     def handle(self, req: FhirRequest) -> FhirResponse:
         segments = _segments(req.path)
@@ -62,6 +66,7 @@ class Router:
         self._guard_before(req)  # auth hook
         response = op.handler(None, req, target)  # type: ignore[arg-type]
         self._guard_after(req, response)
+        self._record(None, req, response)
         return response
 
     def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
@@ -69,6 +74,7 @@ class Router:
         self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
         response = handler(uow, req)
         self._guard_after(req, response)  # raising here rolls the unit of work back
+        self._record(uow, req, response)
         return response
 
     def _guard_before(self, req: FhirRequest) -> None:
@@ -78,6 +84,10 @@ class Router:
     def _guard_after(self, req: FhirRequest, response: FhirResponse) -> None:
         for guard in self.guards:
             guard.after(req, response)
+
+    def _record(self, uow: UnitOfWork | None, req: FhirRequest, response: FhirResponse) -> None:
+        for recorder in self.recorders:
+            recorder.record(uow, req, response)
 
     def _resolve(self, req: FhirRequest) -> Handler:
         """Pick the handler for ``req.method`` and ``req.path``; 404/405 when there is none."""

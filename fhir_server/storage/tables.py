@@ -8,7 +8,7 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text, func, literal_column)
+                        MetaData, String, Table, Text, func, literal_column, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -285,4 +285,27 @@ subscription_event = Table(
     Column("version_id", Integer, nullable=False),
     Column("interaction", String(16), nullable=False),  # create | update | delete
     Index("ux_subscription_event_outbox", "sub_id", "outbox_id", unique=True),
+)
+
+# -- audit trail (fhir_server/audit) ---------------------------------------------------------------
+# One row per audited interaction, appended in the request's own transaction (never updated by a
+# request). A sealing step later gives each row, in commit order, its place in the hash chain
+# (``chain_pos``, ``prev_hash``, ``hash`` = SHA-256 over the previous hash and the canonical JSON of
+# ``content``) and copies it into ``resource`` as a searchable AuditEvent.
+audit_event = Table(
+    "audit_event", metadata,
+    Column("seq", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),  # AuditEvent.id
+    Column("recorded", DateTime, nullable=False),
+    # The AuditEvent as recorded, without the chain extension. JSON text, not JSONB: it is never
+    # queried here (searches use the published copy), and storing text is cheaper on every request.
+    Column("content", JSON, nullable=False),
+    Column("chain_pos", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Column("sealed_at", DateTime, nullable=True),
+    Index("ux_audit_event_chain_pos", "chain_pos", unique=True),
+    # only the rows waiting to be sealed (few at any time)
+    Index("ix_audit_event_pending", "seq", postgresql_where=text("chain_pos IS NULL"),
+          sqlite_where=text("chain_pos IS NULL")),
 )

@@ -154,6 +154,11 @@ def test_r4_examples_round_trip(client, examples, database_url) -> None:
             if outcome != 404 or "supported" not in detail:
                 unexpected.append(f"{example.name}: unsupported type answered {outcome!r}: {detail}")
             counts["refused-unsupported"] += 1
+        elif example.resource_type == "AuditEvent":
+            # the audit trail is server-written and append-only (fhir_server/audit): 405 for any write
+            if outcome != 405:
+                unexpected.append(f"{example.name}: an AuditEvent write answered {outcome!r}, not 405")
+            counts["refused-server-written"] = counts.get("refused-server-written", 0) + 1
         elif outcome in (200, 201):
             counts["stored"] += 1
         else:

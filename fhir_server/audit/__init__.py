@@ -1,0 +1,124 @@
+"""The audit trail and write provenance (issue 4, "Provenance and audit"; docs/security.md).
+
+- :mod:`.balp`: AuditEvents shaped like IHE BALP (pure).
+- :mod:`.chain`: the append-only ``audit_event`` table, sealing into a SHA-256 hash chain, and
+  verification.
+- :mod:`.provenance`: Provenance for every write, ``X-Provenance``.
+- :mod:`.recorder`: the Router hooks (recorder + guard) and the authentication-event buffer.
+- :mod:`.operations`: ``$verify-audit`` and ``Patient/[id]/$subject-access``.
+
+:func:`install` wires it into the services (``build_services``); :func:`install_flask` adds the
+per-request buffer of authentication events (``create_app``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from ..auth import events
+from ..operations.builtin import load_definition
+from .recorder import AuditRecorder
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .. import Services
+    from ..repository.sql import SqlRepository
+    from ..worker import OutboxEvent
+
+log = logging.getLogger(__name__)
+EXTENSION = "fhir_audit"
+
+
+class _State:
+    repo: "SqlRepository | None" = None
+
+
+def install(services: "Services") -> AuditRecorder | None:
+    """Register the operations (always: an auditor can verify a trail written earlier) and, when
+    ``settings.audit_enabled``, the recorder and guard on the router and the sealing consumer."""
+    from .operations import (SUBJECT_ACCESS_FILE, VERIFY_FILE, make_subject_access_handler,
+                             make_verify_handler)
+
+    settings = services.settings
+    ops = services.router.operations
+    ops.register(load_definition(settings, VERIFY_FILE), make_verify_handler())
+    ops.register(load_definition(settings, SUBJECT_ACCESS_FILE), make_subject_access_handler(settings))
+    if not settings.audit_enabled:
+        return None
+    recorder = AuditRecorder(services.repo, max_json_depth=settings.max_json_depth)
+    services.router.guards.append(recorder)
+    services.router.recorders.append(recorder)
+    _State.repo = services.repo
+    from ..worker import register_consumer
+    register_consumer(seal_on_drain)
+    return recorder
+
+
+def seal_on_drain(conn: Connection, _events: list["OutboxEvent"]) -> None:
+    """Outbox consumer: every drain (after each committed write, and the worker's periodic sweep)
+    also seals the AuditEvents committed so far, in the drain's transaction."""
+    from . import chain
+
+    repo = _State.repo
+    if repo is not None and repo.settings.audit_enabled:
+        chain.seal(conn, repo.indexer)
+
+
+def install_flask(app: "Flask", recorder: AuditRecorder | None) -> None:
+    """Authentication events of a request (401/403, tokens issued, break-glass) become AuditEvents,
+    written in a transaction of their own when the request ends."""
+    if recorder is None:
+        return
+    app.extensions[EXTENSION] = recorder
+    events.add_listener(_buffer_auth_event)
+
+    @app.teardown_request
+    def _write_auth_events(_exc: BaseException | None) -> None:
+        from flask import g
+
+        pending: list[dict[str, Any]] = g.pop("audit_auth_events", [])
+        if not pending:
+            return
+        try:
+            recorder.write_events(pending)
+        except Exception:  # noqa: BLE001 - the answer has been given; the log line keeps the event
+            log.exception("Could not write %d authentication AuditEvent(s)", len(pending))
+
+
+def _buffer_auth_event(event: "events.AuthEvent") -> None:
+    from flask import current_app, g, has_app_context, has_request_context
+
+    if not (has_app_context() and has_request_context()):
+        return  # outside a request (CLI): the auth log line is the record
+    recorder = current_app.extensions.get(EXTENSION)
+    if recorder is None:
+        return
+    g.setdefault("audit_auth_events", []).append(recorder.auth_event_resource(event))
+
+
+READ_ONLY_INTERACTIONS = ("read", "vread", "search-type", "history-instance", "history-type")
+
+
+def with_read_only_audit(statement: Any) -> Any:
+    """Wrap a CapabilityStatement builder: AuditEvent is served read-only (the trail is written by
+    the server and append-only; every write of one answers 405)."""
+    def build() -> dict[str, Any]:
+        built = statement()
+        rest = [dict(r) for r in built.get("rest") or []]
+        for r in rest:
+            resources = []
+            for res in r.get("resource") or []:
+                if res.get("type") == "AuditEvent":
+                    res = {k: v for k, v in res.items() if k not in (
+                        "updateCreate", "conditionalCreate", "conditionalUpdate", "conditionalDelete", "versioning")}
+                    res["interaction"] = [i for i in res.get("interaction", [])
+                                          if i.get("code") in READ_ONLY_INTERACTIONS]
+                    res["documentation"] = ("Written by the server only: one IHE BALP AuditEvent per interaction, "
+                                            "hash-chained and append-only ($verify-audit). See docs/security.md.")
+                resources.append(res)
+            r["resource"] = resources
+        return {**built, "rest": rest}
+    return build

@@ -1,0 +1,302 @@
+"""The Router hooks of the audit trail: one AuditEvent per interaction, a Provenance per write.
+
+:class:`AuditRecorder` is both a Router *recorder* (told of every interaction that succeeded, with
+its unit of work) and a *guard* (run before every request and Bundle entry):
+
+- ``record`` notes the interaction in a per-transaction session; the session writes at the end of
+  the unit of work, inside its transaction (``UnitOfWork.before_commit``): the Provenance(s) of the
+  writes, then the AuditEvent(s) in one INSERT. A write and its audit commit together or not at
+  all; a read whose AuditEvent cannot be written fails with a 503 OperationOutcome (fail closed).
+  All entries of a batch/transaction Bundle share one AuditEvent.
+- ``before`` refuses writes of AuditEvent (405: the trail is append-only and server-written),
+  validates ``X-Provenance`` (400 before anything is written), and seals the trail before an
+  AuditEvent search, read or subject-access export, so that an auditor sees every committed event.
+
+Authentication events (fhir_server/auth/events.py: denied attempts, tokens issued, break-glass
+grants the access policy publishes) are buffered for the Flask request and written in their own
+transaction when it ends: the request's own transaction is rolled back by the refusal.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..auth.access import classify
+from ..errors import FhirError, MethodNotAllowed
+from ..fhir.instants import utcnow
+from . import balp, chain, provenance
+
+if TYPE_CHECKING:
+    from ..auth.events import AuthEvent
+    from ..repository.context import RequestContext
+    from ..repository.sql import SqlRepository, UnitOfWork
+    from ..rest.messages import FhirRequest, FhirResponse
+
+log = logging.getLogger(__name__)
+
+WRITES = frozenset({"create", "update", "patch", "delete"})
+# Types whose writes get no automatic Provenance: a Provenance is its own; AuditEvents are refused.
+NO_PROVENANCE = frozenset({"Provenance", "AuditEvent"})
+SEAL_BEFORE = frozenset({"subject-access"})
+
+
+class AuditUnavailable(FhirError):
+    """The audit trail could not be written: the request is not answered (fail closed)."""
+
+    status, code = 503, "transient"
+
+
+class _Outer:
+    """The top-level request an interaction belongs to (a Bundle's entries share its context)."""
+
+    __slots__ = ("ctx", "bundle", "provenance")
+
+    def __init__(self, ctx: "RequestContext", bundle: str | None, given: dict[str, Any] | None) -> None:
+        self.ctx = ctx
+        self.bundle = bundle
+        self.provenance = given
+
+
+_outer: ContextVar[_Outer | None] = ContextVar("audit_outer_request", default=None)
+
+
+class AuditRecorder:
+    def __init__(self, repo: "SqlRepository", *, max_json_depth: int = 64) -> None:
+        self.repo = repo
+        self.max_json_depth = max_json_depth
+        self._read_writer: "_ReadAuditWriter | None" = None
+        self._lock = threading.Lock()
+
+    def read_audit_writer(self) -> "_ReadAuditWriter":
+        """PostgreSQL: where reads' AuditEvents go (see :class:`_ReadAuditWriter`)."""
+        with self._lock:
+            if self._read_writer is None:
+                self._read_writer = _ReadAuditWriter(self.repo.settings.database_url)
+            return self._read_writer
+
+    # -- guard -----------------------------------------------------------------------------------
+
+    def before(self, req: "FhirRequest") -> None:
+        interaction = classify(req.method, req.path)
+        if interaction.res_type == "AuditEvent" and interaction.code in WRITES:
+            raise MethodNotAllowed("AuditEvents are written by the server only: the audit trail is append-only "
+                                   "and cannot be created, updated or deleted through the API")
+        outer = _outer.get()
+        if outer is not None and outer.ctx is req.ctx:
+            return  # an entry of a Bundle (or a nested call) of the request already seen
+        bundle = None
+        if interaction.code == "batch" and isinstance(req.body, dict):
+            bundle = req.body.get("type") if req.body.get("type") in ("batch", "transaction") else None
+        given = provenance.parse_header(req.header(provenance.HEADER), max_depth=self.max_json_depth)
+        _outer.set(_Outer(req.ctx, bundle, given))
+        # GET only: a POST runs in a write transaction, and SQLite would make a second writer wait
+        if req.method == "GET" and ((interaction.res_type == "AuditEvent" and interaction.code in
+                                     ("read", "vread", "search-type")) or interaction.operation in SEAL_BEFORE):
+            self.seal_pending()
+
+    def after(self, req: "FhirRequest", response: "FhirResponse") -> None:
+        return None
+
+    # -- recorder --------------------------------------------------------------------------------
+
+    def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None:
+        item = interaction_of(req, response)
+        if uow is None:  # an operation that ran its own transactions
+            event = balp.audit_event(req.ctx, [item], utcnow())
+            try:
+                with self.repo.unit_of_work() as own:
+                    chain.append(own.conn, [event])
+            except SQLAlchemyError as exc:
+                raise AuditUnavailable("The audit trail could not be written; the answer is withheld") from exc
+            return
+        real = getattr(uow, "_uow", None) or uow  # DeferredCreates wraps the real unit of work
+        session = real.__dict__.get("_audit_session")
+        if session is None:
+            outer = _outer.get()
+            if outer is not None and outer.ctx is not req.ctx:
+                outer = None
+            session = _Session(self, real, req.ctx, outer)
+            real._audit_session = session  # type: ignore[attr-defined]
+            real.before_commit(session.flush)
+        session.items.append(item)
+
+    # -- sealing ---------------------------------------------------------------------------------
+
+    def seal_pending(self) -> int:
+        """Chain and publish every AuditEvent committed so far."""
+        total = 0
+        while True:
+            with self.repo.unit_of_work() as uow:
+                done = chain.seal(uow.conn, self.repo.indexer)
+            total += done
+            if done < chain.SEAL_BATCH:
+                return total
+
+    # -- authentication events -------------------------------------------------------------------
+
+    def auth_event_resource(self, event: "AuthEvent") -> dict[str, Any]:
+        info = event.request
+        base_url = event.context.base_url if event.context is not None else self.repo.settings.base_url
+        return balp.auth_event(event.kind, event.reason, base_url=base_url, recorded=utcnow(), ctx=event.context,
+                               client_id=event.client_id, method=info.method if info else None,
+                               path=info.path if info else None, remote_addr=info.remote_addr if info else None,
+                               detail=event.detail, extra=event.extra)
+
+    def write_events(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        with self.repo.unit_of_work() as uow:
+            chain.append(uow.conn, events)
+
+
+class _Session:
+    """What one unit of work did, written at its end in its transaction."""
+
+    def __init__(self, recorder: AuditRecorder, uow: "UnitOfWork", ctx: "RequestContext",
+                 outer: _Outer | None) -> None:
+        self.recorder = recorder
+        self.uow = uow
+        self.ctx = ctx
+        self.outer = outer
+        self.items: list[balp.Interaction] = []
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        self.uow.__dict__.pop("_audit_session", None)
+        now = utcnow()
+        self._patients_of_writes()
+        self._provenance(now)
+        bundle = self.outer.bundle if self.outer is not None else None
+        if bundle is None and len(self.items) > 1:
+            bundle = "transaction"
+        event = balp.audit_event(self.ctx, self.items, now, bundle=bundle)
+        try:
+            conn = self.uow.conn
+            repo = self.recorder.repo
+            read = conn.get_execution_options().get("readonly") and repo._bound is None
+            if read and conn.dialect.name == "sqlite":
+                # a read on SQLite holds a read snapshot: write from a writer transaction of its own
+                with repo.engine.begin() as writer:
+                    chain.append(writer, [event])
+            elif read and not repo.settings.audit_durable_reads:
+                self.recorder.read_audit_writer().append(event)
+            else:
+                chain.append(conn, [event])
+        except Exception as exc:  # noqa: BLE001 - any failure to record (driver, pool, disk) fails closed
+            log.exception("Audit trail write failed")
+            raise AuditUnavailable("The audit trail could not be written, so this request was not carried out "
+                                   "(audited access fails closed)") from exc
+
+    def _written(self) -> list[tuple[balp.Interaction, str]]:
+        return [(item, ref) for item in self.items for ref in item.written]
+
+    def _patients_of_writes(self) -> None:
+        """Writes answered without a body (return=minimal|OperationOutcome): read what was written
+        to find the patients involved (one SELECT per type)."""
+        unknown = [(item, ref) for item, ref in self._written() if not item.patients]
+        if not unknown:
+            return
+        refs = list(dict.fromkeys(tuple(ref.split("/")[:2]) for _item, ref in unknown))
+        found = self.uow.read_many(refs)  # type: ignore[arg-type]
+        for item, ref in unknown:
+            res_type, res_id = ref.split("/")[:2]
+            content = found.get((res_type, res_id))
+            if content is not None:
+                item.patients = list(dict.fromkeys(balp.patients_in(content)))
+            elif res_type == "Patient":
+                item.patients = [f"Patient/{res_id}"]
+
+    def _provenance(self, now: Any) -> None:
+        writes = [(item, ref) for item, ref in self._written() if item.res_type not in NO_PROVENANCE]
+        if not writes:
+            return
+        if any(item.res_type == "Provenance" and item.code in ("create", "update") for item in self.items):
+            return  # the write brought its own Provenance (e.g. an agency import)
+        given = self.outer.provenance if self.outer is not None else None
+        by_activity: dict[str, list[str]] = {}
+        for item, ref in writes:
+            by_activity.setdefault("update" if item.code == "patch" else item.code, []).append(ref)
+        for activity, targets in by_activity.items():
+            self.uow.create(self.ctx, provenance.provenance(self.ctx, targets, activity, now, given))
+
+
+class _ReadAuditWriter:
+    """One plain psycopg connection per serving thread, in autocommit with
+    ``synchronous_commit=off``, for reads' AuditEvents on PostgreSQL.
+
+    The INSERT is one statement that succeeds or fails before the answer (a failure fails the read
+    closed), but its commit does not wait for the WAL flush: ~0.1 ms instead of an fsync (1-7 ms
+    measured on the benchmark machine), and no pool checkout. A crash of PostgreSQL itself can lose
+    the last fraction of a second of *read* AuditEvents; writes' AuditEvents commit with their
+    write, durably. FHIR_AUDIT_DURABLE_READS=1 turns this off. Connections are opened on first use,
+    so in the serving process and thread (after a fork); a broken one is dropped and the next
+    request reconnects (the failed INSERT is not retried: it may have been applied)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = "postgresql://" + database_url.split("://", 1)[1]
+        self._local = threading.local()
+
+    def append(self, event: dict[str, Any]) -> None:
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self.url, autocommit=True, options="-c synchronous_commit=off",
+                                   keepalives=1, keepalives_idle=30)
+            self._local.conn = conn
+        try:
+            with conn.cursor() as cur:
+                cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+        except Exception:
+            self._local.conn = None
+            conn.close()
+            raise
+
+
+def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interaction:
+    """What ``req`` did and disclosed, from its answer."""
+    found = classify(req.method, req.path)
+    code = found.code
+    if found.compartment:
+        code = "search-type"
+    item = balp.Interaction(code, req.method, req.path, response.status, res_type=found.res_type,
+                            res_id=found.res_id, operation=found.operation)
+    body = response.resource
+    if code in WRITES:
+        # a conditional create that found its match (200) wrote nothing
+        if response.status < 300 and not (code == "create" and response.status == 200):
+            ref = _local(response.location, req.ctx.base_url) if response.location else None
+            if ref is None and found.res_type and found.res_id:
+                ref = f"{found.res_type}/{found.res_id}"
+            if ref is not None:
+                item.written.append(ref)
+                item.res_type = ref.split("/")[0]
+        if isinstance(body, dict) and body.get("resourceType") == item.res_type:
+            item.patients = list(dict.fromkeys(balp.patients_in(body)))
+        return item
+    if code.startswith("search") or code.startswith("history") or code == "operation":
+        item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
+    resources = list(balp.returned_resources(body))
+    item.returned = [r for r in (balp.reference_of(res) for res in resources) if r]
+    patients: list[str] = []
+    if found.compartment:
+        patients.append(found.compartment)
+    if found.res_type == "Patient" and found.res_id:
+        patients.append(f"Patient/{found.res_id}")
+    for res in resources:
+        patients.extend(balp.patients_in(res))
+    item.patients = list(dict.fromkeys(patients))
+    return item
+
+
+def _local(location: str, base_url: str) -> str | None:
+    if location.startswith(base_url):
+        location = location[len(base_url):]
+    location = location.lstrip("/")
+    return location or None
