@@ -61,6 +61,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    # -- risk summary (triage/): $triage, rescoring on write (after linkage's consumer), escalation Flags --
+    from triage import register_triage
+    register_triage(services)
+    # -- end risk summary --
     capabilities = CapabilityBuilder(settings, registry, router.operations)
     if settings.auth_enabled:
         capabilities.statement = with_security(capabilities.statement, auth)  # type: ignore[method-assign]
