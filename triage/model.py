@@ -58,6 +58,7 @@ class ChildInput:
     evidence: list[Evidence] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)
     sibling_episodes: list[Episode] = field(default_factory=list)
+    record_ids: tuple[str, ...] = ()  # the agency records of a master
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,8 @@ def _conditions(q: TriageQuery, today: date) -> list[Any]:
 def ranked_page(conn: Connection, q: TriageQuery, now: datetime) -> tuple[int, list[Any], dict[str, dict[int, float]]]:
     """(total, rows of the page, child → {days: score then}) — highest score first."""
     where = _conditions(q, now.date())
-    total = conn.execute(select(func.count()).select_from(risk_score).where(and_(*where))).scalar_one()
-    rows = conn.execute(select(risk_score).where(and_(*where))
+    total = conn.execute(select(func.count()).select_from(risk_score).where(*where)).scalar_one()
+    rows = conn.execute(select(risk_score).where(*where)
                         .order_by(risk_score.c.score.desc(), risk_score.c.child_id.desc())
                         .limit(q.count).offset(q.offset)).all()
     return total, rows, scores_back_then(conn, [r.child_id for r in rows], now)

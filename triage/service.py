@@ -102,10 +102,20 @@ class Scorer:
         stats = Stats()
         conn = self.uow.conn
         inputs, authority = store.load_inputs(conn, child_ids, self.base_url, self.now)
+        # records linked into a master since they were scored on their own
+        stale = [*stale, *(r for data in inputs.values() for r in data.record_ids)]
         existing = store.current_rows(conn, [*child_ids, *stale])
-        gone = [c for c in [*child_ids, *stale] if c not in inputs and c in existing]
+        gone = list(dict.fromkeys(c for c in [*child_ids, *stale] if c not in inputs and c in existing))
+        # a record now linked to a master hands its open escalation over to the master's
+        masters = store.masters_linking(conn, [c for c in gone if existing[c].flag_id], self.base_url)
+        carried: dict[str, Any] = {}
         for child in gone:
             row = existing[child]
+            master = next(iter(sorted(masters.get(child, ()))), None)
+            if row.flag_id and master in inputs and master not in carried and \
+                    not (existing.get(master) is not None and existing[master].flag_id):
+                carried[master] = row
+                continue
             if row.flag_id:
                 self._close_flag(row.flag_id, f"Patient/{child} is no longer scored on its own "
                                               "(linked to a master record, or deleted)")
@@ -117,6 +127,7 @@ class Scorer:
         for child, data in inputs.items():
             score = score_child(data, self.config, self.now)
             old = existing.get(child)
+            handed = carried.get(child)
             stats.scored += 1
             moved = old is None or old.score != score.score or old.band != score.band
             assessment = old.assessment_id if old is not None else None
@@ -127,7 +138,7 @@ class Scorer:
                                 "band": score.band, "config_version": self.config.label})
             row = self._row(score, authority.get(child), data.birth_date, assessment,
                             old.changed_at if old is not None and not moved else self.now)
-            flag_state = self._flags(score, old, row, stats)
+            flag_state = self._flags(score, old, row, stats, handed)
             row.update(flag_state)
             if old is None:
                 new_rows.append(row)
@@ -170,7 +181,12 @@ class Scorer:
         self.writer.update(self.ctx, "RiskAssessment", current, {**content, "id": current})
         return current
 
-    def _flags(self, score: RiskScore, old: Any, row: dict[str, Any], stats: Stats) -> dict[str, Any]:
+    def _flags(self, score: RiskScore, old: Any, row: dict[str, Any], stats: Stats,
+               handed: Any = None) -> dict[str, Any]:
+        """Raise, grow or close the child's escalation Flag; ``handed`` is the score row of a record
+        that was linked into this master with its Flag open (the Flag moves to the master)."""
+        if handed is not None:
+            old = _HandedOver(handed, old)
         flag_id = old.flag_id if old is not None else None
         triggers = tuple(old.flag_triggers or ()) if old is not None and old.flag_triggers else ()
         decision = decide_flag(self.config, old.band if old is not None else None, flag_id is not None,
@@ -179,6 +195,9 @@ class Scorer:
         keep = {"flag_id": flag_id, "flag_band": old.flag_band if old is not None else None,
                 "flag_by_band": old.flag_by_band if old is not None else None,
                 "flag_triggers": list(triggers) if flag_id else None}
+        if decision.action == "none" and handed is not None:
+            decision = FlagDecision("update", keep["flag_band"], bool(keep["flag_by_band"]), triggers,
+                                    (("band-rise",) if keep["flag_by_band"] else ()) + triggers)
         if decision.action == "none":
             return keep
         if decision.action == "close":
@@ -208,7 +227,7 @@ class Scorer:
                                              assessment_id=row["assessment_id"])
             result = self.writer.update(self.ctx, "Flag", flag_id, {**flag, "id": flag_id})
             self.writer.create(self.ctx, resources.provenance(
-                f"Flag/{flag_id}/_history/{result.stored.version_id}", "UPDATE", f"Escalation grew: {why}",
+                f"Flag/{flag_id}/_history/{result.stored.version_id}", "UPDATE", f"Escalation updated: {why or 'moved to the master record'}",
                 evidence, self.now))
             stats.flags_updated += 1
         return {"flag_id": flag_id, "flag_band": decision.band, "flag_by_band": decision.by_band,
@@ -234,6 +253,20 @@ class Scorer:
         device = resources.device(self.config)
         self.writer.update(self.ctx, "Device", resources.DEVICE_ID, device)
         self._device_ready = True
+
+
+class _HandedOver:
+    """The master's previous state, with the escalation of a record linked into it."""
+
+    def __init__(self, record_row: Any, master_row: Any) -> None:
+        self._record, self._master = record_row, master_row
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("flag_"):
+            return getattr(self._record, name)
+        if name == "band" and self._master is None:
+            return self._record.band
+        return getattr(self._master, name) if self._master is not None else None
 
 
 _COMPARED = ("score", "band", "reasons", "fired", "agencies", "local_authority", "birth_date", "lead",

@@ -41,14 +41,14 @@ def children_of(conn: Connection, patient_ids: Iterable[str], base_url: str) -> 
                 resource.c.res_type == PATIENT, resource.c.res_id.in_(part), resource.c.deleted == false()))
             if content and is_master(content)}
         out |= masters
-        linked = _masters_linking(conn, [i for i in part if i not in masters], base_url)
+        linked = masters_linking(conn, [i for i in part if i not in masters], base_url)
         for pid in part:
             if pid not in masters:
                 out |= linked.get(pid) or {pid}
     return out
 
 
-def _masters_linking(conn: Connection, record_ids: Sequence[str], base_url: str) -> dict[str, set[str]]:
+def masters_linking(conn: Connection, record_ids: Sequence[str], base_url: str) -> dict[str, set[str]]:
     """record id → the active master Patients whose ``link`` names it."""
     out: dict[str, set[str]] = defaultdict(set)
     if not record_ids:
@@ -106,7 +106,7 @@ def load_inputs(conn: Connection, child_ids: Sequence[str], base_url: str, now: 
         for res_id, content in conn.execute(select(resource.c.res_id, resource.c.content).where(
                 resource.c.res_type == PATIENT, resource.c.res_id.in_(part), resource.c.deleted == false())):
             patients[res_id] = content or {}
-    inputs = {child: ChildInput(child) for child in records}
+    inputs = {child: ChildInput(child, record_ids=tuple(recs[1:])) for child, recs in records.items()}
     authority: dict[str, str | None] = {}
     for child, recs in records.items():
         contents = [patients[r] for r in recs if r in patients]
