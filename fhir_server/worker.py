@@ -93,13 +93,14 @@ def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
 
 
 def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
-    """Drain every pending event, one transaction per batch."""
+    """Drain every pending event, one transaction per batch, including the events that consumers' own
+    writes add (a master Patient, a RiskAssessment): they have no commit callback of their own."""
     total = 0
     while True:
         with engine.begin() as conn:
             done = drain_batch(conn, limit)
         total += done
-        if done < limit:
+        if done == 0:
             return total
 
 
