@@ -103,6 +103,11 @@ def committing_app(engine: Engine, settings: Settings):
     """The app on its own pool (real commits, real concurrency); tables are emptied afterwards."""
     application = create_app(settings)
     yield application
+    # the in-process outbox drain runs on a thread after each commit: let it finish before emptying the
+    # tables, or its writes (linked masters, risk scores) would land after the cleanup, or lock SQLite
+    import threading
+    for thread in [t for t in threading.enumerate() if t.name == "outbox-drain"]:
+        thread.join(timeout=120)
     application.extensions["fhir"].engine.dispose()
     from fhir_server.storage.tables import metadata
     with engine.begin() as conn:

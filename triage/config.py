@@ -104,10 +104,17 @@ def system_url(name: str) -> str:
     return name if name.startswith(("http:", "https:", "urn:")) else f"{CANONICAL_BASE}/CodeSystem/{name}"
 
 
+DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+
 def config_path(profiles_dir: Path) -> Path:
-    """``FHIR_RISK_MODEL`` (a path) overrides the published configuration in profiles/."""
+    """``FHIR_RISK_MODEL`` (a path) overrides the configuration in the profiles directory; a profiles
+    directory without one (a deployment's own conformance resources) uses the one shipped here."""
     override = os.environ.get("FHIR_RISK_MODEL")
-    return Path(override) if override else Path(profiles_dir) / CONFIG_FILE
+    if override:
+        return Path(override)
+    path = Path(profiles_dir) / CONFIG_FILE
+    return path if path.exists() else DEFAULT_PROFILES / CONFIG_FILE
 
 
 def load_config(profiles_dir: Path) -> RiskConfig:
