@@ -95,6 +95,7 @@ class Scorer:
         self.base_url = uow.repo.settings.base_url
         self.ctx = RequestContext.system(self.base_url).with_changes(client_id=CLIENT_ID)
         self._device_ready = False
+        self._known_assessments: set[str] = set()
 
     def rescore(self, child_ids: list[str], *, stale: list[str] = ()) -> Stats:
         """Score ``child_ids``; ``stale`` are ids that are no longer children (now linked to a master,
@@ -124,6 +125,9 @@ class Scorer:
             store.delete_rows(conn, gone)
             stats.removed += len(gone)
         new_rows, changed_rows, history = [], [], []
+        # RiskAssessments left from an earlier time a child was scored (one query, not one per child)
+        self._known_assessments = store.existing_ids(
+            conn, "RiskAssessment", [assessment_id(c) for c in inputs if c not in existing])
         for child, data in inputs.items():
             score = score_child(data, self.config, self.now)
             old = existing.get(child)
@@ -173,7 +177,7 @@ class Scorer:
         content = resources.risk_assessment(score, self.config, self.now)
         if current is None:
             res_id = assessment_id(score.child_id)
-            if self.uow.exists("RiskAssessment", res_id):  # a child scored before, then unscored
+            if res_id in self._known_assessments:  # a child scored before, then unscored
                 self.writer.update(self.ctx, "RiskAssessment", res_id, {**content, "id": res_id})
             else:
                 self.writer.create(self.ctx, content, res_id=res_id)

@@ -213,6 +213,15 @@ def write_rows(conn: Connection, new: list[dict[str, Any]], changed: list[dict[s
         conn.execute(insert(risk_score_history), history)
 
 
+def existing_ids(conn: Connection, res_type: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` are stored resources of ``res_type`` (deleted ones included: an update revives them)."""
+    out: set[str] = set()
+    for part in chunks(sorted(set(ids))):
+        out.update(conn.execute(select(resource.c.res_id).where(
+            resource.c.res_type == res_type, resource.c.res_id.in_(part))).scalars())
+    return out
+
+
 def delete_rows(conn: Connection, child_ids: Sequence[str]) -> None:
     from sqlalchemy import delete
     for part in chunks(sorted(set(child_ids))):
