@@ -120,3 +120,21 @@ def test_a_bad_configuration_is_refused_with_its_reason():
         parse_config({"id": "m", "version": "1", "bands": [{"code": "green", "minScore": 0}],
                       "factors": [{"code": "a", "weight": -1, "match": []}]})
     assert issubclass(RiskConfigError, ValueError)
+
+
+def test_the_resources_written_are_valid_r4(config):
+    from fhir_server.fhir.validation import validate_resource
+    from triage import resources
+
+    plan = Episode("EpisodeOfCare/p", "cp-plan", "local-authority/202", NOW - timedelta(days=100), None, True,
+                   {"reference": "Practitioner/sw1"})
+    result = score_child(ChildInput("c", evidence=[ev("domestic-abuse-child-present", 2)], episodes=[plan]),
+                         config, NOW)
+    built = [resources.risk_assessment(result, config, NOW),
+             resources.escalation_flag(result, config, causes=["band-rise", "domestic-abuse-on-plan"],
+                                       start="2026-11-25T12:00:00+00:00", assessment_id="a"),
+             resources.provenance("Flag/f/_history/1", "CREATE", "why", result.evidence, NOW),
+             resources.device(config)]
+    for resource in built:
+        validate_resource(resource)  # raises on an invalid resource
+    assert built[0]["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == result.band == "amber"
