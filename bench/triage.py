@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--children", type=int, default=None, help="children (default 100,000; quick 10,000)")
     p.add_argument("--rounds", type=int, default=None, help="requests per $triage variant (default 50)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="recompute processes (default 2 = the reference cores)")
     p.add_argument("--port", type=int, default=8092)
     p.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
     p.add_argument("--db", default=None)
@@ -123,7 +124,7 @@ def load(url: str, children: int, seed: int) -> int:
     return written
 
 
-def recompute(url: str) -> tuple[float, Any]:
+def recompute(url: str, jobs: int = 1) -> tuple[float, Any]:
     from fhir_server.config import Settings
     from fhir_server.repository.sql import SqlRepository
     from fhir_server.search.registry import SearchRegistry
@@ -135,7 +136,7 @@ def recompute(url: str) -> tuple[float, Any]:
     engine = make_engine(url)
     repo = SqlRepository(engine, SearchRegistry.load(settings.profiles_dir), settings)
     t0 = time.perf_counter()
-    stats = recompute_all(repo, load_config(settings.profiles_dir))
+    stats = recompute_all(repo, load_config(settings.profiles_dir), jobs=jobs)
     elapsed = time.perf_counter() - t0
     engine.dispose()
     return elapsed, stats
@@ -188,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {written:,} resources for {args.children:,} children in {time.perf_counter() - t0:.0f} s",
           flush=True)
     harness.analyze(url)
-    elapsed, stats = recompute(url)
+    elapsed, stats = recompute(url, args.jobs)
     floor = baseline_evidence(url)
     harness.analyze(url)
     harness.print_table(f"Full recompute, {args.children:,} children", ["what", "seconds", "children/s", "ratio"], [
-        ["fhir-server risk recompute (recompute_all)", elapsed, stats.scored / elapsed, harness.ratio(elapsed, floor)],
+        [f"fhir-server risk recompute --jobs {args.jobs}", elapsed, stats.scored / elapsed, harness.ratio(elapsed, floor)],
         ["baseline: one SELECT of every evidence row", floor, args.children / floor, "1.0x"]])
     print(f"scored {stats.scored:,}; RiskAssessments written {stats.assessments:,}; "
           f"Flags raised {stats.flags_raised:,}", flush=True)

@@ -13,6 +13,8 @@ def add_risk_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="risk_command", metavar="ACTION", required=True)
     recompute = sub.add_parser("recompute", help="rescore every child with the current configuration")
     recompute.add_argument("--batch", type=int, default=2000, help="children per transaction (default 2000)")
+    recompute.add_argument("--jobs", type=int, default=1,
+                           help="processes scoring batches side by side (PostgreSQL; default 1)")
     sub.add_parser("config", help="print the configuration in use (id|version and where it is read from)")
 
 
@@ -38,7 +40,7 @@ def run_risk(args: argparse.Namespace, settings: Settings) -> int:
         def progress(done: int, total: int) -> None:
             print(f"  {done}/{total} children", file=sys.stderr, flush=True)
 
-        stats = recompute_all(repo, config, batch=max(args.batch, 1), progress=progress)
+        stats = recompute_all(repo, config, batch=max(args.batch, 1), jobs=max(args.jobs, 1), progress=progress)
     elapsed = time.perf_counter() - started
     say(f"Done: {stats.scored} children scored in {elapsed:.1f} s ({stats.scored / max(elapsed, 1e-9):.0f}/s); "
         f"{stats.changed} changed, {stats.flags_raised} Flags raised, {stats.flags_updated} updated, "

@@ -209,7 +209,7 @@ class Scorer:
                              score)
             stats.flags_closed += 1
             return {"flag_id": None, "flag_band": None, "flag_by_band": None, "flag_triggers": None}
-        self._ensure_device()
+        self.ensure_device()
         causes = list(decision.causes)
         why_parts = [f"band rose to {score.band} (score {score.score})"] if "band-rise" in causes else []
         why = "; ".join([*why_parts, *(f.display for f in score.fired)])
@@ -251,7 +251,7 @@ class Scorer:
             f"Flag/{flag_id}/_history/{result.stored.version_id}", "UPDATE", reason,
             score.evidence if score else [], self.now))
 
-    def _ensure_device(self) -> None:
+    def ensure_device(self) -> None:
         if self._device_ready:
             return
         device = resources.device(self.config)
