@@ -45,7 +45,7 @@ DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
-TASK_MODULES = ["mappings.tasks"]
+TASK_MODULES = ["mappings.tasks", "triage.tasks"]
 
 
 @dataclass(frozen=True)
