@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fhir_server.fhir import jsonio
 from fhir_server.fhir.instants import format_instant
 from fhir_server.repository.context import RequestContext
 
@@ -278,5 +279,11 @@ _COMPARED = ("score", "band", "reasons", "fired", "agencies", "local_authority",
              "flag_triggers", "changed_at")
 
 
+_JSON_COLUMNS = frozenset({"reasons", "fired", "lead", "open_episodes", "flag_triggers"})
+
+
 def _differs(old: Any, row: dict[str, Any]) -> bool:
-    return any(getattr(old, name) != row[name] for name in _COMPARED)
+    """Whether the stored row needs rewriting; JSON columns compared as JSON text (they come back from
+    the database with Decimal numbers, the new row has floats)."""
+    return any(jsonio.dumps(getattr(old, name)) != jsonio.dumps(row[name]) if name in _JSON_COLUMNS
+               else getattr(old, name) != row[name] for name in _COMPARED)
