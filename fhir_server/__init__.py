@@ -63,6 +63,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from linkage import register_linkage
     register_linkage(services)
     # -- end record linkage --
+    # -- risk summary (triage/): $triage, rescoring on write (after linkage's consumer), escalation Flags --
+    from triage import register_triage
+    register_triage(services)
+    # -- end risk summary --
     # -- subscriptions (subscriptions/): Subscription checks, $status/$events, delivery after drain --
     from subscriptions import register_subscriptions
     register_subscriptions(services, deliver=connection is None)

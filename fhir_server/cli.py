@@ -276,6 +276,9 @@ COMMANDS: list[Command] = [
             auth_cli.add_dev_token_arguments, auth_cli.run_dev_token),
     Command("auth-key", "list or rotate the server's token signing keys", auth_cli.add_key_arguments,
             auth_cli.run_key),
+    Command("risk", "risk scores: `risk recompute` rescores every child (after a new profiles/risk configuration)",
+            lambda p: _data_command("triage.cli", "add_risk_arguments")(p),
+            lambda a, s: _data_command("triage.cli", "run_risk")(a, s)),
     Command("synth", "write synthetic multi-agency source files (no real data) with their ground truth; "
                      "`fhir-server synth --help` for its options",
             lambda p: None,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # where a server is deployed, so that a profile or operation keeps its identity across servers.
 CANONICAL_BASE = "https://w3id.org/sg-fhir"
 GENERATED_DIR = "r4"  # profiles/r4/: tables generated from the R4 package, not resources
+RISK_MODEL_DIR = "risk"  # profiles/risk/: the risk model's configuration (triage/config.py), not a resource
 SEARCH_TYPES_INDEXED = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 
 
@@ -84,7 +85,7 @@ def _read_all(profiles_dir: Path) -> list[dict[str, Any]]:
     seen: dict[tuple[str, str], Path] = {}
     urls: dict[str, Path] = {}
     for path in sorted(profiles_dir.rglob("*.json")):
-        if path.is_relative_to(profiles_dir / GENERATED_DIR):
+        if path.is_relative_to(profiles_dir / GENERATED_DIR) or path.is_relative_to(profiles_dir / RISK_MODEL_DIR):
             continue
         for res in _resources_in(path):
             key = (res["resourceType"], res["id"])

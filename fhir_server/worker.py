@@ -46,7 +46,7 @@ DRAIN_BATCH = 500
 SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
-TASK_MODULES = ["mappings.tasks", "subscriptions.tasks", "fhir_server.audit.tasks"]
+TASK_MODULES = ["mappings.tasks", "subscriptions.tasks", "fhir_server.audit.tasks", "triage.tasks"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
 
 
 def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
-    """Drain every pending event, one transaction per batch."""
+    """Drain every pending event, one transaction per batch, including the events that consumers' own
+    writes add (a master Patient, a RiskAssessment): they have no commit callback of their own."""
     total = 0
     while True:
         with engine.begin() as conn:
@@ -115,7 +116,7 @@ def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
             for callback in _after_drain:
                 callback()
         total += done
-        if done < limit:
+        if done == 0:
             return total
 
 

@@ -104,7 +104,9 @@ def committing_app(engine: Engine, settings: Settings):
     application = create_app(settings)
     yield application
     from fhir_server.worker import wait_for_background_drains
-    wait_for_background_drains()  # a drain still writing (linking, audit sealing) would race the cleanup
+    # the in-process outbox drain runs on a thread after each commit: its writes (linked masters, risk
+    # scores, the sealed audit trail) would land after the cleanup, or lock SQLite
+    wait_for_background_drains(timeout=120)
     application.extensions["fhir"].engine.dispose()
     from fhir_server.storage.tables import metadata
     with engine.begin() as conn:

@@ -9,7 +9,7 @@ from ..errors import BadRequest, PayloadTooLarge
 from ..fhir import jsonio
 from ..auth.smart import request_context as auth_context
 from ..rest.messages import FhirRequest, FhirResponse
-from .negotiation import body_media_type, response_format
+from .negotiation import CSV, FHIR_JSON, body_media_type, response_format
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Non-FHIR bodies an operation may receive (agency files for $import-agency-data).
@@ -24,7 +24,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     @bp.route("/<path:path>", methods=METHODS)
     def fhir(path: str) -> Response:
         services = current_app.extensions["fhir"]
-        media = response_format(request.args.get("_format"), request.headers.get("Accept"))
+        media = response_format(request.args.get("_format"), request.headers.get("Accept"),
+                                csv=_is_operation(path))
         fhir_request = FhirRequest(
             method=request.method,
             path=path,
@@ -84,6 +85,10 @@ def _operation_upload(req: FhirRequest, settings: Any) -> bool:
 
 def render(res: FhirResponse, media: str) -> Response:
     headers = dict(res.headers)
+    if res.raw is not None:  # an operation's own representation (CSV)
+        return Response(res.raw, status=res.status, headers=headers, content_type=res.media_type)
+    if media == CSV:  # asked of an operation that answers in FHIR only (or an error)
+        media = FHIR_JSON
     if res.resource is None:
         empty = Response(status=res.status, headers=headers)
         del empty.headers["Content-Type"]  # no body, so no media type (not Flask's text/html)

@@ -6,15 +6,19 @@ from ..errors import NotAcceptable, UnsupportedMediaType
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "json", "text/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "xml", "text/xml"}
+CSV = "text/csv"  # offered by operations that export tables ($triage)
+CSV_TYPES = {"text/csv", "csv"}
 BODY_TYPES = JSON_TYPES | {"application/json-patch+json", "application/x-www-form-urlencoded"}
 
 
-def response_format(format_param: str | None, accept: str | None) -> str:
-    """The media type to answer with; JSON is the only representation served so far."""
+def response_format(format_param: str | None, accept: str | None, *, csv: bool = False) -> str:
+    """The media type to answer with: FHIR JSON, or CSV when ``csv`` (an operation's URL) allows it."""
     if format_param:
         wanted = format_param.split(";")[0].strip().lower()
         if wanted in JSON_TYPES:
             return FHIR_JSON
+        if csv and wanted in CSV_TYPES:
+            return CSV
         if wanted in XML_TYPES:
             raise NotAcceptable("XML is not supported yet; ask for _format=json", expression="_format")
         raise NotAcceptable(f"Unknown _format {format_param!r}", expression="_format")
@@ -22,6 +26,8 @@ def response_format(format_param: str | None, accept: str | None) -> str:
         return FHIR_JSON
     offered = [part.split(";")[0].strip().lower() for part in accept.split(",")]
     for media in offered:
+        if csv and media == CSV:
+            return CSV
         if media in JSON_TYPES or media in ("*/*", "application/*", "text/html", "text/*"):
             return FHIR_JSON
     if any(m in XML_TYPES for m in offered):

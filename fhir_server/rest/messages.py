@@ -47,3 +47,6 @@ class FhirResponse:
     etag: str | None = None
     last_modified: str | None = None
     outcome: dict[str, Any] | None = None
+    # A non-FHIR representation an operation produced (e.g. $triage as CSV), sent as is.
+    raw: bytes | None = None
+    media_type: str | None = None

@@ -7,8 +7,8 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 """
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text, func, literal_column, text)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, func, literal_column, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -308,4 +308,44 @@ audit_event = Table(
     # only the rows waiting to be sealed (few at any time)
     Index("ix_audit_event_pending", "seq", postgresql_where=text("chain_pos IS NULL"),
           sqlite_where=text("chain_pos IS NULL")),
+)
+
+# -- risk scores (triage/) ---------------------------------------------------------------------------
+# One row per child (the master Patient, or an agency record linked to none) with the current score, its
+# reasons and what $triage shows and filters on; the escalation Flag open for the child, if any.
+risk_score = Table(
+    "risk_score", metadata,
+    Column("child_id", String(64), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("band", String(16), nullable=False),
+    Column("reasons", FhirJson, nullable=False),
+    Column("fired", FhirJson, nullable=False),  # triggers active now
+    Column("agencies", String(1000), nullable=False),  # "|police|police/20|health|health/R9Q|"
+    Column("local_authority", String(16), nullable=True),
+    Column("birth_date", Date, nullable=True),
+    Column("lead", FhirJson, nullable=True),  # careManager Reference of the open EpisodeOfCare
+    Column("open_episodes", FhirJson, nullable=False),
+    Column("config_version", String(128), nullable=False),
+    Column("scored_at", DateTime, nullable=False),
+    Column("changed_at", DateTime, nullable=False),  # last change of score or band
+    Column("assessment_id", String(64), nullable=True),
+    Column("flag_id", String(64), nullable=True),  # the open escalation Flag
+    Column("flag_band", String(16), nullable=True),
+    Column("flag_by_band", Boolean, nullable=True),
+    Column("flag_triggers", FhirJson, nullable=True),
+    Index("ix_risk_score_score", "score", "child_id"),
+    Index("ix_risk_score_band_score", "band", "score"),
+    Index("ix_risk_score_changed_at", "changed_at"),
+)
+
+# Every change of a child's score (for the 7- and 30-day trend).
+risk_score_history = Table(
+    "risk_score_history", metadata,
+    Column("id", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("child_id", String(64), nullable=False),
+    Column("scored_at", DateTime, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("band", String(16), nullable=False),
+    Column("config_version", String(128), nullable=False),
+    Index("ix_risk_score_history_child_id_scored_at", "child_id", "scored_at"),
 )
