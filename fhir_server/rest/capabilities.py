@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_NAME = "Safeguarding FHIR Server"
-# search.html#ptypes this engine indexes; composite and special parameters are not searchable.
+# search.html#ptypes this engine indexes; composite parameters and ``near`` are added when supported.
 SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
@@ -125,7 +125,16 @@ class CapabilityBuilder:
 
     def _search_params(self, res_type: str) -> list["SearchParam"]:
         return sorted((p for p in self.registry.params_for(res_type).values()
-                       if p.type in SEARCHABLE_TYPES and p.url), key=lambda p: p.code)
+                       if (p.type in SEARCHABLE_TYPES or self._special_supported(p)) and p.url),
+                      key=lambda p: p.code)
+
+    def _special_supported(self, param: "SearchParam") -> bool:
+        """Composite parameters search/composite.py can evaluate, and ``near`` (search/geo.py)."""
+        from ..search import composite, geo
+
+        if param.type == "composite":
+            return composite.is_supported(self.registry, param)
+        return param.type == "special" and geo.is_supported(param)
 
     def _system_search_params(self) -> list[dict[str, Any]]:
         """Whole-system search accepts the parameters common to all resources (search.html#all)."""

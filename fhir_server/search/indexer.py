@@ -17,7 +17,8 @@ The rules are those of search.html for each parameter type:
 * quantity / number (#quantity, #number): value with the implicit range from its precision;
   Money -> value + currency (urn:iso:std:iso:4217); Range -> its low/high.
 * uri (#uri): the string (a canonical's ``|version`` also indexed without it).
-* composite and special parameters are not indexed.
+* composite (#composite) rows come from search/composite.py and ``near`` (Location.position) rows
+  from search/geo.py; other special parameters are not indexed.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..fhir.resource_types import R4_RESOURCE_TYPES
+from . import composite, geo
 from .extract import Extractor, compile_expression, root_keys
 from .fhirpath import fhir_type_name
 from .normalize import STRING_INDEX_LENGTH, date_range, normalize_string, number_range, to_decimal
@@ -49,8 +51,10 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     "quantity": ("param", "low", "value", "high", "system", "code", "unit"),
     "number": ("param", "low", "value", "high"),
     "uri": ("param", "value"),
+    "composite": composite.ROW_COLUMNS,
+    "geo": geo.ROW_COLUMNS,
 }
-INDEXED_TYPES = frozenset(ROW_COLUMNS)
+INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"composite", "geo"}
 ISO_4217 = "urn:iso:std:iso:4217"
 _SHORT = 64  # String(64) columns: param, target_type, target_id, target_version
 _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
@@ -83,6 +87,8 @@ class Indexer:
     def __init__(self, registry: SearchRegistry) -> None:
         self.registry = registry
         self._plans: dict[str, _Plan] = {}
+        self._composites = composite.CompositeIndexer(registry)
+        self._positions = geo.GeoIndexer(registry)
 
     def _plan(self, resource_type: str) -> _Plan:
         plan = self._plans.get(resource_type)
@@ -139,6 +145,8 @@ class Indexer:
         for key, rows in out.items():
             if len(rows) > 1:
                 out[key] = _dedupe(rows)
+        out["composite"] = self._composites.rows(resource_type, resource)
+        out["geo"] = self._positions.rows(resource_type, resource)
         return out
 
 

@@ -140,9 +140,52 @@ idx_uri = _index_table(
 Index("ix_idx_uri_prefix", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value,
       postgresql_ops={"value": "text_pattern_ops"})
 
+# composite (search.html#composite): one row per value of one component of one element instance;
+# ``param`` is "<code>$<component index>" and ``grp`` numbers the instance within the resource, so
+# components are matched on the same element by joining on (resource_pk, grp). Columns by component
+# type: token (system, code), quantity/number (low, value, high; system, code, unit), date
+# (date_low, date_high), string (value_norm, value_exact; uri in value_exact), reference (target_*).
+idx_composite = Table(
+    "idx_composite", metadata,
+    Column("resource_pk", PrimaryKey, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("grp", Integer, nullable=False),
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Column("unit", String(255), nullable=True),
+    Column("low", Float, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("date_low", DateTime, nullable=True),
+    Column("date_high", DateTime, nullable=True),
+    Column("value_norm", String(255), nullable=True),
+    Column("value_exact", Text, nullable=True),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_url", Text, nullable=True),
+    Index("ix_idx_composite_resource", "resource_pk", "param", "grp"),
+    Index("ix_idx_composite_code_system", "res_type", "param", "code", "system", "resource_pk"),
+    Index("ix_idx_composite_value", "res_type", "param", "value", "resource_pk"),
+)
+
+# special ``near`` (Location.position, WGS84 degrees): the btree on latitude then longitude serves the
+# bounding-box prefilter of search/geo.py; the exact great-circle distance is checked on those rows.
+idx_geo = Table(
+    "idx_geo", metadata,
+    Column("resource_pk", PrimaryKey, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("latitude", Float, nullable=False),
+    Column("longitude", Float, nullable=False),
+    Index("ix_idx_geo_resource", "resource_pk"),
+    Index("ix_idx_geo_latitude_longitude", "res_type", "param", "latitude", "longitude", "resource_pk"),
+)
+
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
     "quantity": idx_quantity, "number": idx_number, "uri": idx_uri,
+    "composite": idx_composite, "geo": idx_geo,
 }
 
 # Written in the same transaction as every change; drained after commit by subscriptions, risk and
