@@ -7,10 +7,14 @@ every component: the code of one component and the value of another do not make 
 
 Index: every component value of every instance is a row of ``idx_composite`` with ``param`` =
 ``<code>$<component index>`` and ``grp`` = the instance's number within the resource (rows of one
-instance share it); an instance missing a component has no rows, since it can never match.
-Search: ``code-value-quantity=http://loinc.org|8480-6$gt100`` is split at unescaped ``$`` and each
-part parsed as its component's type (so prefixes apply where that type has them); the SQL joins
-the component rows on (resource_pk, grp). Commas OR, repetition ANDs, ``:missing`` is supported.
+instance share it); an instance missing a component has no rows, since it can never match. When the
+first component is a token (every R4 composite but DocumentReference ``relationship``), its
+system/code is written on each row of the other components as ``anchor_system``/``anchor_code``
+(one row per pair) instead of rows of its own, so ``code-value-quantity=…|8480-6$gt100`` is one
+range scan of (param, anchor_code, anchor_system, value).
+Search: the value is split at unescaped ``$`` and each part parsed as its component's type (so
+prefixes apply where that type has them); components beyond the second (and all of them when the
+first is not a token) are joined on (resource_pk, grp). Commas OR, repetition ANDs, ``:missing``.
 """
 from __future__ import annotations
 
@@ -70,6 +74,15 @@ class CompositeDef:
 
     def component_param(self, index: int) -> str:
         return f"{self.param.code}${index}"
+
+    @property
+    def anchored(self) -> bool:
+        """A token first component is stored as ``anchor_*`` on the other components' rows."""
+        return anchored(self.param, self.components[0].param.type)
+
+
+def anchored(param: SearchParam, first_type: str) -> bool:
+    return first_type == "token" and len(param.components) > 1
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,7 @@ def composite_rows(definition: CompositeDef, resource: dict[str, Any]) -> list[R
     grp = 0
     names = [definition.component_param(i) for i in range(len(definition.components))]
     kinds = [c.param.type for c in definition.components]
+    anchor = definition.anchored
     for select_instances, _element_type, extractors in definition.branches:
         for element in select_instances([resource]):
             # Last component first: it is usually the value (``value.as(Quantity)``), the one most
@@ -190,11 +204,19 @@ def composite_rows(definition: CompositeDef, resource: dict[str, Any]) -> list[R
                     break
                 per_component.append(rows)
             else:
-                for name, rows in zip(names, reversed(per_component)):
-                    for row in rows:
-                        row["param"] = name
-                        row["grp"] = grp
-                        out.append(row)
+                per_component.reverse()
+                if anchor:
+                    for name, rows in zip(names[1:], per_component[1:]):
+                        for token in per_component[0]:
+                            for row in rows:
+                                out.append({**row, "param": name, "grp": grp, "anchor_system": token["system"],
+                                            "anchor_code": token["code"]})
+                else:
+                    for name, rows in zip(names, per_component):
+                        for row in rows:
+                            row["param"] = name
+                            row["grp"] = grp
+                            out.append(row)
                 grp += 1
     return out
 
@@ -288,17 +310,25 @@ def composite_clause(res: Any, rtype: str | None, crit: Any, now: datetime) -> C
     ix_idx_composite_resource (resource_pk, param, grp)."""
     code = crit.param.code
     first = idx_composite.alias()
-    where: list[Cond] = [first.c.param == f"{code}$0"]
-    if crit.modifier == "missing":
-        present = _in(res, rtype, first, where)
+    if crit.modifier == "missing":  # every instance indexed has rows for its last component
+        present = _in(res, rtype, first, [first.c.param == f"{code}${len(crit.param.components) - 1}"])
         return ~present if crit.values[0].missing else present
     width = len(crit.values[0].components)
-    aliases = [first] + [idx_composite.alias() for _ in range(1, width)]
-    for i, alias in enumerate(aliases[1:], start=1):
+    is_anchored = anchored(crit.param, crit.values[0].components[0][0].type)
+    start = 1 if is_anchored else 0
+    aliases: list[Any] = [None] * start + [first] + [idx_composite.alias() for _ in range(start + 1, width)]
+    where: list[Cond] = [first.c.param == f"{code}${start}"]
+    for i in range(start + 1, width):
+        alias = aliases[i]
         where += [alias.c.resource_pk == first.c.resource_pk, alias.c.grp == first.c.grp,
                   alias.c.param == f"{code}${i}"]
-    where.append(or_(*(and_(*(_component_condition(aliases[i], p, v, now) for i, (p, v) in enumerate(value.components)))
-                       for value in crit.values)))
+    anchor = SimpleNamespace(c=SimpleNamespace(system=first.c.anchor_system, code=first.c.anchor_code))
+    matches = []
+    for value in crit.values:
+        conds = [_component_condition(anchor if i == 0 and is_anchored else aliases[i], p, v, now)
+                 for i, (p, v) in enumerate(value.components)]
+        matches.append(and_(*conds))
+    where.append(or_(*matches))
     return _in(res, rtype, first, where)
 
 

@@ -142,15 +142,20 @@ Index("ix_idx_uri_prefix", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value,
 
 # composite (search.html#composite): one row per value of one component of one element instance;
 # ``param`` is "<code>$<component index>" and ``grp`` numbers the instance within the resource, so
-# components are matched on the same element by joining on (resource_pk, grp). Columns by component
-# type: token (system, code), quantity/number (low, value, high; system, code, unit), date
-# (date_low, date_high), string (value_norm, value_exact; uri in value_exact), reference (target_*).
+# components are matched on the same element by joining on (resource_pk, grp). When the first
+# component is a token (all R4 composites but one) its system/code is copied into the rows of the
+# others as ``anchor_*`` (one row per pair), so a two-component search is one index range scan.
+# Columns by component type: token (system, code), quantity/number (low, value, high; system, code,
+# unit), date (date_low, date_high), string (value_norm, value_exact; uri in value_exact),
+# reference (target_*).
 idx_composite = Table(
     "idx_composite", metadata,
     Column("resource_pk", PrimaryKey, nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("param", String(64), nullable=False),
     Column("grp", Integer, nullable=False),
+    Column("anchor_system", String(255), nullable=True),
+    Column("anchor_code", String(255), nullable=True),
     Column("system", String(255), nullable=True),
     Column("code", String(255), nullable=True),
     Column("unit", String(255), nullable=True),
@@ -165,8 +170,10 @@ idx_composite = Table(
     Column("target_id", String(64), nullable=True),
     Column("target_url", Text, nullable=True),
     Index("ix_idx_composite_resource", "resource_pk", "param", "grp"),
-    Index("ix_idx_composite_code_system", "res_type", "param", "code", "system", "resource_pk"),
-    Index("ix_idx_composite_value", "res_type", "param", "value", "resource_pk"),
+    Index("ix_idx_composite_anchor_value", "res_type", "param", "anchor_code", "anchor_system", "value",
+          "resource_pk"),
+    Index("ix_idx_composite_anchor_code", "res_type", "param", "anchor_code", "anchor_system", "code", "system",
+          "resource_pk"),
 )
 
 # special ``near`` (Location.position, WGS84 degrees): the btree on latitude then longitude serves the

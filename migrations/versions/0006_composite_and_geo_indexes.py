@@ -5,7 +5,8 @@ Revises: 0005
 Create Date: 2026-11-25
 
 ``idx_composite`` holds one row per value of one component of one element instance (search.html#composite),
-joined on (resource_pk, grp) so that components match on the same element; ``idx_geo`` holds
+joined on (resource_pk, grp) so that components match on the same element (a token first component is
+copied into the other components' rows as ``anchor_*``, so two-component searches need no join); ``idx_geo`` holds
 Location.position for ``near`` (location.html#positional). Both tables start empty: run
 ``fhir-server reindex`` once after upgrading to index resources already stored.
 """
@@ -31,6 +32,8 @@ def upgrade() -> None:
         sa.Column("res_type", sa.String(64), nullable=False),
         sa.Column("param", sa.String(64), nullable=False),
         sa.Column("grp", sa.Integer(), nullable=False),
+        sa.Column("anchor_system", sa.String(255), nullable=True),
+        sa.Column("anchor_code", sa.String(255), nullable=True),
         sa.Column("system", sa.String(255), nullable=True),
         sa.Column("code", sa.String(255), nullable=True),
         sa.Column("unit", sa.String(255), nullable=True),
@@ -46,9 +49,10 @@ def upgrade() -> None:
         sa.Column("target_url", sa.Text(), nullable=True),
     )
     op.create_index("ix_idx_composite_resource", "idx_composite", ["resource_pk", "param", "grp"])
-    op.create_index("ix_idx_composite_code_system", "idx_composite",
-                    ["res_type", "param", "code", "system", "resource_pk"])
-    op.create_index("ix_idx_composite_value", "idx_composite", ["res_type", "param", "value", "resource_pk"])
+    op.create_index("ix_idx_composite_anchor_value", "idx_composite",
+                    ["res_type", "param", "anchor_code", "anchor_system", "value", "resource_pk"])
+    op.create_index("ix_idx_composite_anchor_code", "idx_composite",
+                    ["res_type", "param", "anchor_code", "anchor_system", "code", "system", "resource_pk"])
     op.create_table(
         "idx_geo",
         sa.Column("resource_pk", PrimaryKey, nullable=False),
@@ -66,7 +70,7 @@ def downgrade() -> None:
     op.drop_index("ix_idx_geo_latitude_longitude", table_name="idx_geo")
     op.drop_index("ix_idx_geo_resource", table_name="idx_geo")
     op.drop_table("idx_geo")
-    op.drop_index("ix_idx_composite_value", table_name="idx_composite")
-    op.drop_index("ix_idx_composite_code_system", table_name="idx_composite")
+    op.drop_index("ix_idx_composite_anchor_code", table_name="idx_composite")
+    op.drop_index("ix_idx_composite_anchor_value", table_name="idx_composite")
     op.drop_index("ix_idx_composite_resource", table_name="idx_composite")
     op.drop_table("idx_composite")
