@@ -71,14 +71,8 @@ class CompositeDef:
     components: tuple[Component, ...]
     # per instance branch: (select instances from the resource, type, per-component extractors)
     branches: tuple[tuple[Callable[[Values], Values], str | None, tuple[Callable[..., Any], ...]], ...]
-
-    def component_param(self, index: int) -> str:
-        return f"{self.param.code}${index}"
-
-    @property
-    def anchored(self) -> bool:
-        """A token first component is stored as ``anchor_*`` on the other components' rows."""
-        return anchored(self.param, self.components[0].param.type)
+    names: tuple[str, ...]  # the ``param`` of each component's rows: "<code>$<index>"
+    anchored: bool  # a token first component is stored as ``anchor_*`` on the other components' rows
 
 
 def anchored(param: SearchParam, first_type: str) -> bool:
@@ -134,7 +128,9 @@ def _composite_def(definition: Callable[[str], dict[str, Any] | None], param: Se
     except Unsupported as exc:
         log.info("composite %s.%s not supported: %s", param.resource_type, param.code, exc)
         return None
-    return CompositeDef(param, tuple(components), tuple(branches))
+    return CompositeDef(param, tuple(components), tuple(branches),
+                        tuple(f"{param.code}${i}" for i in range(len(components))),
+                        anchored(param, components[0].param.type))
 
 
 def _component_extractor(resource_type: str, element_type: str | None, comp: Component) -> Callable[..., Any]:
@@ -190,15 +186,14 @@ def composite_rows(definition: CompositeDef, resource: dict[str, Any]) -> list[R
     """The rows of one composite for one resource: per instance, per component, per value."""
     out: list[Row] = []
     grp = 0
-    names = [definition.component_param(i) for i in range(len(definition.components))]
-    kinds = [c.param.type for c in definition.components]
-    anchor = definition.anchored
+    names, anchor = definition.names, definition.anchored
+    kinds = [c.param.type for c in reversed(definition.components)]
     for select_instances, _element_type, extractors in definition.branches:
         for element in select_instances([resource]):
             # Last component first: it is usually the value (``value.as(Quantity)``), the one most
             # often absent, so most instances are rejected after one cheap look-up.
             per_component: list[list[Row]] = []
-            for kind, extract in zip(reversed(kinds), reversed(extractors)):
+            for kind, extract in zip(kinds, reversed(extractors)):
                 rows = component_rows(kind, extract(resource, element))
                 if not rows:
                     break
@@ -225,8 +220,7 @@ def component_rows(kind: str, values: list[tuple[str | None, Any]]) -> list[Row]
     """Rows for a component's values, read as the parameter type reads them (search/indexer.py)."""
     if not values:
         return []
-    from . import indexer  # imports this module: resolved at call time
-
+    indexer = _indexer()
     scratch: dict[str, list[Row]] = {kind: [], "token": []}
     if kind == "reference":
         indexer._emit_reference("", values, scratch)
@@ -243,6 +237,13 @@ def component_rows(kind: str, values: list[tuple[str | None, Any]]) -> list[Row]
             seen.add(key)
             out.append(row)
     return out
+
+
+@lru_cache(maxsize=1)
+def _indexer() -> Any:
+    from . import indexer  # imports this module: resolved once, at first use
+
+    return indexer
 
 
 def _converted(kind: str, src: Row) -> Row | None:

@@ -166,6 +166,25 @@ def test_three_component_and_reference_component_parameters(client):
     assert found(client, f"DocumentReference?relationship=DocumentReference/{target}$appends") == []
 
 
+def test_composites_in_reverse_chains_and_conditional_create(client):
+    patient = created(client, {"resourceType": "Patient", "name": [{"family": "Composite"}]})
+    other = created(client, {"resourceType": "Patient", "name": [{"family": "Other"}]})
+    created(client, dict(blood_pressure(160, 100), subject={"reference": f"Patient/{patient}"}))
+    created(client, dict(blood_pressure(110, 70), subject={"reference": f"Patient/{other}"}))
+    has = "Patient?_has:Observation:subject:component-code-value-quantity=" + quote(f"{SYSTOLIC}$gt150")
+    assert found(client, has) == [patient]
+    enc = created(client, {"resourceType": "Encounter", "status": "finished",
+                           "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                           "location": [{"location": {"reference": "Location/" + created(
+                               client, location("clinic", 51.5, -0.12))}}]})
+    assert found(client, "Encounter?location.near=" + quote("51.5|-0.12|1")) == [enc]
+    assert found(client, "Encounter?location.near=" + quote("52.5|-0.12|1")) == []
+    # conditional create matches through a composite parameter (strict parsing)
+    again = post(client, blood_pressure(160, 100),
+                 **{"If-None-Exist": "component-code-value-quantity=" + quote(f"{SYSTOLIC}$160")})
+    assert again.status_code == 200
+
+
 @pytest.mark.parametrize("query", [
     "Observation?code-value-quantity=29463-7",  # one component short
     "Observation?code-value-quantity=29463-7$70$kg",  # one too many
