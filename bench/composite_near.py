@@ -6,7 +6,7 @@ and ``code-value-quantity`` (one of 50 codes), and N/5 Locations spread over Gre
 the engine's own SQL (search/query.py) for typical searches, printing p50/p95 over repeated runs,
 the plan (EXPLAIN ANALYZE), and as a baseline the raw indexed SELECT of the first search's index rows.
 
-    .venv/bin/python -m bench.composite_near --resources 1000000 [--keep]
+    .venv/bin/python -m bench.composite_near [--resources 1000000 | --quick] [--keep]
 """
 from __future__ import annotations
 
@@ -65,10 +65,14 @@ BASELINE = ("SELECT resource_pk FROM idx_composite WHERE res_type = 'Observation
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100,000 Observations (make bench)")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-    url = create_database(DEFAULT_PG_URL, DB_NAME)
+    if args.quick:
+        args.resources = 100_000
+    url = create_database(args.pg_url, DB_NAME)
     engine = make_engine(url)
     try:
         create_schema(engine)
@@ -93,7 +97,7 @@ def main() -> None:
                     print("   ", line)
     finally:
         engine.dispose()
-        release_database(DEFAULT_PG_URL, DB_NAME, keep=args.keep)
+        release_database(args.pg_url, DB_NAME, keep=args.keep)
 
 
 def _now():  # type: ignore[no-untyped-def]
