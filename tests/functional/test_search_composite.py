@@ -185,6 +185,18 @@ def test_composites_in_reverse_chains_and_conditional_create(client):
     assert again.status_code == 200
 
 
+def test_transaction_bundle_creates_are_indexed_too(client):
+    """Plain creates in a transaction go through the bulk writer (COPY on PostgreSQL)."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": blood_pressure(171, 99), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": location("bundled", 54.0, -2.0), "request": {"method": "POST", "url": "Location"}}]}
+    res = client.post("/fhir", json=bundle)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    oid, lid = (e["response"]["location"].split("/_history")[0].rsplit("/", 1)[1] for e in body(res)["entry"])
+    assert found(client, "Observation?component-code-value-quantity=" + quote(f"{SYSTOLIC}$171")) == [oid]
+    assert found(client, "Location?near=" + quote("54.0|-2.0|0.1")) == [lid]
+
+
 @pytest.mark.parametrize("query", [
     "Observation?code-value-quantity=29463-7",  # one component short
     "Observation?code-value-quantity=29463-7$70$kg",  # one too many
