@@ -259,7 +259,11 @@ class ScopeGuard:
 
 def _criterion_needs(criterion: "Criterion | HasCriterion") -> Iterator[tuple[str, str]]:
     from ..search.parse import HasCriterion
+    from ..search.special import SpecialCriterion
 
+    if isinstance(criterion, SpecialCriterion):  # _list reads the List; _text/_content nothing more
+        yield from ((SEARCH, t) for t in criterion.reads)
+        return
     if isinstance(criterion, HasCriterion):
         yield SEARCH, criterion.source_type
         yield from _criterion_needs(criterion.criterion)

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from ..search.compartment import PATIENT_COMPARTMENT
+from ..search.special import capability_search_params
 from ..errors import BadRequest, Issue
 from ..fhir.models import SUPPORTED_TYPES
 from .messages import FhirRequest
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_NAME = "Safeguarding FHIR Server"
-# search.html#ptypes this engine indexes; composite parameters and ``near`` are added when supported.
+# search.html#ptypes this engine indexes. Composite parameters and ``near`` are listed where
+# search/composite.py and search/geo.py evaluate them; the special _text, _content and _list are answered
+# by search/special.py and listed from there.
 SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
@@ -116,7 +119,7 @@ class CapabilityBuilder:
             "referencePolicy": ["literal", "logical"],  # stored as sent; searchable, :identifier too
             "searchInclude": sorted(f"{res_type}:{p.code}" for p in params if p.type == "reference"),
             "searchRevInclude": rev_includes,
-            "searchParam": [_search_param(p) for p in params],
+            "searchParam": [_search_param(p) for p in params] + capability_search_params(res_type),
         }
         operations = [self._operation(op) for op in self.operations.all() if _runs_on(op, res_type)]
         if operations:
@@ -141,7 +144,8 @@ class CapabilityBuilder:
         from ..search.parse import COMMON_PARAMS
         any_type = min(SUPPORTED_TYPES)
         found = [self.registry.get(any_type, code) for code in sorted(COMMON_PARAMS)]
-        return [_search_param(p) for p in found if p is not None and p.type in SEARCHABLE_TYPES]
+        return ([_search_param(p) for p in found if p is not None and p.type in SEARCHABLE_TYPES]
+                + capability_search_params(None))
 
     @staticmethod
     def _operation(op: "Operation") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from .paging import Page, page_links
 from .parse import ParamSource, SearchRequest, parse_search
 from .query import count_matches, select_match_keys, select_matches
 from .summary import apply_summary, load_summary_elements
+from .terminology import resolve_terminology
 
 # Below this many estimated rows an exact count is as cheap as the estimate (``_total=estimate``).
 _ESTIMATE_EXACT_BELOW = 10_000
@@ -39,6 +40,7 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     """
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     req = parse_search(params, registry, resource_types, strict=strict, base_url=settings.base_url)
+    req = resolve_terminology(conn, req, settings.base_url)  # :in/:not-in/:below/:above → codes
     if compartment is not None:
         req = replace(req, compartment=compartment)
     count = settings.default_page_size if req.count is None else min(req.count, settings.max_page_size)
@@ -88,6 +90,7 @@ def find_matches(conn: Connection, registry: ParamSource, resource_type: str,
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     criteria = [(n, v) for n, v in params if not _is_result_param(n)]
     req = parse_search(criteria, registry, [resource_type], strict=True, base_url=base_url)
+    req = resolve_terminology(conn, req, base_url)
     return [(int(r.pk), str(r.res_id)) for r in conn.execute(select_match_keys(req, now=now))]
 
 

@@ -18,7 +18,8 @@ The rules are those of search.html for each parameter type:
   Money -> value + currency (urn:iso:std:iso:4217); Range -> its low/high.
 * uri (#uri): the string (a canonical's ``|version`` also indexed without it).
 * composite (#composite) rows come from search/composite.py and ``near`` (Location.position) rows
-  from search/geo.py; other special parameters are not indexed.
+  from search/geo.py; ``_text`` and ``_content``: the words of the narrative and of the whole
+  resource (search/text.py), one ``text`` row each. Other special parameters are not indexed.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from .extract import Extractor, compile_expression, root_keys
 from .fhirpath import fhir_type_name
 from .normalize import STRING_INDEX_LENGTH, date_range, normalize_string, number_range, to_decimal
 from .registry import SearchRegistry
+from .text import text_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,11 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     "quantity": ("param", "low", "value", "high", "system", "code", "unit"),
     "number": ("param", "low", "value", "high"),
     "uri": ("param", "value"),
+    "text": ("param", "words"),  # _text / _content (search/text.py), not a SearchParameter type
     "composite": composite.ROW_COLUMNS,
     "geo": geo.ROW_COLUMNS,
 }
-INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"composite", "geo"}
+INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"text", "composite", "geo"}
 ISO_4217 = "urn:iso:std:iso:4217"
 _SHORT = 64  # String(64) columns: param, target_type, target_id, target_version
 _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
@@ -145,6 +148,7 @@ class Indexer:
         for key, rows in out.items():
             if len(rows) > 1:
                 out[key] = _dedupe(rows)
+        out["text"] = text_rows(resource)
         out["composite"] = self._composites.rows(resource_type, resource)
         out["geo"] = self._positions.rows(resource_type, resource)
         return out

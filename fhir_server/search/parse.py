@@ -17,6 +17,7 @@ from ..fhir.resource_types import R4_RESOURCE_TYPES
 from .model import SearchParam
 from .normalize import STRING_INDEX_LENGTH, date_range, number_range
 from .normalize import normalize_string as _normalize_string
+from .special import SPECIAL_PARAMS, parse_special
 
 # Parameters defined for every resource (search.html#all); only these are allowed when searching
 # several types at once (http.html#search: whole-system search).
@@ -26,7 +27,7 @@ COMMON_PARAMS: dict[str, str] = {
 }
 # Result parameters (search.html#return) and transport parameters that are not criteria.
 _IGNORED = frozenset({"_format", "_pretty"})
-_UNSUPPORTED = frozenset({"_text", "_content", "_list", "_query", "_filter", "_contained", "_containedType"})
+_UNSUPPORTED = frozenset({"_query", "_filter", "_contained", "_containedType"})
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 TOTAL_MODES = ("none", "estimate", "accurate")
 MAX_CHAIN_DEPTH = 4
@@ -35,7 +36,7 @@ MAX_CHAIN_DEPTH = 4
 # additionally accepts any resource type as modifier (``subject:Patient``).
 MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
-    "token": frozenset({"not", "text", "of-type", "missing"}),
+    "token": frozenset({"not", "text", "of-type", "missing", "in", "not-in", "below", "above"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
     "quantity": frozenset({"missing"}),
@@ -205,6 +206,8 @@ class _State:
             self._unknown(name, "is not supported")
         elif value == "":
             return  # search.html#search: parameters with an empty value are ignored
+        elif name.split(":", 1)[0] in SPECIAL_PARAMS:  # _text, _content, _list: search/special.py
+            self.criteria.append(parse_special(name, value, split_unescaped, unescape))
         else:
             crit = self._criterion(name, value)
             if crit is not None:
@@ -603,6 +606,8 @@ def _parse_token(full: str, mod: str | None, raw: str) -> SearchValue:
     if mod == "text":
         text = unescape(raw)
         return TextValue(normalize_string(text), text.lower()[:STRING_INDEX_LENGTH])
+    if mod in ("in", "not-in"):  # a ValueSet, expanded by search/terminology.py
+        return UriValue(unescape(raw))
     parts = split_unescaped(raw, "|")
     if mod == "of-type":
         if len(parts) != 3 or not all(parts):

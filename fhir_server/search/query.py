@@ -16,6 +16,8 @@ from sqlalchemy import (ColumnElement, FromClause, Select, and_, exists, false, 
 
 from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, resource
 from .model import SearchParam
+from .special import SpecialCriterion, special_clause
+from .terminology import TERMINOLOGY_MODIFIERS, CodeSetValue, codes_condition
 from .parse import (Criterion, DateValue, HasCriterion, MissingValue, NumberValue, QuantityValue,
                     ReferenceValue, SearchRequest, SearchValue, SortKey, StringValue, TextValue, TokenValue,
                     TypedIdentifierValue, UriValue)
@@ -71,6 +73,8 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
     """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``."""
     if isinstance(crit, HasCriterion):
         return _has_clause(res, crit, now)
+    if isinstance(crit, SpecialCriterion):
+        return special_clause(res, rtype, crit)
     param = crit.param
     if param.code == "_id":
         return _id_clause(res, crit)
@@ -91,10 +95,13 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
     if crit.modifier == "missing":
         present = _exists(res, rtype, table, code, None)
         return ~present if _missing(crit) else present
+    if (crit.modifier in TERMINOLOGY_MODIFIERS and param.type == "token"
+            and not all(isinstance(v, CodeSetValue) for v in crit.values)):
+        raise TypeError(f"{crit.name}: resolve the terminology first (search.terminology)")
     t = table.alias()
     conditions = [_value_condition(t, param, crit.modifier, v, now) for v in crit.values]
     matched = _exists(res, rtype, table, code, or_(*conditions), alias=t)
-    return ~matched if crit.modifier == "not" else matched
+    return ~matched if crit.modifier in ("not", "not-in") else matched
 
 
 def _exists(res: FromClause, rtype: str | None, table: Any, code: str, cond: Cond | None,
@@ -236,10 +243,14 @@ def _uri(t: Any, _p: SearchParam, mod: str | None, v: UriValue, _now: datetime) 
     return t.c.value == v.value
 
 
+def _codes(t: Any, _p: SearchParam, _m: str | None, v: CodeSetValue, _now: datetime) -> Cond:
+    return codes_condition(t.c.system, t.c.code, v)
+
+
 _HANDLERS: dict[type, Callable[..., Cond]] = {
     TokenValue: _token, TypedIdentifierValue: _typed_identifier, TextValue: _text, StringValue: _string,
     DateValue: _date, NumberValue: _number, QuantityValue: _quantity, ReferenceValue: _reference,
-    UriValue: _uri,
+    UriValue: _uri, CodeSetValue: _codes,
 }
 
 

@@ -8,7 +8,7 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        MetaData, String, Table, Text)
+                        MetaData, String, Table, Text, func, literal_column)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -140,6 +140,19 @@ idx_uri = _index_table(
 Index("ix_idx_uri_prefix", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value,
       postgresql_ops={"value": "text_pattern_ops"})
 
+# _text (narrative) and _content (all the text) (search.html#text, search/text.py): one row per
+# resource and param holding its distinct folded words, " a b c ", matched as whole words. PostgreSQL
+# answers from a GIN index over the words' tsvector; SQLite scans the type's rows with LIKE.
+idx_text = _index_table(
+    "idx_text",
+    Column("words", Text, nullable=False),
+    value_indexes=[],
+)
+Index("ix_idx_text_type", idx_text.c.res_type, idx_text.c.param, idx_text.c.resource_pk)
+idx_text.append_constraint(
+    Index("ix_idx_text_words", func.to_tsvector(literal_column("'simple'::regconfig"), idx_text.c.words),
+          postgresql_using="gin").ddl_if(dialect="postgresql"))
+
 # composite (search.html#composite): one row per value of one component of one element instance;
 # ``param`` is "<code>$<component index>" and ``grp`` numbers the instance within the resource, so
 # components are matched on the same element by joining on (resource_pk, grp). When the first
@@ -191,7 +204,7 @@ idx_geo = Table(
 
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
-    "quantity": idx_quantity, "number": idx_number, "uri": idx_uri,
+    "quantity": idx_quantity, "number": idx_number, "uri": idx_uri, "text": idx_text,
     "composite": idx_composite, "geo": idx_geo,
 }
 

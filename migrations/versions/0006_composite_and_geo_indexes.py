@@ -1,7 +1,8 @@
 """Index tables for composite search parameters and the special ``near`` parameter.
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0007 (main already had 0007 when this branch merged it; a database at 0007 must still get
+these tables, so this revision follows it rather than the other way round)
 Create Date: 2026-11-25
 
 ``idx_composite`` holds one row per value of one component of one element instance (search.html#composite),
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

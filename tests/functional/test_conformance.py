@@ -26,14 +26,14 @@ FHIR_JSON = "application/fhir+json"
 STRICT = {"Prefer": "handling=strict"}
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 SAMPLE_VALUES = {"token": "x", "string": "x", "date": "2020-01-01", "number": "1", "quantity": "1",
-                 "reference": "x", "uri": "http://example.org/x"}
+                 "reference": "x", "uri": "http://example.org/x", "special": "x"}
 SPECIAL_VALUES = {"near": "51.5|-0.12|1|km"}
 
 
 def sample_value(registry: SearchRegistry, res_type: str, name: str, kind: str) -> str:
     """A well-formed value for a listed parameter; a composite's joins its components' with '$'."""
     if kind == "special":
-        return SPECIAL_VALUES[name]
+        return SPECIAL_VALUES.get(name, SAMPLE_VALUES["special"])
     if kind == "composite":
         param = registry.get(res_type, name)
         assert param is not None
@@ -101,8 +101,12 @@ def test_search_params_come_from_the_registry_with_composite_and_near(statement,
     listed = {p["name"]: p for p in patient["searchParam"]}
     assert listed["name"] == {"name": "name", "definition": "http://hl7.org/fhir/SearchParameter/Patient-name",
                               "type": "string"}
-    assert "_id" in listed and "_text" not in listed and "_content" not in listed
-    observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]}
+    assert "_id" in listed
+    assert listed["_text"]["definition"] == "http://hl7.org/fhir/SearchParameter/DomainResource-text"
+    assert listed["_content"]["type"] == "string" and listed["_list"]["type"] == "special"
+    assert "_text" not in {p["name"] for p in _resources(statement)["Bundle"]["searchParam"]}  # no narrative
+    observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]} - {
+        "_text", "_content", "_list"}  # search/special.py
     assert "code-value-quantity" in observation  # composite (search/composite.py)
     assert set(registry.params_for("Observation")) == observation
     location = {p["name"]: p["type"] for p in _resources(statement)["Location"]["searchParam"]}

@@ -145,3 +145,11 @@ def test_a_transaction_is_checked_entry_by_entry_before_it_runs(guard: ScopeGuar
     with pytest.raises(InsufficientScope) as refused:
         guard.before(request("POST", "", "system/Patient.c system/Observation.ru", body=bundle))
     assert refused.value.issues[0].expression == ("Bundle.entry[1]",)
+
+
+def test_needs_of_special_search_parameters(guard: ScopeGuard) -> None:
+    """_list looks into the List (search/special.py); _text and _content only the searched type."""
+    assert needs(guard, request("GET", "Patient", query=[("_list", "42")])) == \
+        {("search", "Patient"), ("search", "List")}
+    assert needs(guard, request("GET", "Patient", query=[("_text", "x"), ("_content", "y")])) == \
+        {("search", "Patient")}

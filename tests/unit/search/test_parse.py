@@ -184,7 +184,7 @@ def test_unsupported_modifier_is_always_rejected() -> None:
         parse("Patient", ("name:below", "x"))
     assert err.value.issues[0].expression == ("name:below",)
     with pytest.raises(BadRequest):
-        parse("Observation", ("code:in", "http://vs"))
+        parse("Observation", ("code:contains", "x"))
 
 
 def test_uri_modifiers() -> None:
@@ -234,8 +234,8 @@ def test_has_nested() -> None:
 
 
 def test_unknown_parameters_warn_or_fail_when_strict() -> None:
-    req = parse("Patient", ("foo", "bar"), ("name", "x"), ("_text", "y"))
-    assert req.unknown == ("foo", "_text")
+    req = parse("Patient", ("foo", "bar"), ("name", "x"), ("_query", "y"))
+    assert req.unknown == ("foo", "_query")
     assert req.warnings[0].severity == "warning" and req.warnings[0].expression == ("foo",)
     assert len(req.criteria) == 1
     with pytest.raises(BadRequest) as err:
@@ -292,3 +292,13 @@ def test_whole_system_search_allows_only_common_parameters() -> None:
 
 def test_empty_values_are_ignored() -> None:
     assert parse("Patient", ("name", "")).criteria == ()
+
+
+def test_terminology_modifiers_and_special_parameters_parse() -> None:
+    from fhir_server.search.special import SpecialCriterion
+    crit = parse("Observation", ("code:in", "ValueSet/x"), ("code:below", "http://s|c")).criteria
+    assert crit[0].modifier == "in" and crit[0].values == (UriValue("ValueSet/x"),)
+    assert crit[1].modifier == "below" and crit[1].values[0].system == "http://s"
+    special = parse("Patient", ("_text", "a OR b"), ("_list", "42")).criteria
+    assert all(isinstance(c, SpecialCriterion) for c in special)
+    assert special[0].text is not None and special[1].lists[0].list_id == "42"
