@@ -202,13 +202,15 @@ def _create_all(uow: "UnitOfWork", ctx: RequestContext, resources: list[dict[str
 
 def supported_base_search_parameters(registry: "SearchRegistry") -> list[dict[str, Any]]:
     """The R4 base SearchParameters (``http://hl7.org/fhir/SearchParameter/…``) the search engine
-    uses for a supported type: not composite or special (not indexed), not ``_text``, ``_content``,
+    uses for a supported type: composite and special only where search/composite.py and search/geo.py
+    evaluate them, not ``_text``, ``_content``,
     ``_query``, ``_filter`` (no expression), not replaced by one of ours, not only for types this
     server refuses. The CapabilityStatement lists the same parameters."""
     from .fhir.models import SUPPORTED_TYPES
+    from .search import composite, geo
 
     in_use = {p.url for t in SUPPORTED_TYPES for p in registry.params_for(t).values()
-              if p.type in SEARCH_TYPES_INDEXED}
+              if p.type in SEARCH_TYPES_INDEXED or composite.is_supported(registry, p) or geo.is_supported(p)}
     return [sp for sp in registry.definitions()
             if str(sp.get("url", "")).startswith("http://hl7.org/fhir/SearchParameter/")
             and sp["url"] in in_use and sp.get("id")]

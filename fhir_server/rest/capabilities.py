@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_NAME = "Safeguarding FHIR Server"
-# search.html#ptypes this engine indexes; composite and special parameters of the registry are not
-# searchable (the special _text, _content and _list are answered by search/special.py and listed from there).
+# search.html#ptypes this engine indexes. Composite parameters and ``near`` are listed where
+# search/composite.py and search/geo.py evaluate them; the special _text, _content and _list are answered
+# by search/special.py and listed from there.
 SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 # search_filter.html, implemented by search/filter.py (R4 publishes no SearchParameter for it).
 FILTER_PARAM = {"name": "_filter", "type": "special",
@@ -132,7 +133,16 @@ class CapabilityBuilder:
 
     def _search_params(self, res_type: str) -> list["SearchParam"]:
         return sorted((p for p in self.registry.params_for(res_type).values()
-                       if p.type in SEARCHABLE_TYPES and p.url), key=lambda p: p.code)
+                       if (p.type in SEARCHABLE_TYPES or self._special_supported(p)) and p.url),
+                      key=lambda p: p.code)
+
+    def _special_supported(self, param: "SearchParam") -> bool:
+        """Composite parameters search/composite.py can evaluate, and ``near`` (search/geo.py)."""
+        from ..search import composite, geo
+
+        if param.type == "composite":
+            return composite.is_supported(self.registry, param)
+        return param.type == "special" and geo.is_supported(param)
 
     def _system_search_params(self) -> list[dict[str, Any]]:
         """Whole-system search accepts the parameters common to all resources (search.html#all)."""

@@ -17,8 +17,9 @@ The rules are those of search.html for each parameter type:
 * quantity / number (#quantity, #number): value with the implicit range from its precision;
   Money -> value + currency (urn:iso:std:iso:4217); Range -> its low/high.
 * uri (#uri): the string (a canonical's ``|version`` also indexed without it).
-* composite and special parameters are not indexed, except ``_text`` and ``_content``: the words of
-  the narrative and of the whole resource (search/text.py), one ``text`` row each.
+* composite (#composite) rows come from search/composite.py and ``near`` (Location.position) rows
+  from search/geo.py; ``_text`` and ``_content``: the words of the narrative and of the whole
+  resource (search/text.py), one ``text`` row each. Other special parameters are not indexed.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..fhir.resource_types import R4_RESOURCE_TYPES
+from . import composite, geo
 from .extract import Extractor, compile_expression, root_keys
 from .fhirpath import fhir_type_name
 from .normalize import STRING_INDEX_LENGTH, date_range, normalize_string, number_range, to_decimal
@@ -52,8 +54,10 @@ ROW_COLUMNS: dict[str, tuple[str, ...]] = {
     "number": ("param", "low", "value", "high"),
     "uri": ("param", "value"),
     "text": ("param", "words"),  # _text / _content (search/text.py), not a SearchParameter type
+    "composite": composite.ROW_COLUMNS,
+    "geo": geo.ROW_COLUMNS,
 }
-INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"text"}
+INDEXED_TYPES = frozenset(ROW_COLUMNS) - {"text", "composite", "geo"}
 ISO_4217 = "urn:iso:std:iso:4217"
 _SHORT = 64  # String(64) columns: param, target_type, target_id, target_version
 _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
@@ -86,6 +90,8 @@ class Indexer:
     def __init__(self, registry: SearchRegistry) -> None:
         self.registry = registry
         self._plans: dict[str, _Plan] = {}
+        self._composites = composite.CompositeIndexer(registry)
+        self._positions = geo.GeoIndexer(registry)
 
     def _plan(self, resource_type: str) -> _Plan:
         plan = self._plans.get(resource_type)
@@ -143,6 +149,8 @@ class Indexer:
             if len(rows) > 1:
                 out[key] = _dedupe(rows)
         out["text"] = text_rows(resource)
+        out["composite"] = self._composites.rows(resource_type, resource)
+        out["geo"] = self._positions.rows(resource_type, resource)
         return out
 
 

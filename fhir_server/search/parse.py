@@ -324,13 +324,15 @@ def _build(state: _State, full: str, name: str, rtype: str | None, value: str,
     param = state._lookup(rtype, code)
     if param is None:
         raise _Unknown("is not known" + (f" for {rtype}" if rtype else " for a search across types"))
-    if param.type in ("composite", "special"):
+    if param.type in ("composite", "special") and not _special_supported(state.registry, param):
         raise _Unknown(f"has type {param.type}, which is not supported")
     if colon and not modifier:
         raise BadRequest(f"Empty modifier in '{full}'", expression=full)
     mod = modifier or None
     if dot:
         return _build_chain(state, full, param, mod, rest, value, depth)
+    if param.type in ("composite", "special"):
+        return _build_special(state, full, param, mod, value)
     _check_modifier(full, param, mod)
     if mod == "missing":
         return Criterion(full, param, mod, (_parse_missing(full, value),))
@@ -339,6 +341,21 @@ def _build(state: _State, full: str, name: str, rtype: str | None, value: str,
     if not values:
         raise BadRequest(f"No value for '{full}'", expression=full)
     return Criterion(full, param, mod, values)
+
+
+def _special_supported(registry: ParamSource, param: SearchParam) -> bool:
+    """Composite parameters this server can evaluate (search/composite.py) and ``near`` (search/geo.py)."""
+    from . import composite, geo
+
+    return composite.is_supported(registry, param) if param.type == "composite" else geo.is_supported(param)
+
+
+def _build_special(state: _State, full: str, param: SearchParam, mod: str | None, value: str) -> Criterion:
+    from . import composite, geo
+
+    if param.type == "composite":
+        return composite.parse_composite(state.registry, full, param, mod, value, state.base_url)  # type: ignore[no-any-return]
+    return geo.parse_near(full, param, mod, value)  # type: ignore[no-any-return]
 
 
 def _check_modifier(full: str, param: SearchParam, mod: str | None) -> None:

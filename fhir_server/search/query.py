@@ -86,6 +86,12 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
         return _last_updated_clause(res, crit, now)
     if crit.chain:
         return or_(*(_chain_clause(res, rtype, crit, target, inner, now) for target, inner in crit.chain))
+    if param.type == "composite":
+        from .composite import composite_clause
+        return composite_clause(res, rtype, crit, now)
+    if param.type == "special":
+        from .geo import near_clause
+        return near_clause(res, rtype, crit)
     code = param.code
     table = INDEX_TABLES[param.type]
     if param.type == "reference" and crit.modifier == "identifier":

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 
 from ..fhir import jsonio
+from .sqlfunctions import register_sqlite_functions
 from .tables import metadata
 
 
@@ -51,6 +52,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    register_sqlite_functions(dbapi_connection)  # great-circle distance for ``near`` (search/geo.py)
 
 
 def _sqlite_on_begin(connection: Any) -> None:

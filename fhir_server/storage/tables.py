@@ -153,9 +153,59 @@ idx_text.append_constraint(
     Index("ix_idx_text_words", func.to_tsvector(literal_column("'simple'::regconfig"), idx_text.c.words),
           postgresql_using="gin").ddl_if(dialect="postgresql"))
 
+# composite (search.html#composite): one row per value of one component of one element instance;
+# ``param`` is "<code>$<component index>" and ``grp`` numbers the instance within the resource, so
+# components are matched on the same element by joining on (resource_pk, grp). When the first
+# component is a token (all R4 composites but one) its system/code is copied into the rows of the
+# others as ``anchor_*`` (one row per pair), so a two-component search is one index range scan.
+# Columns by component type: token (system, code), quantity/number (low, value, high; system, code,
+# unit), date (date_low, date_high), string (value_norm, value_exact; uri in value_exact),
+# reference (target_*).
+idx_composite = Table(
+    "idx_composite", metadata,
+    Column("resource_pk", PrimaryKey, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("grp", Integer, nullable=False),
+    Column("anchor_system", String(255), nullable=True),
+    Column("anchor_code", String(255), nullable=True),
+    Column("system", String(255), nullable=True),
+    Column("code", String(255), nullable=True),
+    Column("unit", String(255), nullable=True),
+    Column("low", Float, nullable=True),
+    Column("value", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("date_low", DateTime, nullable=True),
+    Column("date_high", DateTime, nullable=True),
+    Column("value_norm", String(255), nullable=True),
+    Column("value_exact", Text, nullable=True),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("target_url", Text, nullable=True),
+    Index("ix_idx_composite_resource", "resource_pk", "param", "grp"),
+    Index("ix_idx_composite_anchor_value", "res_type", "param", "anchor_code", "anchor_system", "value",
+          "resource_pk"),
+    Index("ix_idx_composite_anchor_code", "res_type", "param", "anchor_code", "anchor_system", "code", "system",
+          "resource_pk"),
+)
+
+# special ``near`` (Location.position, WGS84 degrees): the btree on latitude then longitude serves the
+# bounding-box prefilter of search/geo.py; the exact great-circle distance is checked on those rows.
+idx_geo = Table(
+    "idx_geo", metadata,
+    Column("resource_pk", PrimaryKey, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("latitude", Float, nullable=False),
+    Column("longitude", Float, nullable=False),
+    Index("ix_idx_geo_resource", "resource_pk"),
+    Index("ix_idx_geo_latitude_longitude", "res_type", "param", "latitude", "longitude", "resource_pk"),
+)
+
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,
     "quantity": idx_quantity, "number": idx_number, "uri": idx_uri, "text": idx_text,
+    "composite": idx_composite, "geo": idx_geo,
 }
 
 # Written in the same transaction as every change; drained after commit by subscriptions, risk and

@@ -27,12 +27,19 @@ STRICT = {"Prefer": "handling=strict"}
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 SAMPLE_VALUES = {"token": "x", "string": "x", "date": "2020-01-01", "number": "1", "quantity": "1",
                  "reference": "x", "uri": "http://example.org/x", "special": "x"}
-# special parameters whose values have a grammar of their own (search_filter.html)
-SAMPLE_BY_NAME = {"_filter": "_id pr true"}
+SPECIAL_VALUES = {"near": "51.5|-0.12|1|km",
+                  "_filter": "_id pr true"}  # special parameters with a grammar of their own
 
 
-def _sample(p: dict) -> str:
-    return SAMPLE_BY_NAME.get(p["name"], SAMPLE_VALUES[p["type"]])
+def sample_value(registry: SearchRegistry, res_type: str | None, name: str, kind: str) -> str:
+    """A well-formed value for a listed parameter; a composite's joins its components' with '$'."""
+    if kind == "special":
+        return SPECIAL_VALUES.get(name, SAMPLE_VALUES["special"])
+    if kind == "composite":
+        param = registry.get(res_type, name) if res_type else None
+        assert param is not None
+        return "$".join(SAMPLE_VALUES[registry.definition(url)["type"]] for url, _ in param.components)
+    return SAMPLE_VALUES[kind]
 
 
 def body(response):
@@ -87,10 +94,11 @@ def test_every_resource_claims_exactly_what_is_implemented(statement):
         assert entry["conditionalCreate"] is True and entry["conditionalUpdate"] is True
         assert entry["conditionalRead"] == "full-support" and entry["conditionalDelete"] == "single"
         assert entry["referencePolicy"] == ["literal", "logical"]
-        assert {p["type"] for p in entry.get("searchParam", [])} <= set(SAMPLE_VALUES), res_type
+        assert {p["type"] for p in entry.get("searchParam", [])} <= set(SAMPLE_VALUES) | {"composite", "special"}, \
+            res_type
 
 
-def test_search_params_come_from_the_registry_without_composite_or_special(statement, settings):
+def test_search_params_come_from_the_registry_with_composite_and_near(statement, settings):
     registry = SearchRegistry.load(settings.profiles_dir)
     patient = _resources(statement)["Patient"]
     listed = {p["name"]: p for p in patient["searchParam"]}
@@ -102,22 +110,26 @@ def test_search_params_come_from_the_registry_without_composite_or_special(state
     assert "_text" not in {p["name"] for p in _resources(statement)["Bundle"]["searchParam"]}  # no narrative
     observation = {p["name"] for p in _resources(statement)["Observation"]["searchParam"]} - {
         "_text", "_content", "_list"}  # search/special.py
-    assert "code-value-quantity" not in observation  # composite
-    assert {c for c, p in registry.params_for("Observation").items() if p.type not in ("composite", "special")
-            } == observation - {"_filter"}
+    assert "code-value-quantity" in observation  # composite (search/composite.py)
+    assert set(registry.params_for("Observation")) == observation - {"_filter"}
     assert listed["_filter"]["type"] == "special"
+    location = {p["name"]: p["type"] for p in _resources(statement)["Location"]["searchParam"]}
+    assert location["near"] == "special"
 
 
-def test_every_listed_search_param_include_and_revinclude_is_accepted(client, statement):
+def test_every_listed_search_param_include_and_revinclude_is_accepted(client, statement, settings):
     """One strict search per type with every listed parameter: an unknown one would be a 400."""
+    registry = SearchRegistry.load(settings.profiles_dir)
     for res_type, entry in _resources(statement).items():
-        params = [(p["name"], _sample(p)) for p in entry.get("searchParam", [])]
+        params = [(p["name"], sample_value(registry, res_type, p["name"], p["type"]))
+                  for p in entry.get("searchParam", [])]
         for key in ("searchInclude", "searchRevInclude"):
             if entry.get(key):
                 params.append(("_include" if key == "searchInclude" else "_revinclude", ",".join(entry[key])))
         res = client.get(f"/fhir/{res_type}?{urlencode(params)}", headers=STRICT)
         assert res.status_code == 200, (res_type, res.data[:500])
-    params = [(p["name"], _sample(p)) for p in statement["rest"][0]["searchParam"]]
+    params = [(p["name"], sample_value(registry, None, p["name"], p["type"]))
+              for p in statement["rest"][0]["searchParam"]]
     assert client.get(f"/fhir?{urlencode(params)}", headers=STRICT).status_code == 200
 
 
@@ -224,7 +236,7 @@ def test_base_search_parameters_are_published(client, app, settings):
     found = body(client.get("/fhir/SearchParameter?base=Patient&code=name"))
     assert [e["resource"]["id"] for e in found["entry"]] == ["Patient-name"]
     composite = body(client.get("/fhir/SearchParameter?code=code-value-quantity"))
-    assert composite["total"] == 0  # not searchable here, so not published
+    assert composite["total"] == 1  # searchable here (search/composite.py), so published
     again = load_conformance_resources(app.extensions["fhir"].repo, settings)
     assert again.created == [] and again.updated == [] and again.unchanged == len(report.created)
 
@@ -232,7 +244,8 @@ def test_base_search_parameters_are_published(client, app, settings):
 def test_published_base_search_parameters_are_valid(settings):
     registry = SearchRegistry.load(settings.profiles_dir)
     published = supported_base_search_parameters(registry)
-    assert {sp["type"] for sp in published} <= set(SAMPLE_VALUES)
+    assert {sp["type"] for sp in published} <= set(SAMPLE_VALUES) | {"composite", "special"}
+    assert "Location-near" in {sp["id"] for sp in published}
     assert "MedicinalProduct-name" not in {sp["id"] for sp in published}  # only for a refused type
     for sp in published:
         validate_resource(sp)
