@@ -130,8 +130,10 @@ def role_policy(ctx: "RequestContext") -> RolePolicy:
 
 
 def restricted(ctx: "RequestContext") -> bool:
-    """True when the policy applies: a verified token that is not the server's own work."""
-    return ctx.authenticated and ctx.role not in UNRESTRICTED_ROLES
+    """True when the policy applies: a verified token that is not the server's own work (role
+    ``system`` on a context the server made, or a token of our own token endpoint for a client an
+    operator registered with that role — never a development or OpenID Connect token's claim)."""
+    return ctx.authenticated and not (ctx.role in UNRESTRICTED_ROLES and ctx.issuer == "server")
 
 
 # -- visibility ---------------------------------------------------------------------------------
@@ -190,7 +192,8 @@ class Visibility:
     def redact(self, conn: "Connection", found: list[Any]) -> list[Any]:
         """Search results (``search.includes.Found``) with each Provenance's targets the caller may
         not see left out (an import Provenance names every record of a file: other children's too),
-        tagged SUBSETTED (resource.html#tag); a Provenance with no target left is left out."""
+        tagged SUBSETTED (resource.html#tag). With none left, its one target is a Reference masked by
+        the data-absent-reason extension: the Provenance stays (it was counted in Bundle.total)."""
         provenances = [f for f in found if f.res_type == "Provenance"]
         if not provenances:
             return found
@@ -214,13 +217,15 @@ class Visibility:
             kept = [t for t in targets if _target_ref(t) in seen]
             if len(kept) == len(targets):
                 out.append(f)
-            elif kept:
-                meta = dict(f.content.get("meta") or {})
-                meta["tag"] = [*(meta.get("tag") or []), SUBSETTED]
-                out.append(replace(f, content={**f.content, "target": kept, "meta": meta}))
+                continue
+            meta = dict(f.content.get("meta") or {})
+            meta["tag"] = [*(meta.get("tag") or []), SUBSETTED]
+            out.append(replace(f, content={**f.content, "target": kept or [MASKED_REFERENCE], "meta": meta}))
         return out
 
 
+MASKED_REFERENCE = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                    "valueCode": "masked"}]}
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
 

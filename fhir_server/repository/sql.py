@@ -130,7 +130,13 @@ class UnitOfWork:
         if row.deleted:
             raise Gone(f"{res_type}/{res_id} was deleted (version {row.version_id})")
         self._check_visible(row)
-        return _stored(row)
+        return self._redacted(_stored(row))
+
+    def _redacted(self, stored: Stored) -> Stored:
+        """A Provenance shows only the targets the caller may see (fhir_server.auth.policy)."""
+        if self.access is None or stored.res_type != "Provenance" or stored.content is None:
+            return stored
+        return self.access.redact(self.conn, [stored])[0]
 
     def _check_visible(self, row: Any) -> None:
         """A resource the caller may not see does not exist for them (404, as unknown)."""
@@ -168,7 +174,7 @@ class UnitOfWork:
             if current is None or current.deleted:
                 raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
             self._check_visible(current)
-        return _stored(row)
+        return self._redacted(_stored(row))
 
     def exists(self, res_type: str, res_id: str) -> bool:
         row = self._current_row(res_type, res_id)
@@ -207,7 +213,7 @@ class UnitOfWork:
                                  .offset(offset).limit(count))
         page = [_stored(r) for r in rows]
         if self.access is not None:  # an older version may carry a label the current one dropped
-            page = [s for s in page if s.content is None or self.access.allows(s.content)]
+            page = [self._redacted(s) for s in page if s.content is None or self.access.allows(s.content)]
         return page, total
 
     def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
