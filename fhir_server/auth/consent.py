@@ -55,13 +55,15 @@ _KIND_OF_SYSTEM = {v: k for k, v in ORGANIZATION_SYSTEMS.items()}
 @dataclass(frozen=True)
 class DenyRule:
     """Hide the data of ``patients`` (owned by agency ``owner``, carrying one of ``labels``, of
-    ``types``; None = any) — from the Consent ``consent``."""
+    ``types``; None = any) — from the Consent ``consent``. ``basis``: for a refusal set aside for
+    safeguarding (an *override*), the legislation it is set aside under."""
 
     consent: str
     patients: frozenset[str]
     owner: str | None = None
     labels: frozenset[Label] | None = None
     types: frozenset[str] | None = None
+    basis: tuple[str, ...] = ()
 
     def clause(self, res: FromClause) -> ColumnElement[bool]:
         from .policy import in_patients
@@ -103,14 +105,16 @@ class _Caller:
 
 
 def deny_rules(conn: "Connection", ctx: "RequestContext", purpose_class: str | None,
-               *, now: datetime | None = None) -> list[DenyRule]:
-    """The deny rules every active Consent holds for this caller, read now."""
+               *, now: datetime | None = None) -> tuple[list[DenyRule], list[DenyRule]]:
+    """(deny rules, overrides) every active Consent holds for this caller, read now. An override is
+    a refusal set aside for safeguarding: the data shows, and :func:`record_disclosures` records
+    each share of it."""
     consents = [row.content for row in conn.execute(select(resource.c.content).where(
         resource.c.res_type == "Consent", resource.c.deleted.is_(False),
         resource.c.pk.in_(select(idx_token.c.resource_pk).where(
             idx_token.c.res_type == "Consent", idx_token.c.param == "status", idx_token.c.code == "active"))))]
     if not consents:
-        return []
+        return [], []
     orgs = _organizations(conn, consents)
     kind = labels.agency_kind(ctx.agency)
     code = (labels.agency_tag_code(ctx.agency) or "/").split("/", 1)[1]
@@ -119,12 +123,26 @@ def deny_rules(conn: "Connection", ctx: "RequestContext", purpose_class: str | N
     moment = now or datetime.now(timezone.utc)
     rules: list[DenyRule] = []
     for consent in consents:
-        rules.extend(_rules(consent, caller, orgs, moment, ctx))
-    return rules
+        rules.extend(_rules(consent, caller, orgs, moment))
+    return [r for r in rules if not r.basis], [r for r in rules if r.basis]
 
 
-def _rules(consent: dict[str, Any], caller: _Caller, orgs: dict[str, set[tuple[str, str]]], now: datetime,
-           ctx: "RequestContext") -> Iterator[DenyRule]:
+def record_disclosures(ctx: "RequestContext", overrides: Iterable[DenyRule], shown: Iterable[dict[str, Any]],
+                       recorded: set[str]) -> None:
+    """Publish one ``shared-without-consent`` event per overridden Consent whose data ``shown``
+    includes (once per request: ``recorded`` holds the Consents already reported)."""
+    pending = [r for r in overrides if r.consent not in recorded]
+    if not pending:
+        return
+    for content in shown:
+        for rule in pending:
+            if rule.consent not in recorded and isinstance(content, dict) and rule.matches(content):
+                recorded.add(rule.consent)
+                events.shared_without_consent(ctx, rule.consent, f"Patient/{min(rule.patients)}", list(rule.basis))
+
+
+def _rules(consent: dict[str, Any], caller: _Caller, orgs: dict[str, set[tuple[str, str]]],
+           now: datetime) -> Iterator[DenyRule]:
     patient = _ref_id(consent.get("patient"), "Patient")
     base = consent.get("provision")
     if patient is None or not isinstance(base, dict) or not _current(consent.get("provision", {}).get("period"), now):
@@ -133,24 +151,21 @@ def _rules(consent: dict[str, Any], caller: _Caller, orgs: dict[str, set[tuple[s
     owner = _owner(consent, orgs)
     patients = frozenset({patient})
     basis = {p.get("uri") for p in consent.get("policy") or [] if isinstance(p, dict)}
-    without_consent = bool(basis & WITHOUT_CONSENT_BASES)
+    lawful = tuple(sorted(b for b in basis & WITHOUT_CONSENT_BASES if isinstance(b, str)))
+    without_consent = bool(lawful)
     nested = [p for p in base.get("provision") or [] if isinstance(p, dict) and _current(p.get("period"), now)]
     if base.get("type") == "deny":
         permitted = any(p.get("type") == "permit" and _applies(p, caller, orgs) for p in nested)
         if permitted or not _applies(base, caller, orgs):
             return
-        if without_consent and caller.purpose_class == "safeguarding" and not _names_purpose(base, caller):
-            events.shared_without_consent(ctx, ref, f"Patient/{patient}", sorted(basis & WITHOUT_CONSENT_BASES))
-            return
-        yield DenyRule(ref, patients, owner, _labels(base), _types(base))
+        override = without_consent and caller.purpose_class == "safeguarding" and not _names_purpose(base, caller)
+        yield DenyRule(ref, patients, owner, _labels(base), _types(base), lawful if override else ())
         return
     for p in nested:
         if p.get("type") != "deny" or not _applies(p, caller, orgs):
             continue
-        if without_consent and caller.purpose_class == "safeguarding" and not _names_purpose(p, caller):
-            events.shared_without_consent(ctx, ref, f"Patient/{patient}", sorted(basis & WITHOUT_CONSENT_BASES))
-            continue
-        yield DenyRule(ref, patients, owner, _labels(p), _types(p))
+        override = without_consent and caller.purpose_class == "safeguarding" and not _names_purpose(p, caller)
+        yield DenyRule(ref, patients, owner, _labels(p), _types(p), lawful if override else ())
 
 
 def _applies(provision: dict[str, Any], caller: _Caller, orgs: dict[str, set[tuple[str, str]]]) -> bool:

@@ -149,6 +149,16 @@ class Visibility:
     hidden_sources: frozenset[str]
     source_exempt: frozenset[str]
     denies: tuple["DenyRule", ...] = ()
+    # Consent refusals set aside for safeguarding: each share of their data is recorded (an event).
+    overrides: tuple["DenyRule", ...] = ()
+    ctx: "RequestContext | None" = field(default=None, compare=False)
+    recorded: set[str] = field(default_factory=set, compare=False)
+
+    def disclosed(self, shown: "list[dict[str, Any]]") -> None:
+        """Record what the caller is shown that a Consent refusal would have hidden."""
+        if self.overrides and self.ctx is not None:
+            from .consent import record_disclosures
+            record_disclosures(self.ctx, self.overrides, shown, self.recorded)
 
     def clause(self, res: FromClause) -> Cond:
         """The condition a ``resource`` row (or alias) ``res`` must meet to be seen."""
@@ -194,6 +204,7 @@ class Visibility:
         not see left out (an import Provenance names every record of a file: other children's too),
         tagged SUBSETTED (resource.html#tag). With none left, its one target is a Reference masked by
         the data-absent-reason extension: the Provenance stays (it was counted in Bundle.total)."""
+        self.disclosed([f.content for f in found])
         provenances = [f for f in found if f.res_type == "Provenance"]
         if not provenances:
             return found
@@ -273,12 +284,13 @@ def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visib
     else:
         released = role.release.get(pclass or "", frozenset())
         withheld = labels.SENSITIVE - released
-    denies: tuple[DenyRule, ...] = ()
+    denies: list[DenyRule] = []
+    overrides: list[DenyRule] = []
     if conn is not None and not ctx.break_glass:
         from .consent import deny_rules
-        denies = tuple(deny_rules(conn, ctx, pclass))
+        denies, overrides = deny_rules(conn, ctx, pclass)
     return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
-                      role.source_exempt, denies)
+                      role.source_exempt, tuple(denies), tuple(overrides), ctx)
 
 
 # -- the guard ------------------------------------------------------------------------------------

@@ -133,8 +133,9 @@ class UnitOfWork:
         return self._redacted(_stored(row))
 
     def _redacted(self, stored: Stored) -> Stored:
-        """A Provenance shows only the targets the caller may see (fhir_server.auth.policy)."""
-        if self.access is None or stored.res_type != "Provenance" or stored.content is None:
+        """A Provenance shows only the targets the caller may see, and a share set aside from a
+        Consent refusal is recorded (fhir_server.auth.policy.Visibility.redact)."""
+        if self.access is None or stored.content is None:
             return stored
         return self.access.redact(self.conn, [stored])[0]
 

@@ -40,7 +40,14 @@ def filter_for(ctx: RequestContext, access: Any = None) -> ResourceFilter:
     granted = scope_set(ctx.scopes)
     if access is not None:
         by_scope = filter_for(ctx)
-        return lambda resource: by_scope(resource) and access.allows(resource)
+
+        def allow_visible(resource: dict[str, Any]) -> bool:
+            shown = by_scope(resource) and access.allows(resource)
+            if shown:
+                access.disclosed([resource])
+            return shown
+
+        return allow_visible
     if granted.allows(READ, "*"):
         return allow_all
     readable: dict[str, bool] = {}

@@ -367,12 +367,23 @@ def test_refused_consent_is_set_aside_for_safeguarding_on_a_lawful_basis_and_rec
     assert not [r for r in caplog.records if getattr(r, "auth_event", None)
                 and r.auth_event.kind == "shared-without-consent"]
     safeguarding = token(auth, "mash-practitioner", "la:201", purpose="safeguarding")
+    # a search that shows none of the trust's data about the child records no share
+    assert get(http, "Observation?subject=Patient/other", safeguarding).status_code == 200
+    assert not [r for r in caplog.records if getattr(r, "auth_event", None)
+                and r.auth_event.kind == "shared-without-consent"]
     found = ids(get(http, "Observation?subject=Patient/child", safeguarding).get_json())
     assert {"health-plain", "ed-visit"} <= found
     shared = [r.auth_event for r in caplog.records if getattr(r, "auth_event", None)
               and r.auth_event.kind == "shared-without-consent"]
-    assert shared and shared[0].extra["consent"] == "Consent/consent-1" and shared[0].extra["review"] is True
+    assert len(shared) == 1  # once per request, however many of the child's records it shows
+    assert shared[0].extra["consent"] == "Consent/consent-1" and shared[0].extra["review"] is True
     assert shared[0].extra["patient"] == "Patient/child" and SCHEDULE_1 in shared[0].extra["policy"]
+
+    summary = summary_ids(get(http, "Patient/child/$family-summary", safeguarding).get_json())
+    assert "Observation/ed-visit" in summary
+    assert len([r for r in caplog.records if getattr(r, "auth_event", None)
+                and r.auth_event.kind == "shared-without-consent"]) == 2
+    assert get(http, "Observation/health-plain", safeguarding).status_code == 200
 
     # without a lawful basis for sharing without consent, the refusal holds even for safeguarding
     seed(seeded, [consent(refused)])
