@@ -254,6 +254,9 @@ class UnitOfWork:
         if if_match is not None and row.version_id != if_match:
             raise PreconditionFailed(
                 f"{res_type}/{res_id} is at version {row.version_id}, not {if_match}", expression="If-Match")
+        if self.write_check is not None and not row.deleted:
+            # an update that would change nothing is still refused to a caller who may not write it
+            content = self.write_check(ctx, row.content, content) or content
         if not row.deleted and _same_content(row.content, content):
             return WriteResult(_stored(row), created=False, changed=False)
         stored = self._write_version(ctx, row, content, method)

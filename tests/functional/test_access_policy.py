@@ -231,6 +231,8 @@ def test_an_agency_writes_only_its_own_data(http: FlaskClient, auth: AuthService
     changed = obs("da-notice", "police/01", "rewritten", "Patient/child")
     assert_forbidden(send(http, "PUT", "Observation/da-notice", changed, health), "belongs to police/01")
     assert_forbidden(send(http, "DELETE", "Observation/attendance", None, health), "belongs to education/201")
+    same = next(r for r in RECORD if r["id"] == "da-notice")  # even a PUT that would change nothing
+    assert_forbidden(send(http, "PUT", "Observation/da-notice", same, health), "belongs to police/01")
     # a new record claiming to be another agency's
     assert_forbidden(send(http, "POST", "Observation", obs("n", "police/01", "forged"), health),
                      "tagged as another agency's")
