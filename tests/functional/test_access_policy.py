@@ -420,3 +420,18 @@ def test_unknown_roles_get_no_sensitive_data_and_cannot_break_glass(http: FlaskC
     stranger = token(auth, "volunteer", "la:201", purpose="safeguarding")
     assert ids(get(http, "Observation?subject=Patient/child", stranger).get_json()) == {"health-plain", "attendance"}
     assert_forbidden(get(http, "Flag", stranger, **{"X-Purpose-Of-Use": "BTG", "X-Break-Glass-Reason": "x"}))
+
+
+def test_match_offers_no_candidate_the_caller_may_not_see(http: FlaskClient, auth: AuthService,
+                                                          seeded: Flask) -> None:
+    nhs = {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}
+    seed(seeded, [{"resourceType": "Patient", "id": "sealed", "identifier": [nhs], "name": [{"family": "Sealed"}],
+                   "birthDate": "2016-02-02", "meta": meta("local-authority/201", V)}])
+    asked = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {
+        "resourceType": "Patient", "identifier": [nhs], "name": [{"family": "Sealed"}], "birthDate": "2016-02-02"}}]}
+    care = token(auth, "social-worker", "la:201", purpose="CAREMGT")
+    res = send(http, "POST", "Patient/$match", asked, care)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    assert res.get_json()["total"] == 0
+    mash = token(auth, "mash-practitioner", "la:201", purpose="safeguarding")
+    assert ids(send(http, "POST", "Patient/$match", asked, mash).get_json(), "Patient") == {"sealed"}
