@@ -63,6 +63,8 @@ def purpose_class(purpose: str | None) -> str | None:
 
 CLINICAL_LABELS = frozenset({labels.PSY, labels.SEX, labels.ETH, labels.HIV})
 SAFEGUARDING_LABELS = frozenset({labels.SDV, labels.SOC, labels.RESTRICTED})
+# Withheld even from the agency whose records they are, unless the role and purpose release them.
+NEVER_OWN_RELEASED = frozenset({labels.VERY_RESTRICTED})
 REFERENCE_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService"})
 AUDIT_TYPES = frozenset({"AuditEvent", "Provenance"})
 
@@ -152,6 +154,8 @@ class Visibility:
     # Consent refusals set aside for safeguarding: each share of their data is recorded (an event).
     overrides: tuple["DenyRule", ...] = ()
     ctx: "RequestContext | None" = field(default=None, compare=False)
+    # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
+    own: str | None = None
     recorded: set[str] = field(default_factory=set, compare=False)
 
     def disclosed(self, shown: "list[dict[str, Any]]") -> None:
@@ -165,13 +169,25 @@ class Visibility:
         conds: list[Cond] = []
         if self.read_types is not None:
             conds.append(res.c.res_type.in_(sorted(self.read_types)))
-        labelled = _has_label(res, self.withheld) if self.withheld else None
+        strict = self.withheld & NEVER_OWN_RELEASED if self.own is not None else self.withheld
+        soft = self.withheld - strict
+        if strict:
+            conds.append(not_(_has_label(res, strict)))
+        # labels protect what is shared: the caller's own agency's records are not withheld from it
+        # by them (but for NEVER_OWN_RELEASED: "very restricted" even inside the agency)
+        shared: list[Cond] = [_has_label(res, soft)] if soft else []
         if self.release_types is not None and self.released:
             # released labels are released on the release types only
-            elsewhere = and_(res.c.res_type.not_in(sorted(self.release_types)), _has_label(res, self.released))
-            labelled = elsewhere if labelled is None else or_(labelled, elsewhere)
-        if labelled is not None:
-            conds.append(not_(labelled))
+            shared.append(and_(res.c.res_type.not_in(sorted(self.release_types)), _has_label(res, self.released)))
+        if shared:
+            hidden = or_(*shared)
+            if self.own is not None:
+                t = idx_token.alias()
+                owned = exists().where(t.c.resource_pk == res.c.pk, t.c.param == "_tag",
+                                       t.c.system == labels.AGENCY_TAG_SYSTEM, t.c.code == self.own)
+                conds.append(or_(not_(hidden), owned))
+            else:
+                conds.append(not_(hidden))
         if self.hidden_sources:
             t = idx_token.alias()
             from_hidden = exists().where(
@@ -189,9 +205,11 @@ class Visibility:
         if self.read_types is not None and res_type not in self.read_types:
             return False
         found = labels.labels_of(content)
-        if found & self.withheld:
+        own = self.own is not None and self.own in labels.source_agencies(content)
+        if found & self.withheld & NEVER_OWN_RELEASED or (found & self.withheld and not own):
             return False
-        if self.release_types is not None and res_type not in self.release_types and found & self.released:
+        if self.release_types is not None and res_type not in self.release_types and found & self.released \
+                and not own:
             return False
         if self.hidden_sources and res_type not in self.source_exempt:
             kinds = {code.split("/", 1)[0] for code in labels.source_agencies(content)}
@@ -290,7 +308,7 @@ def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visib
         from .consent import deny_rules
         denies, overrides = deny_rules(conn, ctx, pclass)
     return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
-                      role.source_exempt, tuple(denies), tuple(overrides), ctx)
+                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency))
 
 
 # -- the guard ------------------------------------------------------------------------------------

@@ -435,3 +435,28 @@ def test_match_offers_no_candidate_the_caller_may_not_see(http: FlaskClient, aut
     assert res.get_json()["total"] == 0
     mash = token(auth, "mash-practitioner", "la:201", purpose="safeguarding")
     assert ids(send(http, "POST", "Patient/$match", asked, mash).get_json(), "Patient") == {"sealed"}
+
+
+def test_bundles_apply_the_policy_to_every_entry(http: FlaskClient, auth: AuthService, seeded: Flask) -> None:
+    health = token(auth, "health-safeguarding", "health:RXX", scope="user/*.cruds", purpose="CAREMGT")
+    before = count_rows(seeded)
+    forged = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs("x", "health/RXX", "mine"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": obs("y", "police/01", "forged"), "request": {"method": "POST", "url": "Observation"}}]}
+    assert_forbidden(send(http, "POST", "", forged, health), "tagged as another agency's")
+    assert count_rows(seeded) == before
+    reads = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Observation?subject=Patient/child"}},
+        {"request": {"method": "GET", "url": "Observation/da-notice"}}]}
+    res = send(http, "POST", "", {**reads, "type": "batch"}, health)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    first, second = res.get_json()["entry"]
+    # the trust's own records, labelled or not (labels protect what is shared); never the police's
+    assert ids(first["resource"]) == {"ed-visit", "mental-health", "health-plain", "attendance"}
+    assert first["resource"]["total"] == 4
+    assert second["response"]["status"].startswith("404")
+    res = send(http, "POST", "", reads, health)
+    assert res.status_code == 404, res.get_data(as_text=True)
+    reads["entry"] = reads["entry"][:1]
+    res = send(http, "POST", "", reads, health)
+    assert ids(res.get_json()["entry"][0]["resource"]) == {"ed-visit", "mental-health", "health-plain", "attendance"}
