@@ -114,15 +114,16 @@ DEFAULT_ROLE = RolePolicy()
 UNRESTRICTED_ROLES = frozenset({"system"})
 
 # -- writes ------------------------------------------------------------------------------------
-# Agency kind → the types its clients may create, update or delete (None: every type). Provenance
-# and AuditEvent are the server's to write.
+# Agency kind → the types its clients may create, update or delete (None: every type). AuditEvent
+# is the server's to write.
+# Every writing agency: reference data, its Consents, and the Provenance of what it writes.
+COMMON_WRITES = frozenset({"Consent", "Provenance", *REFERENCE_TYPES})
 WRITE_TYPES: Mapping[str, frozenset[str] | None] = {
     "local-authority": ALL,
     "health": frozenset({"Patient", "RelatedPerson", "Observation", "Encounter", "Condition", "Procedure", "Flag",
-                         "Consent", "Bundle", "DocumentReference", "AllergyIntolerance", "MedicationStatement",
-                         *REFERENCE_TYPES}),
-    "police": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", "Consent", *REFERENCE_TYPES}),
-    "education": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", "Consent", *REFERENCE_TYPES}),
+                         "DocumentReference", "AllergyIntolerance", "MedicationStatement", *COMMON_WRITES}),
+    "police": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", *COMMON_WRITES}),
+    "education": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", *COMMON_WRITES}),
 }
 SERVER_WRITTEN = frozenset({"AuditEvent"})
 
@@ -401,4 +402,4 @@ def _info(req: "FhirRequest") -> events.RequestInfo:
 
 
 __all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "ROLES", "PURPOSES", "WRITE_TYPES",
-           "purpose_class", "tuple_"]
+           "purpose_class"]

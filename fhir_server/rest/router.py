@@ -73,7 +73,8 @@ class Router:
         handler = self._resolve(req)
         self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
         if self.access_policy is not None:
-            uow.access = self.access_policy(req.ctx, uow.conn)
+            if getattr(uow.access, "ctx", None) is not req.ctx:  # once per request: Bundle entries share it
+                uow.access = self.access_policy(req.ctx, uow.conn)
             uow.write_check = self.write_policy
         response = handler(uow, req)
         self._guard_after(req, response)  # raising here rolls the unit of work back

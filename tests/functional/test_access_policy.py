@@ -460,3 +460,27 @@ def test_bundles_apply_the_policy_to_every_entry(http: FlaskClient, auth: AuthSe
     reads["entry"] = reads["entry"][:1]
     res = send(http, "POST", "", reads, health)
     assert ids(res.get_json()["entry"][0]["resource"]) == {"ed-visit", "mental-health", "health-plain", "attendance"}
+
+
+def test_an_agency_imports_only_its_own_files(http: FlaskClient, auth: AuthService, seeded: Flask) -> None:
+    import io
+    from pathlib import Path
+    police_csv = (Path(__file__).resolve().parent.parent / "mappings" / "fixtures" / "police"
+                  / "notifications.csv").read_bytes()
+
+    def upload(tok: str) -> Any:
+        return http.post("/fhir/$import-agency-data", data={
+            "format": "police-notifications-csv", "file": (io.BytesIO(police_csv), "notifications.csv")},
+            content_type="multipart/form-data", headers={"Authorization": f"Bearer {tok}"})
+
+    before = count_rows(seeded)
+    other_force = token(auth, "police", "police:01", scope="user/*.cruds")
+    refused = upload(other_force)  # force 20's file, imported by force 01: the import reports the 403
+    assert refused.status_code == 422, refused.get_data(as_text=True)[:800]
+    forbidden = [i for i in refused.get_json()["issue"] if i["code"] == "forbidden"]
+    assert forbidden and "may not write data tagged as another agency's (police/20)" in forbidden[0]["diagnostics"]
+    assert count_rows(seeded) == before
+    force_20 = token(auth, "police", "police:20", scope="user/*.cruds")
+    res = upload(force_20)
+    assert res.status_code == 200, res.get_data(as_text=True)[:800]
+    assert count_rows(seeded) > before
