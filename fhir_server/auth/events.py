@@ -7,8 +7,9 @@ logger (``auth.denied {...json...}``) with the event in ``extra["auth_event"]`` 
 handlers, then call the listeners registered with :func:`add_listener`.
 
 Extension point for the audit trail: ``add_listener(fn)`` at start-up, where ``fn(event)`` writes
-an AuditEvent (``event.kind`` is "denied" or "token-issued"). A listener that raises is logged and
-does not change the answer (the rejection stands either way).
+an AuditEvent (``event.kind`` is "denied" or "token-issued", or — from the access policy —
+"break-glass" or "shared-without-consent", both with ``extra["review"]`` true). A listener that
+raises is logged and does not change the answer (the rejection stands either way).
 """
 from __future__ import annotations
 
