@@ -158,6 +158,7 @@ class Visibility:
     # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
     own: str | None = None
     recorded: set[str] = field(default_factory=set, compare=False)
+    built: dict[int, tuple[FromClause, Cond]] = field(default_factory=dict, compare=False, repr=False)
 
     def disclosed(self, shown: "list[dict[str, Any]]") -> None:
         """Record what the caller is shown that a Consent refusal would have hidden."""
@@ -166,7 +167,14 @@ class Visibility:
             record_disclosures(self.ctx, self.overrides, shown, self.recorded)
 
     def clause(self, res: FromClause) -> Cond:
-        """The condition a ``resource`` row (or alias) ``res`` must meet to be seen."""
+        """The condition a ``resource`` row (or alias) ``res`` must meet to be seen (built once per
+        table or alias: a search's page and count queries share it)."""
+        built = self.built.get(id(res))
+        if built is None:
+            built = self.built[id(res)] = (res, self._clause(res))
+        return built[1]
+
+    def _clause(self, res: FromClause) -> Cond:
         conds: list[Cond] = []
         if self.read_types is not None:
             conds.append(res.c.res_type.in_(sorted(self.read_types)))
@@ -275,9 +283,11 @@ def _target_refs(content: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _has_label(res: FromClause, found: frozenset[Label]) -> Cond:
     t = idx_token.alias()
-    pairs = sorted(found)
+    by_system: dict[str, list[str]] = {}
+    for system, code in sorted(found):
+        by_system.setdefault(system, []).append(code)
     return exists().where(t.c.resource_pk == res.c.pk, t.c.res_type == res.c.res_type, t.c.param == "_security",
-                          or_(*(and_(t.c.system == s, t.c.code == c) for s, c in pairs)))
+                          or_(*(and_(t.c.system == s, t.c.code.in_(codes)) for s, codes in by_system.items())))
 
 
 def in_patients(res: FromClause, patient_ids: frozenset[str]) -> Cond:
