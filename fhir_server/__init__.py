@@ -57,6 +57,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     auth = AuthService(settings, engine, connection=connection)
     if settings.auth_enabled:
         router.guards.append(ScopeGuard(router.operations, registry))
+        # access policy (auth/policy.py): role and agency rules, security labels and consent
+        from .auth.policy import PolicyGuard, check_write, visibility
+        router.guards.append(PolicyGuard())
+        router.access_policy, router.write_policy = visibility, check_write
     services = Services(settings, engine, repo, router, auth)
     register_import_operation(services)
     # -- record linkage (linkage/): $match, $link, $unlink and linking on write (outbox consumer) --

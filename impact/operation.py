@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Callable
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +42,8 @@ METHOD = ("Propensity-score weighting for the effect on the treated (logistic re
 def register_impact_operation(services: "Services") -> None:
     path = Path(services.settings.profiles_dir) / "operations" / DEFINITION_FILE
     definition = json.loads(path.read_text(encoding="utf-8"))
-    types = _intervention_types(Path(services.settings.profiles_dir))
-    services.router.operations.register(definition, _handler(_Cache(), types))
+    profiles = Path(services.settings.profiles_dir)
+    services.router.operations.register(definition, _handler(_Cache(), lambda: _intervention_types(profiles)))
 
 
 class _Cache:
@@ -67,9 +69,9 @@ class _Cache:
         return records, histories
 
 
-def _handler(cache: _Cache, types: set[str]):
+def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
     def handle(uow: "UnitOfWork", req: FhirRequest, _target: OperationTarget) -> FhirResponse:
-        args = _arguments(req, types)
+        args = _arguments(req, types())
         records, h = cache.get(uow)
         results: list[Evaluation] = []
         if args["mode"] == "estimate":
@@ -92,7 +94,7 @@ def _handler(cache: _Cache, types: set[str]):
 
 # -- input -------------------------------------------------------------------------------------------------
 
-def _arguments(req: FhirRequest, known_types: set[str]) -> dict[str, Any]:
+def _arguments(req: FhirRequest, known_types: frozenset[str]) -> dict[str, Any]:
     pairs = _pairs(req)
     known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end"}
     for name, _value in pairs:
@@ -192,10 +194,12 @@ def _date(values: dict[str, list[str]], name: str) -> date | None:
         raise BadRequest(f"{name} must be a date (YYYY-MM-DD or YYYY-MM), not '{text}'", expression=name) from None
 
 
-def _intervention_types(profiles: Path) -> set[str]:
+@lru_cache(maxsize=4)
+def _intervention_types(profiles: Path) -> frozenset[str]:
+    """The intervention codes of our episode-type CodeSystem (read when first needed)."""
     path = profiles / "codesystems" / "episode-type.json"
     codes = {c["code"] for c in json.loads(path.read_text(encoding="utf-8"))["concept"]}
-    return codes - set(SOCIAL_CARE)
+    return frozenset(codes - set(SOCIAL_CARE))
 
 
 # -- output ------------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ def _match_handler(services: "Services"):
     def handle(_uow: Any, req: FhirRequest, _target: OperationTarget) -> FhirResponse:
         patient, only_certain, count = parse_match(req)
         with services.repo.unit_of_work(write=False) as uow:
+            if services.router.access_policy is not None:  # access hook (fhir_server/auth/policy.py)
+                uow.access = services.router.access_policy(req.ctx, uow.conn)
             return FhirResponse(200, match_bundle(uow, req, patient, only_certain=only_certain, count=count))
 
     return handle
@@ -125,8 +127,9 @@ def match_bundle(uow: "UnitOfWork", req: FhirRequest, patient: dict[str, Any], *
     entries: list[dict[str, Any]] = []
     for m in matches[:count]:
         content = store.contents.get(m.record.id)
-        if content is None:
-            continue
+        access = getattr(uow, "access", None)
+        if content is None or (access is not None and not access.allows(content)):
+            continue  # (a Patient the caller may not see is no candidate for them)
         entries.append({"fullUrl": f"{base}/Patient/{m.record.id}", "resource": content,
                         "search": {"extension": [{"url": MATCH_GRADE, "valueCode": m.score.grade}],
                                    "mode": "match",

@@ -7,8 +7,9 @@ logger (``auth.denied {...json...}``) with the event in ``extra["auth_event"]`` 
 handlers, then call the listeners registered with :func:`add_listener`.
 
 Extension point for the audit trail: ``add_listener(fn)`` at start-up, where ``fn(event)`` writes
-an AuditEvent (``event.kind`` is "denied" or "token-issued"). A listener that raises is logged and
-does not change the answer (the rejection stands either way).
+an AuditEvent (``event.kind`` is "denied" or "token-issued", or — from the access policy —
+"break-glass" or "shared-without-consent", both with ``extra["review"]`` true). A listener that
+raises is logged and does not change the answer (the rejection stands either way).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class RequestInfo:
 
 @dataclass(frozen=True)
 class AuthEvent:
-    kind: str  # denied | token-issued
+    kind: str  # denied | token-issued | break-glass | shared-without-consent
     reason: str  # short code: expired, replayed-jti, unknown-kid, insufficient-scope, issued...
     client_id: str | None = None
     detail: str = ""
@@ -104,3 +105,32 @@ def _notify(event: AuthEvent) -> None:
             listener(event)
         except Exception:  # noqa: BLE001 - a broken listener must not turn a 401 into a 500
             log.exception("auth event listener %r failed", listener)
+
+
+# -- governance events (access policy): published for the audit trail, flagged for review ----------
+
+def break_glass(ctx: "RequestContext", request: RequestInfo | None, method: str, path: str) -> AuthEvent:
+    """Record one request made with purpose of use BTG (emergency access): who, why (the
+    X-Break-Glass-Reason), what. Always ``review: true``: every break-glass access is looked at."""
+    event = AuthEvent("break-glass", "break-glass", ctx.client_id, ctx.break_glass_reason or "", request, ctx,
+                      {"review": True, "method": method, "path": path, "purpose": ctx.purpose_of_use,
+                       "break_glass_reason": ctx.break_glass_reason})
+    log.warning("auth.break-glass %s", json.dumps(event.as_log(), default=str, sort_keys=True),
+                extra={"auth_event": event})
+    _notify(event)
+    return event
+
+
+def shared_without_consent(ctx: "RequestContext", consent: str, patient: str, basis: list[str]) -> AuthEvent:
+    """Record that a Consent's refusal was set aside on a lawful basis for safeguarding (sharing
+    without consent, AGENCY_FORMATS.md §6): the Consent, the child, the legislation, the caller
+    and their purpose. Flagged for review."""
+    event = AuthEvent("shared-without-consent", "safeguarding-basis", ctx.client_id,
+                      f"{consent} refuses sharing; shared for safeguarding under {' and '.join(basis)}",
+                      RequestInfo("", "", ctx.remote_addr, None, ctx.request_id), ctx,
+                      {"review": True, "consent": consent, "patient": patient, "policy": basis,
+                       "purpose": ctx.purpose_of_use})
+    log.warning("auth.shared-without-consent %s", json.dumps(event.as_log(), default=str, sort_keys=True),
+                extra={"auth_event": event})
+    _notify(event)
+    return event

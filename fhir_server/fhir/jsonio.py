@@ -19,6 +19,8 @@ def loads(text: str | bytes, *, max_depth: int = 64) -> Any:
         value = simplejson.loads(text, use_decimal=True)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Body is not valid JSON: {exc}") from None
+    except RecursionError:  # thousands of nested brackets exhaust the decoder's stack first
+        raise BadRequest(f"JSON nesting deeper than {max_depth} levels is not accepted") from None
     if _depth_exceeds(value, max_depth):
         raise BadRequest(f"JSON nesting deeper than {max_depth} levels is not accepted")
     return value

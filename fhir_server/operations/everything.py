@@ -56,7 +56,7 @@ def everything(uow: "UnitOfWork", req: "FhirRequest", target: OperationTarget,
     check_id(patient_id)
     asked = parse_request(req)
     patient = uow.read("Patient", patient_id).content or {}  # 404 unknown, 410 deleted
-    allow = filter_for(req.ctx)
+    allow = filter_for(req.ctx, uow.access)
     if not allow(patient):  # a Patient the caller may not see does not exist for them
         raise NotFound(f"Patient/{patient_id} is not known", expression="id")
     record = collect_child_record(uow.conn, settings.profiles_dir, settings.base_url, patient, asked.filter)

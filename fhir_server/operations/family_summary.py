@@ -45,7 +45,7 @@ def family_summary(uow: "UnitOfWork", req: "FhirRequest", target: OperationTarge
     if unknown or body_params:
         raise BadRequest("$family-summary takes no parameters", expression=unknown[0] if unknown else "parameter")
     patient = uow.read("Patient", patient_id).content or {}  # 404 unknown, 410 deleted
-    allow = filter_for(req.ctx)
+    allow = filter_for(req.ctx, uow.access)
     if not allow(patient):
         raise NotFound(f"Patient/{patient_id} is not known", expression="id")
     now = now or datetime.now(timezone.utc)

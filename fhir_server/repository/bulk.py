@@ -49,6 +49,8 @@ class DeferredCreates:
 
     def create(self, ctx: RequestContext, content: dict[str, Any], *, res_id: str | None = None) -> Stored:
         """http.html#create, same contract as :meth:`UnitOfWork.create`; the write is deferred."""
+        if self._uow.write_check is not None:  # access hook: the write policy sees every create
+            content = self._uow.write_check(ctx, None, content) or content
         res_id = res_id or self.next_id or str(uuid.uuid4())
         self.next_id = None
         now = utcnow()
@@ -90,6 +92,23 @@ class DeferredCreates:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.wait()
+
+    # The access hook (fhir_server/auth/policy.py) lives on the wrapped unit of work, whose reads use it.
+    @property
+    def access(self) -> Any:
+        return self._uow.access
+
+    @access.setter
+    def access(self, value: Any) -> None:
+        self._uow.access = value
+
+    @property
+    def write_check(self) -> Any:
+        return self._uow.write_check
+
+    @write_check.setter
+    def write_check(self, value: Any) -> None:
+        self._uow.write_check = value
 
     def __getattr__(self, name: str) -> Any:
         # Anything but ``create`` may read what the queue would have written: write it first.

@@ -119,6 +119,12 @@ class UnitOfWork:
         self.conn = conn
         self.repo = repo
         self.wrote = False
+        # Access hook (fhir_server.auth.policy): set by the Router from the request context. Reads,
+        # searches and history show only what ``access`` (a Visibility) allows; ``write_check``
+        # (ctx, old content, new content) → content to store, or raises Forbidden.
+        self.access: Any = None
+        self.write_check: Callable[[RequestContext, dict[str, Any] | None, dict[str, Any] | None],
+                                   dict[str, Any] | None] | None = None
         self._is_postgres = conn.dialect.name == "postgresql"
         self._before_commit: list[Callable[[], None]] = []
 
@@ -147,7 +153,20 @@ class UnitOfWork:
             raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
         if row.deleted:
             raise Gone(f"{res_type}/{res_id} was deleted (version {row.version_id})")
-        return _stored(row)
+        self._check_visible(row)
+        return self._redacted(_stored(row))
+
+    def _redacted(self, stored: Stored) -> Stored:
+        """A Provenance shows only the targets the caller may see, and a share set aside from a
+        Consent refusal is recorded (fhir_server.auth.policy.Visibility.redact)."""
+        if self.access is None or stored.content is None:
+            return stored
+        return self.access.redact(self.conn, [stored])[0]
+
+    def _check_visible(self, row: Any) -> None:
+        """A resource the caller may not see does not exist for them (404, as unknown)."""
+        if self.access is not None and not self.access.allows(row.content):
+            raise NotFound(f"{row.res_type}/{row.res_id} is not known", expression="id")
 
     def read_many(self, references: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Current contents of many resources at once (missing and deleted ones are left out)."""
@@ -174,7 +193,13 @@ class UnitOfWork:
             raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
         if row.deleted:
             raise Gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
-        return _stored(row)
+        if self.access is not None:
+            current = self._current_row(res_type, res_id)
+            self._check_visible(row)
+            if current is None or current.deleted:
+                raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
+            self._check_visible(current)
+        return self._redacted(_stored(row))
 
     def exists(self, res_type: str, res_id: str) -> bool:
         row = self._current_row(res_type, res_id)
@@ -190,6 +215,11 @@ class UnitOfWork:
             query = query.where(resource_history.c.res_type == res_type)
         if res_id:
             query = query.where(resource_history.c.res_id == res_id)
+        if self.access is not None:
+            # history of what the caller may see now (the current version decides; the history of a
+            # deleted resource is not shown to a restricted caller: its labels are no longer indexed)
+            query = query.where(resource_history.c.resource_pk.in_(select(resource.c.pk).where(
+                resource.c.deleted.is_(False), self.access.clause(resource))))
         if since is not None:
             query = query.where(resource_history.c.last_updated >= since)
         if snapshot is not None:
@@ -206,16 +236,21 @@ class UnitOfWork:
         rows = self.conn.execute(query.order_by(resource_history.c.last_updated.desc(),
                                                 resource_history.c.version_id.desc())
                                  .offset(offset).limit(count))
-        return [_stored(r) for r in rows], total
+        page = [_stored(r) for r in rows]
+        if self.access is not None:  # an older version may carry a label the current one dropped
+            page = [self._redacted(s) for s in page if s.content is None or self.access.allows(s.content)]
+        return page, total
 
     def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
                *, strict: bool = False, compartment: Any = None) -> SearchResult:
         return execute_search(self.conn, self.repo.registry, resource_types, params,
-                              settings=self.repo.settings, strict=strict, compartment=compartment)
+                              settings=self.repo.settings, strict=strict, compartment=compartment,
+                              access=self.access)
 
     def find(self, res_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of the current resources matching ``params`` (conditional interactions)."""
-        return [res_id for _pk, res_id in find_matches(self.conn, self.repo.registry, res_type, params)]
+        return [res_id for _pk, res_id in find_matches(self.conn, self.repo.registry, res_type, params,
+                                                       access=self.access)]
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -243,6 +278,9 @@ class UnitOfWork:
         if if_match is not None and row.version_id != if_match:
             raise PreconditionFailed(
                 f"{res_type}/{res_id} is at version {row.version_id}, not {if_match}", expression="If-Match")
+        if self.write_check is not None and not row.deleted:
+            # an update that would change nothing is still refused to a caller who may not write it
+            content = self.write_check(ctx, row.content, content) or content
         if not row.deleted and _same_content(row.content, content):
             return WriteResult(_stored(row), created=False, changed=False)
         stored = self._write_version(ctx, row, content, method)
@@ -261,6 +299,8 @@ class UnitOfWork:
 
     def _insert_new(self, ctx: RequestContext, res_type: str, res_id: str,
                     content: dict[str, Any], method: str) -> Stored:
+        if self.write_check is not None:
+            content = self.write_check(ctx, None, content) or content
         content = self._hooked(ctx, res_type, res_id, content, None)  # type: ignore[assignment]
         now = utcnow()
         body = _with_server_meta(content, res_id, 1, now)
@@ -273,6 +313,8 @@ class UnitOfWork:
 
     def _write_version(self, ctx: RequestContext, row: Any, content: dict[str, Any] | None,
                        method: str) -> Stored:
+        if self.write_check is not None:
+            content = self.write_check(ctx, None if row.deleted else row.content, content)
         content = self._hooked(ctx, row.res_type, row.res_id, content, None if row.deleted else row.content)
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1

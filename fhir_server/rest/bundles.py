@@ -98,6 +98,8 @@ def _transaction(router: "Router", req: FhirRequest, raw_entries: list[Any]) -> 
     _check_unique_full_urls(entries)
     out: list[dict[str, Any] | None] = [None] * len(entries)
     with router.repo.unit_of_work() as real, DeferredCreates(real) as uow:
+        if router.access_policy is not None:  # access hook: conditional references resolve as the caller sees
+            uow.access = router.access_policy(req.ctx, real.conn)
         plan = _Plan(uow, base)
         for e in _in_phase(entries, PHASES[0]):
             with _failing_at(e):

@@ -6,7 +6,7 @@ unit of work the caller owns (every entry of a transaction Bundle shares one).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, MethodNotAllowed, NotFound
 from ..fhir.models import SUPPORTED_TYPES
@@ -38,6 +38,11 @@ class Router:
         # Audit hook (fhir_server/audit): told of every interaction that succeeded, with the unit of
         # work it ran in (None for an operation that runs its own transactions), before it commits.
         self.recorders: list["Recorder"] = []
+        # Access hook (fhir_server/auth/policy.py): the Visibility of a request context, given to
+        # the unit of work so that reads and searches filter inside their queries, and the write
+        # check every stored version passes through. None when authentication is off.
+        self.access_policy: Callable[..., Any] | None = None
+        self.write_policy: Callable[..., Any] | None = None
 
     def handle(self, req: FhirRequest) -> FhirResponse:
         segments = _segments(req.path)
@@ -72,6 +77,10 @@ class Router:
     def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
         handler = self._resolve(req)
         self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
+        if self.access_policy is not None:
+            if getattr(uow.access, "ctx", None) is not req.ctx:  # once per request: Bundle entries share it
+                uow.access = self.access_policy(req.ctx, uow.conn)
+            uow.write_check = self.write_policy
         response = handler(uow, req)
         self._guard_after(req, response)  # raising here rolls the unit of work back
         self._record(uow, req, response)

@@ -30,7 +30,7 @@ _INCLUDE_ROUNDS = 4
 
 def execute_search(conn: Connection, registry: ParamSource, resource_types: list[str] | None,
                    params: Sequence[tuple[str, str]], *, settings: Settings, strict: bool = False,
-                   now: datetime | None = None, compartment: Any = None) -> SearchResult:
+                   now: datetime | None = None, compartment: Any = None, access: Any = None) -> SearchResult:
     """Run a type search (one type) or a whole-system search (None or several types) and return one
     page of matches with its includes, total and links (search.html#return, http.html#paging).
 
@@ -45,6 +45,8 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     req = resolve_filter_terminology(conn, req, settings.base_url)  # _filter in/ni/ss/sb
     if compartment is not None:
         req = replace(req, compartment=compartment)
+    if access is not None:  # access hook: fhir_server.auth.policy.Visibility of the request context
+        req = replace(req, access=access)
     count = settings.default_page_size if req.count is None else min(req.count, settings.max_page_size)
     if req.summary == "count":
         count = 0
@@ -67,7 +69,9 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
                           has_next=has_next)
     matches = [Found(r.pk, r.res_type, r.res_id, r.content) for r in rows]
     included = resolve_includes(conn, req.includes, matches, max_rounds=_INCLUDE_ROUNDS,
-                                limit=settings.max_page_size) if req.includes else []
+                                limit=settings.max_page_size, access=access) if req.includes else []
+    if access is not None:
+        matches, included = access.redact(conn, matches), access.redact(conn, included)
 
     table = load_summary_elements(settings.profiles_dir) if req.summary or req.elements else {}
     elements = list(req.elements) if req.elements is not None else None
@@ -85,7 +89,7 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
 
 def find_matches(conn: Connection, registry: ParamSource, resource_type: str,
                  params: Sequence[tuple[str, str]], *, now: datetime | None = None,
-                 base_url: str | None = None) -> list[tuple[int, str]]:
+                 base_url: str | None = None, access: Any = None) -> list[tuple[int, str]]:
     """(pk, id) of every current ``resource_type`` matching ``params``, for conditional create /
     update / delete (http.html#ccreate, #cond-update, #3.1.0.7.1). Parsing is strict: an unknown
     parameter must not silently widen the match to every resource. Result parameters are ignored."""
@@ -93,6 +97,8 @@ def find_matches(conn: Connection, registry: ParamSource, resource_type: str,
     criteria = [(n, v) for n, v in params if not _is_result_param(n)]
     req = parse_search(criteria, registry, [resource_type], strict=True, base_url=base_url)
     req = resolve_filter_terminology(conn, resolve_terminology(conn, req, base_url), base_url)
+    if access is not None:
+        req = replace(req, access=access)
     return [(int(r.pk), str(r.res_id)) for r in conn.execute(select_match_keys(req, now=now))]
 
 

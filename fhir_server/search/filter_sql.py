@@ -28,23 +28,25 @@ from .query import _exists, _quantity, _reference, date_condition, number_condit
 Cond = ColumnElement[bool]
 
 
-def filter_clause(res: FromClause, rtype: str | None, crit: FilterCriterion, now: datetime) -> Cond:
-    """The condition that resource row ``res`` (of type ``rtype``; None = any) meets ``crit``."""
-    return _node(res, rtype, crit.node, now)
+def filter_clause(res: FromClause, rtype: str | None, crit: FilterCriterion, now: datetime,
+                  access: Any = None) -> Cond:
+    """The condition that resource row ``res`` (of type ``rtype``; None = any) meets ``crit``;
+    ``access`` (SearchRequest.access) limits the targets chains and [filters] look into."""
+    return _node(res, rtype, crit.node, now, access)
 
 
-def _node(res: FromClause, rtype: str | None, node: Bound, now: datetime) -> Cond:
+def _node(res: FromClause, rtype: str | None, node: Bound, now: datetime, access: Any = None) -> Cond:
     if isinstance(node, BoundLogical):
         combine = and_ if node.op == "and" else or_
-        return combine(_node(res, rtype, node.left, now), _node(res, rtype, node.right, now))
+        return combine(_node(res, rtype, node.left, now, access), _node(res, rtype, node.right, now, access))
     if isinstance(node, BoundNot):
-        return not_(_node(res, rtype, node.operand, now))
+        return not_(_node(res, rtype, node.operand, now, access))
     if isinstance(node, BoundReference):
-        return _follow(res, rtype, node, now)
+        return _follow(res, rtype, node, now, access)
     return _test(res, rtype, node, now)
 
 
-def _follow(res: FromClause, rtype: str | None, node: BoundReference, now: datetime) -> Cond:
+def _follow(res: FromClause, rtype: str | None, node: BoundReference, now: datetime, access: Any = None) -> Cond:
     """search.html#chaining, generalised: a reference of ``res`` points at a current target that
     meets the target type's condition (chain and/or [filter])."""
     alternatives = []
@@ -54,8 +56,10 @@ def _follow(res: FromClause, rtype: str | None, node: BoundReference, now: datet
         where = [r.c.resource_pk == res.c.pk, r.c.res_type == (literal(rtype) if rtype else res.c.res_type),
                  r.c.param == node.param.code, r.c.target_type == target,
                  t.c.res_type == target, t.c.res_id == r.c.target_id, t.c.deleted == false()]
+        if access is not None:  # a target the caller may not see does not exist for them
+            where.append(access.clause(t))
         if inner is not None:
-            where.append(_node(t, target, inner, now))
+            where.append(_node(t, target, inner, now, access))
         if node.ref is not None:
             where.append(_reference(r, node.param, None, node.ref, now))
         alternatives.append(exists().where(*where))

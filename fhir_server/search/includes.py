@@ -30,7 +30,7 @@ class Found:
 
 
 def resolve_includes(conn: Connection, includes: Iterable[Include], matches: list[Found], *,
-                     max_rounds: int = 4, limit: int = 1000) -> list[Found]:
+                     max_rounds: int = 4, limit: int = 1000, access: Any = None) -> list[Found]:
     """The resources that ``includes`` bring in for ``matches``, in discovery order, without duplicates
     of each other or of the matches. Non-iterating includes apply to the matches only
     (search.html#include); ``:iterate`` ones also to the included resources, round after round."""
@@ -46,7 +46,8 @@ def resolve_includes(conn: Connection, includes: Iterable[Include], matches: lis
             break
         new: list[Found] = []
         for inc in active:
-            for row in (_reverse(conn, inc, frontier) if inc.reverse else _forward(conn, inc, frontier)):
+            rows = _reverse(conn, inc, frontier, access) if inc.reverse else _forward(conn, inc, frontier, access)
+            for row in rows:
                 key = (row.res_type, row.res_id)
                 if key in seen:
                     continue
@@ -59,7 +60,7 @@ def resolve_includes(conn: Connection, includes: Iterable[Include], matches: lis
     return found[:limit]
 
 
-def _forward(conn: Connection, inc: Include, sources: list[Found]) -> Iterator[Found]:
+def _forward(conn: Connection, inc: Include, sources: list[Found], access: Any = None) -> Iterator[Found]:
     """``_include=Source:param[:Target]``: the current resources the sources' references point at."""
     pks = [s.pk for s in sources if inc.source_type is None or s.res_type == inc.source_type]
     r, t = idx_reference.alias(), resource.alias()
@@ -67,6 +68,8 @@ def _forward(conn: Connection, inc: Include, sources: list[Found]) -> Iterator[F
         hits = (select(t.c.pk)
                 .select_from(r.join(t, (t.c.res_type == r.c.target_type) & (t.c.res_id == r.c.target_id)))
                 .where(r.c.resource_pk.in_(chunk), t.c.deleted == false()))
+        if access is not None:  # access hook (SearchRequest.access): hidden resources are never included
+            hits = hits.where(access.clause(t))
         if inc.source_type is not None:
             hits = hits.where(r.c.res_type == inc.source_type)
         if inc.param is not None:
@@ -76,7 +79,7 @@ def _forward(conn: Connection, inc: Include, sources: list[Found]) -> Iterator[F
         yield from _load(conn, hits)
 
 
-def _reverse(conn: Connection, inc: Include, targets: list[Found]) -> Iterator[Found]:
+def _reverse(conn: Connection, inc: Include, targets: list[Found], access: Any = None) -> Iterator[Found]:
     """``_revinclude=Source:param[:Target]``: current ``Source`` resources referring to the targets."""
     by_type: dict[str, list[str]] = {}
     for tgt in targets:
@@ -87,6 +90,8 @@ def _reverse(conn: Connection, inc: Include, targets: list[Found]) -> Iterator[F
         for chunk in _chunks(ids):
             hits = (select(s.c.pk).select_from(r.join(s, s.c.pk == r.c.resource_pk))
                     .where(r.c.target_type == target_type, r.c.target_id.in_(chunk), s.c.deleted == false()))
+            if access is not None:
+                hits = hits.where(access.clause(s))
             if inc.source_type is not None:
                 hits = hits.where(r.c.res_type == inc.source_type, s.c.res_type == inc.source_type)
             if inc.param is not None:

@@ -122,6 +122,9 @@ class SearchRequest:
     link_params: tuple[tuple[str, str], ...] = ()
     # Compartment search (Patient/[id]/[type]): a search.compartment.Compartment, or None.
     compartment: Any = None
+    # Access hook: what the request context may see (fhir_server.auth.policy.Visibility: its
+    # ``clause(resource_table)`` is ANDed into the matches, the count, chains, _has and includes).
+    access: Any = None
 
 
 def parse_search(params: Sequence[tuple[str, str]], registry: ParamSource,

@@ -40,7 +40,9 @@ def base_filter(req: SearchRequest, *, now: datetime, snapshot: int | None = Non
                              for t in req.resource_types]) if len(req.resource_types) > 1
                        else req.compartment.clause(req.resource_types[0]))
     single = req.resource_types[0] if len(req.resource_types) == 1 else None
-    clauses.extend(criterion_clause(resource, single, c, now) for c in req.criteria)
+    clauses.extend(criterion_clause(resource, single, c, now, access=req.access) for c in req.criteria)
+    if req.access is not None:  # access hook: resources the caller may not see do not exist for them
+        clauses.append(req.access.clause(resource))
     return clauses
 
 
@@ -70,22 +72,23 @@ def select_match_keys(req: SearchRequest, *, now: datetime) -> Select[Any]:
 # -- criteria -------------------------------------------------------------------------------------
 
 def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCriterion,
-                     now: datetime) -> Cond:
-    """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``."""
+                     now: datetime, *, access: Any = None) -> Cond:
+    """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``;
+    ``access`` (SearchRequest.access) also limits the resources chains and ``_has`` look into."""
     if isinstance(crit, HasCriterion):
-        return _has_clause(res, crit, now)
+        return _has_clause(res, crit, now, access)
     if isinstance(crit, SpecialCriterion):
         return special_clause(res, rtype, crit)
     if isinstance(crit, FilterCriterion):
         from .filter_sql import filter_clause  # filter_sql builds on this module
-        return filter_clause(res, rtype, crit, now)
+        return filter_clause(res, rtype, crit, now, access)
     param = crit.param
     if param.code == "_id":
         return _id_clause(res, crit)
     if param.code == "_lastUpdated":
         return _last_updated_clause(res, crit, now)
     if crit.chain:
-        return or_(*(_chain_clause(res, rtype, crit, target, inner, now) for target, inner in crit.chain))
+        return or_(*(_chain_clause(res, rtype, crit, target, inner, now, access) for target, inner in crit.chain))
     if param.type == "composite":
         from .composite import composite_clause
         return composite_clause(res, rtype, crit, now)
@@ -146,27 +149,31 @@ def _last_updated_clause(res: FromClause, crit: Criterion, now: datetime) -> Con
 
 
 def _chain_clause(res: FromClause, rtype: str | None, crit: Criterion, target: str,
-                  inner: Criterion | HasCriterion, now: datetime) -> Cond:
+                  inner: Criterion | HasCriterion, now: datetime, access: Any = None) -> Cond:
     """search.html#chaining: a reference of ``res`` points at a current ``target`` meeting ``inner``."""
     r = idx_reference.alias()
     t = resource.alias()
-    return exists().where(
+    return exists().where(*_visible(access, t),
         r.c.resource_pk == res.c.pk,
         r.c.res_type == (literal(rtype) if rtype else res.c.res_type),
         r.c.param == crit.param.code, r.c.target_type == target,
         t.c.res_type == target, t.c.res_id == r.c.target_id, t.c.deleted == false(),
-        criterion_clause(t, target, inner, now))
+        criterion_clause(t, target, inner, now, access=access))
 
 
-def _has_clause(res: FromClause, crit: HasCriterion, now: datetime) -> Cond:
+def _has_clause(res: FromClause, crit: HasCriterion, now: datetime, access: Any = None) -> Cond:
     """search.html#has: some current ``source_type`` resource refers to ``res`` and meets the rest."""
     r = idx_reference.alias()
     s = resource.alias()
-    return exists().where(
+    return exists().where(*_visible(access, s),
         r.c.res_type == crit.source_type, r.c.param == crit.ref_param.code,
         r.c.target_type == res.c.res_type, r.c.target_id == res.c.res_id,
         s.c.pk == r.c.resource_pk, s.c.res_type == crit.source_type, s.c.deleted == false(),
-        criterion_clause(s, crit.source_type, crit.criterion, now))
+        criterion_clause(s, crit.source_type, crit.criterion, now, access=access))
+
+
+def _visible(access: Any, res: FromClause) -> list[Cond]:
+    return [] if access is None else [access.clause(res)]
 
 
 def _value_condition(t: Any, param: SearchParam, mod: str | None, v: SearchValue, now: datetime) -> Cond:

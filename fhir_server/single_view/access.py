@@ -28,15 +28,26 @@ def allow_all(_resource: dict[str, Any]) -> bool:
     return True
 
 
-def filter_for(ctx: RequestContext) -> ResourceFilter:
+def filter_for(ctx: RequestContext, access: Any = None) -> ResourceFilter:
     """The filter for one request: without a verified token (authentication off) everything; with
-    one, the types its scopes grant ``read`` on (SMART scopes-and-launch-context.html). Agency, role,
-    purpose-of-use and consent rules join here (governance issue)."""
+    one, the types its scopes grant ``read`` on (SMART scopes-and-launch-context.html), and what the
+    access policy (``access``: the unit of work's fhir_server.auth.policy.Visibility — role, source
+    agency, security labels, consent) lets the caller see."""
     if not ctx.authenticated:
         return allow_all
     from ..auth.scopes import READ, scope_set
 
     granted = scope_set(ctx.scopes)
+    if access is not None:
+        by_scope = filter_for(ctx)
+
+        def allow_visible(resource: dict[str, Any]) -> bool:
+            shown = by_scope(resource) and access.allows(resource)
+            if shown:
+                access.disclosed([resource])
+            return shown
+
+        return allow_visible
     if granted.allows(READ, "*"):
         return allow_all
     readable: dict[str, bool] = {}

@@ -594,7 +594,8 @@ def test_dev_tokens_are_refused_when_the_dev_issuer_is_off(auth_conn: Any, auth_
 
 def test_purpose_of_use_and_break_glass(http: FlaskClient, auth: AuthService,
                                         caplog: pytest.LogCaptureFixture) -> None:
-    any_purpose = auth.mint_dev_token(client_id="demo", scope="user/*.rs", practitioner="p1")
+    any_purpose = auth.mint_dev_token(client_id="demo", scope="user/*.rs", practitioner="p1", agency="la:201",
+                                      role="mash-practitioner")  # a role the policy lets break the glass
     assert http.get("/fhir/Patient", headers=bearer(any_purpose, **{"X-Purpose-Of-Use": "CAREMGT"})).status_code == 200
     caplog.set_level(logging.WARNING, logger="fhir_server.auth")
     no_reason = http.get("/fhir/Patient", headers=bearer(any_purpose, **{"X-Purpose-Of-Use": "BTG"}))

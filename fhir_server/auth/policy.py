@@ -1,0 +1,415 @@
+"""Agency and role policy: who reads what, for which purpose, and who writes what.
+
+The rules are data (the tables below), read in three places that must agree:
+
+- :class:`PolicyGuard` (a Router guard) refuses with 403 what a role may never do: read a type
+  outside its ``read_types``, write a type its agency does not own, break the glass without the
+  right to;
+- :meth:`Visibility.clause` is the SQL criterion every search, count, include, chain, ``_has``,
+  compartment search and history query ANDs in (the one hook in ``search/query.py``), so hidden
+  resources are never counted, paged or included;
+- :meth:`Visibility.allows` is the same rule on one resource's JSON, for reads and the single view.
+
+Reads: the scopes say which types; the role narrows types and source agencies; security labels
+(:mod:`.labels`) are released per role and purpose of use; Consent deny provisions
+(:mod:`.consent`) hide a child's data from an actor or a purpose. Writes: an agency writes only
+resources tagged with its own source agency (new ones are stamped with its tag) and only the types
+its kind of agency owns; shared reference data (Organization, Location…) any writer may update.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, FromClause, and_, exists, false, literal, not_, or_, select, true
+
+from ..storage.tables import idx_reference, idx_token, resource
+from . import events, labels
+from .errors import AccessDenied
+from .labels import Label
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from ..repository.context import RequestContext
+    from ..rest.messages import FhirRequest, FhirResponse
+    from .consent import DenyRule
+
+Cond = ColumnElement[bool]
+ALL = None  # "every type"
+
+# -- purposes of use ----------------------------------------------------------------------------
+# A purpose-of-use code (v3 ActReason, NHIN purpose of use, or our local alias) → its class.
+SAFEGUARDING, CARE, AUDIT, BREAK_GLASS = "safeguarding", "care", "audit", "break-glass"
+PURPOSES: Mapping[str, str] = {
+    "safeguarding": SAFEGUARDING,  # local alias
+    "ABUSE": SAFEGUARDING,  # NHIN purpose of use: abuse / safeguarding investigation
+    "OVRTPS": SAFEGUARDING,  # v3 ActReason: override for third-party safety
+    "CAREMGT": CARE, "TREAT": CARE, "ETREAT": CARE, "COC": CARE,
+    "HOPERAT": AUDIT, "HCOMPL": AUDIT, "HSYSADMIN": AUDIT, "GOV": AUDIT, "audit": AUDIT,
+    "BTG": BREAK_GLASS,
+}
+
+
+def purpose_class(purpose: str | None) -> str | None:
+    """The class of a purpose-of-use code, with or without its system (``system|code``)."""
+    if not purpose:
+        return None
+    return PURPOSES.get(purpose.rsplit("|", 1)[-1])
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+CLINICAL_LABELS = frozenset({labels.PSY, labels.SEX, labels.ETH, labels.HIV})
+SAFEGUARDING_LABELS = frozenset({labels.SDV, labels.SOC, labels.RESTRICTED})
+# Withheld even from the agency whose records they are, unless the role and purpose release them.
+NEVER_OWN_RELEASED = frozenset({labels.VERY_RESTRICTED})
+REFERENCE_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService"})
+AUDIT_TYPES = frozenset({"AuditEvent", "Provenance"})
+
+
+@dataclass(frozen=True)
+class RolePolicy:
+    """What one role reads. ``read_types``: None for every type. ``hidden_sources``: agency kinds
+    whose data the role does not see, except the ``source_exempt`` types. ``release``: purpose class
+    → the sensitive labels released for it (other sensitive labels stay withheld);
+    ``release_types``: labels are released only on these types (None: on every type).
+    ``break_glass``: may use purpose BTG (which then releases every label and overrides consent)."""
+
+    read_types: frozenset[str] | None = ALL
+    hidden_sources: frozenset[str] = frozenset()
+    source_exempt: frozenset[str] = frozenset()
+    release: Mapping[str, frozenset[Label]] = field(default_factory=dict)
+    release_types: frozenset[str] | None = ALL
+    break_glass: bool = False
+    writes: bool = True
+
+
+ROLES: Mapping[str, RolePolicy] = {
+    # The multi-agency safeguarding hub: everything for safeguarding; sensitive labels withheld otherwise.
+    "mash-practitioner": RolePolicy(
+        release={SAFEGUARDING: SAFEGUARDING_LABELS | CLINICAL_LABELS | {labels.VERY_RESTRICTED},
+                 CARE: frozenset({labels.SOC})},
+        break_glass=True),
+    "social-worker": RolePolicy(
+        release={SAFEGUARDING: SAFEGUARDING_LABELS, CARE: frozenset({labels.SOC})}, break_glass=True),
+    "health-safeguarding": RolePolicy(
+        release={SAFEGUARDING: SAFEGUARDING_LABELS | CLINICAL_LABELS, CARE: CLINICAL_LABELS}, break_glass=True),
+    "police": RolePolicy(hidden_sources=frozenset({"health"}), source_exempt=frozenset({"Flag", "Patient"}),
+                         release={SAFEGUARDING: SAFEGUARDING_LABELS}, break_glass=True),
+    # A school's designated safeguarding lead: the child, flags (Operation Encompass notices among
+    # them) and education data; never health data; sensitive labels only on Flags, for safeguarding.
+    "school-dsl": RolePolicy(
+        read_types=frozenset({"Patient", "RelatedPerson", "Flag", "Observation", "EpisodeOfCare",
+                              "Composition", *REFERENCE_TYPES}),
+        hidden_sources=frozenset({"health", "police", "local-authority"}), source_exempt=frozenset({"Flag", "Patient"}),
+        release={SAFEGUARDING: frozenset({labels.SDV, labels.RESTRICTED})}, release_types=frozenset({"Flag"})),
+    # Auditors read the trail, never clinical or social-care content.
+    "auditor": RolePolicy(read_types=AUDIT_TYPES | REFERENCE_TYPES, writes=False),
+}
+# A role not in the table: the scopes' types, no sensitive label, no break-glass.
+DEFAULT_ROLE = RolePolicy()
+# Trusted server-side work (RequestContext.system): no restriction at all.
+UNRESTRICTED_ROLES = frozenset({"system"})
+
+# -- writes ------------------------------------------------------------------------------------
+# Agency kind → the types its clients may create, update or delete (None: every type). AuditEvent
+# is the server's to write.
+# Every writing agency: reference data, its Consents, and the Provenance of what it writes.
+COMMON_WRITES = frozenset({"Consent", "Provenance", *REFERENCE_TYPES})
+WRITE_TYPES: Mapping[str, frozenset[str] | None] = {
+    "local-authority": ALL,
+    "health": frozenset({"Patient", "RelatedPerson", "Observation", "Encounter", "Condition", "Procedure", "Flag",
+                         "DocumentReference", "AllergyIntolerance", "MedicationStatement", *COMMON_WRITES}),
+    "police": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", *COMMON_WRITES}),
+    "education": frozenset({"Patient", "RelatedPerson", "Observation", "Flag", *COMMON_WRITES}),
+}
+SERVER_WRITTEN = frozenset({"AuditEvent"})
+
+
+def role_policy(ctx: "RequestContext") -> RolePolicy:
+    return ROLES.get(ctx.role or "", DEFAULT_ROLE)
+
+
+def restricted(ctx: "RequestContext") -> bool:
+    """True when the policy applies: a verified token that is not the server's own work (role
+    ``system`` on a context the server made, or a token of our own token endpoint for a client an
+    operator registered with that role — never a development or OpenID Connect token's claim)."""
+    return ctx.authenticated and not (ctx.role in UNRESTRICTED_ROLES and ctx.issuer == "server")
+
+
+# -- visibility ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Visibility:
+    """What one request may see, as SQL (:meth:`clause`) and as a test on JSON (:meth:`allows`)."""
+
+    read_types: frozenset[str] | None
+    withheld: frozenset[Label]
+    release_types: frozenset[str] | None  # withheld labels are released on these types
+    released: frozenset[Label]
+    hidden_sources: frozenset[str]
+    source_exempt: frozenset[str]
+    denies: tuple["DenyRule", ...] = ()
+    # Consent refusals set aside for safeguarding: each share of their data is recorded (an event).
+    overrides: tuple["DenyRule", ...] = ()
+    ctx: "RequestContext | None" = field(default=None, compare=False)
+    # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
+    own: str | None = None
+    recorded: set[str] = field(default_factory=set, compare=False)
+    built: dict[int, tuple[FromClause, Cond]] = field(default_factory=dict, compare=False, repr=False)
+
+    def disclosed(self, shown: "list[dict[str, Any]]") -> None:
+        """Record what the caller is shown that a Consent refusal would have hidden."""
+        if self.overrides and self.ctx is not None:
+            from .consent import record_disclosures
+            record_disclosures(self.ctx, self.overrides, shown, self.recorded)
+
+    def clause(self, res: FromClause) -> Cond:
+        """The condition a ``resource`` row (or alias) ``res`` must meet to be seen (built once per
+        table or alias: a search's page and count queries share it)."""
+        built = self.built.get(id(res))
+        if built is None:
+            built = self.built[id(res)] = (res, self._clause(res))
+        return built[1]
+
+    def _clause(self, res: FromClause) -> Cond:
+        conds: list[Cond] = []
+        if self.read_types is not None:
+            conds.append(res.c.res_type.in_(sorted(self.read_types)))
+        strict = self.withheld & NEVER_OWN_RELEASED if self.own is not None else self.withheld
+        soft = self.withheld - strict
+        if strict:
+            conds.append(not_(_has_label(res, strict)))
+        # labels protect what is shared: the caller's own agency's records are not withheld from it
+        # by them (but for NEVER_OWN_RELEASED: "very restricted" even inside the agency)
+        shared: list[Cond] = [_has_label(res, soft)] if soft else []
+        if self.release_types is not None and self.released:
+            # released labels are released on the release types only
+            shared.append(and_(res.c.res_type.not_in(sorted(self.release_types)), _has_label(res, self.released)))
+        if shared:
+            hidden = or_(*shared)
+            if self.own is not None:
+                t = idx_token.alias()
+                owned = exists().where(t.c.resource_pk == res.c.pk, t.c.param == "_tag",
+                                       t.c.system == labels.AGENCY_TAG_SYSTEM, t.c.code == self.own)
+                conds.append(or_(not_(hidden), owned))
+            else:
+                conds.append(not_(hidden))
+        if self.hidden_sources:
+            t = idx_token.alias()
+            from_hidden = exists().where(
+                t.c.resource_pk == res.c.pk, t.c.param == "_tag", t.c.system == labels.AGENCY_TAG_SYSTEM,
+                or_(*(t.c.code.like(f"{kind}/%") for kind in sorted(self.hidden_sources))))
+            conds.append(or_(res.c.res_type.in_(sorted(self.source_exempt)) if self.source_exempt else false(),
+                             not_(from_hidden)))
+        conds.extend(not_(rule.clause(res)) for rule in self.denies)
+        return and_(true(), *conds)
+
+    def allows(self, content: dict[str, Any] | None) -> bool:
+        if not isinstance(content, dict):
+            return True
+        res_type = str(content.get("resourceType"))
+        if self.read_types is not None and res_type not in self.read_types:
+            return False
+        found = labels.labels_of(content)
+        own = self.own is not None and self.own in labels.source_agencies(content)
+        if found & self.withheld & NEVER_OWN_RELEASED or (found & self.withheld and not own):
+            return False
+        if self.release_types is not None and res_type not in self.release_types and found & self.released \
+                and not own:
+            return False
+        if self.hidden_sources and res_type not in self.source_exempt:
+            kinds = {code.split("/", 1)[0] for code in labels.source_agencies(content)}
+            if kinds & self.hidden_sources:
+                return False
+        return not any(rule.matches(content) for rule in self.denies)
+
+    def redact(self, conn: "Connection", found: list[Any]) -> list[Any]:
+        """Search results (``search.includes.Found``) with each Provenance's targets the caller may
+        not see left out (an import Provenance names every record of a file: other children's too),
+        tagged SUBSETTED (resource.html#tag). With none left, its one target is a Reference masked by
+        the data-absent-reason extension: the Provenance stays (it was counted in Bundle.total)."""
+        self.disclosed([f.content for f in found])
+        provenances = [f for f in found if f.res_type == "Provenance"]
+        if not provenances:
+            return found
+        wanted: dict[str, set[str]] = {}
+        for f in provenances:
+            for ref in _target_refs(f.content):
+                wanted.setdefault(ref[0], set()).add(ref[1])
+        seen: set[tuple[str, str]] = set()
+        for res_type, ids in wanted.items():
+            ordered = sorted(ids)
+            for i in range(0, len(ordered), 500):
+                seen.update((t, r) for t, r in conn.execute(select(resource.c.res_type, resource.c.res_id).where(
+                    resource.c.res_type == res_type, resource.c.res_id.in_(ordered[i:i + 500]),
+                    resource.c.deleted == false(), self.clause(resource))))
+        out = []
+        for f in found:
+            if f.res_type != "Provenance":
+                out.append(f)
+                continue
+            targets = f.content.get("target") or []
+            kept = [t for t in targets if _target_ref(t) in seen]
+            if len(kept) == len(targets):
+                out.append(f)
+                continue
+            meta = dict(f.content.get("meta") or {})
+            meta["tag"] = [*(meta.get("tag") or []), SUBSETTED]
+            out.append(replace(f, content={**f.content, "target": kept or [MASKED_REFERENCE], "meta": meta}))
+        return out
+
+
+MASKED_REFERENCE = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                    "valueCode": "masked"}]}
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def _target_ref(target: Any) -> tuple[str, str] | None:
+    ref = target.get("reference") if isinstance(target, dict) else None
+    if not isinstance(ref, str):
+        return None
+    parts = ref.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return (parts[-2], parts[-1]) if len(parts) >= 2 else None
+
+
+def _target_refs(content: dict[str, Any]) -> list[tuple[str, str]]:
+    return [r for r in map(_target_ref, content.get("target") or []) if r is not None]
+
+
+def _has_label(res: FromClause, found: frozenset[Label]) -> Cond:
+    t = idx_token.alias()
+    by_system: dict[str, list[str]] = {}
+    for system, code in sorted(found):
+        by_system.setdefault(system, []).append(code)
+    return exists().where(t.c.resource_pk == res.c.pk, t.c.res_type == res.c.res_type, t.c.param == "_security",
+                          or_(*(and_(t.c.system == s, t.c.code.in_(codes)) for s, codes in by_system.items())))
+
+
+def in_patients(res: FromClause, patient_ids: frozenset[str]) -> Cond:
+    """SQL: the row is one of these Patients or refers to one (idx_reference)."""
+    ids = sorted(patient_ids)
+    r = idx_reference.alias()
+    return or_(and_(res.c.res_type == literal("Patient"), res.c.res_id.in_(ids)),
+               exists().where(r.c.resource_pk == res.c.pk, r.c.res_type == res.c.res_type,
+                              r.c.target_type == "Patient", r.c.target_id.in_(ids)))
+
+
+def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visibility | None:
+    """The visibility of one request; None when nothing is hidden (authentication off, or the
+    server's own work). Consent is read from the database now (no cache: a changed Consent applies
+    to the next request in every worker)."""
+    if not restricted(ctx):
+        return None
+    role = role_policy(ctx)
+    pclass = purpose_class(ctx.purpose_of_use)
+    if ctx.break_glass and role.break_glass:
+        withheld: frozenset[Label] = frozenset()
+        released: frozenset[Label] = frozenset()
+    else:
+        released = role.release.get(pclass or "", frozenset())
+        withheld = labels.SENSITIVE - released
+    denies: list[DenyRule] = []
+    overrides: list[DenyRule] = []
+    if conn is not None and not ctx.break_glass:
+        from .consent import deny_rules
+        denies, overrides = deny_rules(conn, ctx, pclass)
+    return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
+                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency))
+
+
+# -- the guard ------------------------------------------------------------------------------------
+
+_READS = frozenset({"read", "vread", "history-instance", "history-type", "search-type"})
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
+class PolicyGuard:
+    """Role and agency rules that refuse a whole request (403 OperationOutcome, a ``denied`` event)."""
+
+    def before(self, req: "FhirRequest") -> None:
+        from .access import classify
+
+        ctx = req.ctx
+        if not restricted(ctx):
+            return
+        role = role_policy(ctx)
+        interaction = classify(req.method, req.path)
+        if ctx.break_glass:
+            if not role.break_glass:
+                _deny(req, "break-glass-not-allowed", f"Role {ctx.role or '(none)'!r} may not use break-glass access")
+            events.break_glass(ctx, _info(req), req.method, req.path)
+        res_type = interaction.res_type
+        if interaction.code in _READS and res_type and res_type != "*" and role.read_types is not None \
+                and res_type not in role.read_types:
+            _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not read {res_type} resources")
+        if interaction.code == "operation" and res_type and role.read_types is not None \
+                and res_type not in role.read_types:
+            _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not use operations on {res_type}")
+        if interaction.code in _WRITES and res_type:
+            check_write_type(ctx, res_type, req)
+
+    def after(self, req: "FhirRequest", response: "FhirResponse") -> None:
+        return None
+
+
+def check_write_type(ctx: "RequestContext", res_type: str, req: "FhirRequest | None" = None) -> None:
+    """403 unless the caller's role writes and its agency owns ``res_type``."""
+    role = role_policy(ctx)
+    if not role.writes:
+        _deny(req, "role-cannot-write", f"Role {ctx.role!r} may not create, change or delete resources", ctx)
+    if res_type in SERVER_WRITTEN:
+        _deny(req, "server-written-type", f"{res_type} resources are written by the server only", ctx)
+    kind = labels.agency_kind(ctx.agency)
+    if kind is None:
+        _deny(req, "no-agency", "Writing needs a token that names the agency the caller acts for", ctx)
+    allowed = WRITE_TYPES.get(kind or "", frozenset())
+    if allowed is not None and res_type not in allowed:
+        _deny(req, "agency-type-not-allowed", f"A {kind} agency may not write {res_type} resources", ctx)
+
+
+def check_write(ctx: "RequestContext", old: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The write rule on stored content (repository hook, every create/update/delete including
+    Bundle entries and imports): the resource must be the caller's agency's — its source-agency tag
+    — and a new version carries that tag (added when missing). Returns the content to store."""
+    if not restricted(ctx):
+        return new
+    res_type = str((new or old or {}).get("resourceType"))
+    check_write_type(ctx, res_type)
+    own = labels.agency_tag_code(ctx.agency)
+    shared = res_type in REFERENCE_TYPES
+    if old is not None and not shared:
+        owners = labels.source_agencies(old)
+        if owners and own not in owners:
+            _deny(None, "other-agency-data",
+                  f"{res_type}/{old.get('id')} belongs to {', '.join(sorted(owners))}; {ctx.agency} may not change it", ctx)
+    if new is None:
+        return None
+    owners = labels.source_agencies(new)
+    if owners - {own} and not shared:
+        _deny(None, "other-agency-tag",
+              f"{ctx.agency} may not write data tagged as another agency's ({', '.join(sorted(owners - {own}))})", ctx)
+    if own in owners:
+        return new
+    meta = dict(new.get("meta") or {})
+    meta["tag"] = [*(meta.get("tag") or []), labels.agency_tag(ctx.agency or "")]
+    return {**new, "meta": meta}
+
+
+def _deny(req: "FhirRequest | None", reason: str, message: str, ctx: "RequestContext | None" = None) -> None:
+    who = req.ctx if req is not None else ctx
+    info = _info(req) if req is not None else None
+    events.denied(reason, who, info, message)
+    raise AccessDenied(message, reason=reason)
+
+
+def _info(req: "FhirRequest") -> events.RequestInfo:
+    return events.RequestInfo(req.method, req.path, req.ctx.remote_addr, None, req.ctx.request_id)
+
+
+__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "ROLES", "PURPOSES", "WRITE_TYPES",
+           "purpose_class"]
