@@ -15,7 +15,8 @@ answer to each entry and the first error, named ``Bundle.entry[n]`` — but batc
 3. each resource is checked by the router's guards and validated as ``crud.update`` would, and
    compared with the stored one: an unchanged resource gets no new version (http.html#update);
 4. the new versions — created or updated — are written ``batch_size`` at a time by
-   :func:`~fhir_server.repository.bulk.write_resources` (a few multi-row statements, COPY on PostgreSQL).
+   :func:`~fhir_server.repository.bulk.write_resources` (a few multi-row statements, COPY on
+   PostgreSQL, in a background thread while the next batch is validated: ``QueuedWrites``).
 
 All in one unit of work: the first error rolls everything back (nothing partial is written).
 """
@@ -32,8 +33,8 @@ from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, Precondit
 from fhir_server.fhir.instants import utcnow
 from fhir_server.fhir.models import SUPPORTED_TYPES
 from fhir_server.fhir.validation import check_id, validate_resource
-from fhir_server.repository.bulk import (Current, TokenCriteria, Write, current_rows, find_token_matches,
-                                         token_criteria, write_resources)
+from fhir_server.repository.bulk import (Current, QueuedWrites, TokenCriteria, TokenCriteriaParser, current_rows,
+                                         find_token_matches)
 from fhir_server.repository.context import RequestContext
 from fhir_server.repository.sql import Stored, UnitOfWork, _same_content, _with_server_meta
 from fhir_server.rest.headers import write_response
@@ -77,18 +78,17 @@ def write_transaction(router: Router, ctx: RequestContext, puts: list[PutEntry],
     fullUrl, resource, request with ``ifNoneExist``; ``Bundle.entry[n]``) as one transaction.
     Returns what each PUT did: ``created``, ``updated`` or ``unchanged``. Raises the FhirError of
     the first entry that fails, nothing written."""
-    with router.repo.unit_of_work() as uow:
-        return _Transaction(router, ctx, uow, batch_size).run(puts, create)
+    with router.repo.unit_of_work() as uow, QueuedWrites(uow, batch_size=batch_size) as writes:
+        return _Transaction(router, ctx, uow, writes).run(puts, create)
 
 
 class _Transaction:
-    def __init__(self, router: Router, ctx: RequestContext, uow: UnitOfWork, batch_size: int) -> None:
+    def __init__(self, router: Router, ctx: RequestContext, uow: UnitOfWork, writes: QueuedWrites) -> None:
         self.router = router
         self.ctx = ctx
         self.uow = uow
-        self.batch_size = batch_size
+        self.writes = writes  # written in batches, on PostgreSQL while the next batch is prepared
         self.local: dict[str, str] = {}  # fullUrl → Type/id (http.html#trules)
-        self.pending: list[Write] = []
         self._creates: dict[tuple[str, frozenset[tuple[str, str]]], str] = {}
         self._conditional_refs: dict[str, str] = {}
 
@@ -109,9 +109,6 @@ class _Transaction:
         for n, put in enumerate(planned):
             with _at(n, "PUT", put.entry.url, put.entry.res_type):
                 outcomes.append(self._run_put(put))
-            if len(self.pending) >= self.batch_size:
-                self._flush()
-        self._flush()
         return outcomes
 
     # -- resolving ---------------------------------------------------------------------------
@@ -135,7 +132,7 @@ class _Transaction:
         """Every PUT's match, in a few queries; then its target id and its resource."""
         planned: list[_Put] = []
         tokens: list[tuple[int, TokenCriteria]] = []
-        registry = self.router.repo.registry
+        parse = TokenCriteriaParser(self.router.repo.registry)
         for n, entry in enumerate(puts):
             with _at(n, "PUT", entry.url, entry.res_type):
                 if entry.res_type not in SUPPORTED_TYPES:
@@ -144,7 +141,7 @@ class _Transaction:
                 params = [(k, self.local.get(v, v)) for k, v in parse_qsl(entry.criteria, keep_blank_values=True)]
                 if not params:
                     raise PreconditionFailed("A conditional interaction needs search criteria in the URL")
-                key = token_criteria(registry, entry.res_type, params)
+                key = parse(entry.res_type, params)
                 matches: list[Current] = []
                 if key is None:
                     ids = self.uow.find(entry.res_type, params)
@@ -214,12 +211,13 @@ class _Transaction:
         self._guard_before(req)
         body = validate_resource(req.body, expected_type=res_type)
         if existing is not None:
+            self.writes.wait()
             stored = self.uow.read(res_type, existing)
             self._guard_after(req, stored, 200, f"{res_type}/{existing} already exists (If-None-Exist)")
             return
         now = utcnow()
         stored = Stored(res_type, res_id, 1, now, False, _with_server_meta(body, res_id, 1, now), "POST")
-        self.pending.append((None, stored))
+        self.writes.add(None, stored)
         self._guard_after(req, stored, 201, f"Created {stored.reference}")
 
     def _run_put(self, put: _Put) -> str:
@@ -238,12 +236,13 @@ class _Transaction:
         check_id(res_id)
         body = validate_resource(req.body, expected_type=res_type, expected_id=res_id)
         if not put.matches:
+            self.writes.wait()  # the connection is the background write's until it is done
             if resource.get("id") is not None and current_rows(self.uow, res_type, [res_id]):
                 raise BadRequest(f"{res_type}/{res_id} exists but does not match the criteria",
                                  expression=f"{res_type}.id")
             now = utcnow()
             stored = Stored(res_type, res_id, 1, now, False, _with_server_meta(body, res_id, 1, now), "PUT")
-            self.pending.append((None, stored))
+            self.writes.add(None, stored)
             self._guard_after(req, stored, 201, f"Created {stored.reference}")
             return CREATED
         row = put.matches[0]
@@ -257,13 +256,9 @@ class _Transaction:
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1
         stored = Stored(res_type, res_id, version, now, False, _with_server_meta(body, res_id, version, now), "PUT")
-        self.pending.append((row.pk, stored))
+        self.writes.add(row.pk, stored)
         self._guard_after(req, stored, 200, f"Updated {stored.reference}")
         return UPDATED
-
-    def _flush(self) -> None:
-        pending, self.pending = self.pending, []
-        write_resources(self.uow, pending)
 
     def _guard_before(self, req: FhirRequest) -> None:
         # The checks Router.dispatch runs around every entry (authorisation hooks, fhir_server/auth).

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import simplejson
 from sqlalchemy import bindparam, delete, exists, false, insert, literal, select, update
@@ -80,7 +80,7 @@ class DeferredCreates:
             if wait:
                 insert_new_resources(self._uow, pending)
             else:
-                self._writer = _Writer(self._uow, pending)
+                self._writer = _Writer(self._uow, [(None, s) for s in pending])
         if wait:
             self._join()
 
@@ -108,16 +108,16 @@ class DeferredCreates:
 
 
 class _Writer:
-    """``insert_new_resources`` on a thread; :meth:`result` waits and re-raises its error."""
+    """``write_resources`` on a thread; :meth:`result` waits and re-raises its error."""
 
-    def __init__(self, uow: UnitOfWork, created: list[Stored]) -> None:
+    def __init__(self, uow: UnitOfWork, writes: "list[Write]") -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(uow, created), name="fhir-bulk-write", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(uow, writes), name="fhir-bulk-write", daemon=True)
         self._thread.start()
 
-    def _run(self, uow: UnitOfWork, created: list[Stored]) -> None:
+    def _run(self, uow: UnitOfWork, writes: "list[Write]") -> None:
         try:
-            insert_new_resources(uow, created)
+            write_resources(uow, writes)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by result()
             self._error = exc
 
@@ -128,6 +128,55 @@ class _Writer:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class QueuedWrites:
+    """New versions (:data:`Write`) queued and written by :func:`write_resources` ``batch_size`` at
+    a time. As in :class:`DeferredCreates`, on PostgreSQL a full batch is written by a background
+    thread while the caller prepares the next: call :meth:`wait` before any other use of the unit
+    of work's connection, and use it as a context manager inside the unit of work, so that no write
+    is still running when it commits or rolls back."""
+
+    def __init__(self, uow: UnitOfWork, *, batch_size: int = DEFAULT_BATCH, background: bool | None = None) -> None:
+        self._uow = uow
+        self._batch_size = batch_size
+        self._background = uow.conn.dialect.name == "postgresql" if background is None else background
+        self._pending: list[Write] = []
+        self._writer: _Writer | None = None
+
+    def add(self, pk: int | None, stored: Stored) -> None:
+        self._pending.append((pk, stored))
+        if len(self._pending) >= self._batch_size:
+            self._write(wait=not self._background)
+
+    def flush(self) -> None:
+        """Write everything queued and wait for it (errors of a background write surface here)."""
+        self._write(wait=True)
+
+    def wait(self) -> None:
+        """Wait for a background write (and raise its error)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.result()
+
+    def _write(self, *, wait: bool) -> None:
+        self.wait()
+        pending, self._pending = self._pending, []
+        if pending and wait:
+            write_resources(self._uow, pending)
+        elif pending:
+            self._writer = _Writer(self._uow, pending)
+
+    def __enter__(self) -> "QueuedWrites":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.flush()
+            return
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.wait()  # failing anyway: let the rollback find the connection idle
 
 
 def insert_new_resources(uow: UnitOfWork, created: list[Stored]) -> None:
@@ -311,6 +360,38 @@ def token_criteria(registry: ParamSource, res_type: str, params: list[tuple[str,
         return None
     (param, system, code), *filters = tokens
     return TokenCriteria(res_type, param, system, code, tuple(filters))
+
+
+class TokenCriteriaParser:
+    """:func:`token_criteria` for many criteria of the same shape (a file's ``identifier=…&_tag=…``),
+    parsed in full once per resource type and parameter names. After that, a value with no escape
+    and no comma and one ``|`` between a non-empty system and code is split here, which is what the
+    parser makes of it (search.html#token, #escaping); anything else is parsed in full."""
+
+    def __init__(self, registry: ParamSource) -> None:
+        self.registry = registry
+        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+
+    def __call__(self, res_type: str, params: list[tuple[str, str]]) -> TokenCriteria | None:
+        shape = (res_type, tuple(name for name, _value in params))
+        codes = self._shapes.get(shape)
+        if codes is not None:
+            tokens = [_plain_token(value) for _name, value in params]
+            if all(tokens):
+                (system, code), *rest = cast(list[tuple[str, str]], tokens)
+                return TokenCriteria(res_type, codes[0], system, code,
+                                     tuple((c, s, v) for c, (s, v) in zip(codes[1:], rest)))
+        found = token_criteria(self.registry, res_type, params)
+        if found is not None:
+            self._shapes[shape] = (found.param, *(f[0] for f in found.filters))
+        return found
+
+
+def _plain_token(value: str) -> tuple[str, str] | None:
+    if "\\" in value or "," in value or value.count("|") != 1:
+        return None
+    system, code = value.split("|")
+    return (system, code) if system and code else None
 
 
 def find_token_matches(uow: UnitOfWork, criteria: list[TokenCriteria], *, lock: bool = False,
