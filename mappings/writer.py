@@ -43,7 +43,7 @@ from fhir_server.rest.references import conditional_reference, rewrite_reference
 from fhir_server.rest.router import Router
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
-DEFAULT_BATCH = 1000
+DEFAULT_BATCH = 500  # resources per multi-row write
 # What the import asks of every entry's answer (mappings.loader.load sent the same header).
 PREFER = {"prefer": "return=OperationOutcome"}
 
@@ -73,12 +73,12 @@ class _Put:
 
 
 def write_transaction(router: Router, ctx: RequestContext, puts: list[PutEntry], create: dict[str, Any],
-                      *, batch_size: int = DEFAULT_BATCH) -> list[str]:
+                      *, batch_size: int | None = None) -> list[str]:
     """Run ``puts`` (``Bundle.entry[0…n-1]``) and the conditional create ``create`` (a Bundle entry:
     fullUrl, resource, request with ``ifNoneExist``; ``Bundle.entry[n]``) as one transaction.
     Returns what each PUT did: ``created``, ``updated`` or ``unchanged``. Raises the FhirError of
     the first entry that fails, nothing written."""
-    with router.repo.unit_of_work() as uow, QueuedWrites(uow, batch_size=batch_size) as writes:
+    with router.repo.unit_of_work() as uow, QueuedWrites(uow, batch_size=batch_size or DEFAULT_BATCH) as writes:
         return _Transaction(router, ctx, uow, writes).run(puts, create)
 
 
