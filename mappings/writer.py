@@ -12,8 +12,9 @@ answer to each entry and the first error, named ``Bundle.entry[n]`` — but batc
    criteria of any other form are searched one by one (``UnitOfWork.find``), as before;
 2. each entry's resource is built from the stored one it matched (``PutEntry.build``: the merge),
    then links to other entries' fullUrls and conditional references are rewritten;
-3. each resource is checked by the router's guards and validated as ``crud.update`` would, and
-   compared with the stored one: an unchanged resource gets no new version (http.html#update);
+3. each resource is checked by the router's guards and compared with the stored one: an unchanged
+   resource gets no new version (http.html#update) and is not validated again (the stored version
+   was, when it was written); any other is validated as ``crud.update`` would;
 4. the new versions — created or updated — are written ``batch_size`` at a time by
    :func:`~fhir_server.repository.bulk.write_resources` (a few multi-row statements, COPY on
    PostgreSQL, in a background thread while the next batch is validated: ``QueuedWrites``).
@@ -234,8 +235,15 @@ class _Transaction:
                           "application/fhir+json")
         self._guard_before(req)
         check_id(res_id)
+        row = put.matches[0] if put.matches else None
+        if row is not None and resource.get("id") in (None, res_id) and _same_content(row.content, req.body):
+            # What is stored already (and was validated when it was written): no new version
+            # (http.html#update), and nothing to validate again — most of a re-sent extract.
+            stored = Stored(res_type, res_id, row.version_id, row.last_updated, False, row.content)
+            self._guard_after(req, stored, 200, f"No change {stored.reference}")
+            return UNCHANGED
         body = validate_resource(req.body, expected_type=res_type, expected_id=res_id)
-        if not put.matches:
+        if row is None:
             self.writes.wait()  # the connection is the background write's until it is done
             if resource.get("id") is not None and current_rows(self.uow, res_type, [res_id]):
                 raise BadRequest(f"{res_type}/{res_id} exists but does not match the criteria",
@@ -245,14 +253,9 @@ class _Transaction:
             self.writes.add(None, stored)
             self._guard_after(req, stored, 201, f"Created {stored.reference}")
             return CREATED
-        row = put.matches[0]
         if resource.get("id") not in (None, res_id):
             raise BadRequest(f"Body id {resource['id']!r} differs from the matched resource {res_id!r}",
                              expression=f"{res_type}.id")
-        if _same_content(row.content, body):
-            stored = Stored(res_type, res_id, row.version_id, row.last_updated, False, row.content)
-            self._guard_after(req, stored, 200, f"No change {stored.reference}")
-            return UNCHANGED
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1
         stored = Stored(res_type, res_id, version, now, False, _with_server_meta(body, res_id, version, now), "PUT")
