@@ -14,7 +14,8 @@ answer to each entry and the first error, named ``Bundle.entry[n]`` — but batc
    then links to other entries' fullUrls and conditional references are rewritten;
 3. each resource is checked by the router's guards and compared with the stored one: an unchanged
    resource gets no new version (http.html#update) and is not validated again (the stored version
-   was, when it was written); any other is validated as ``crud.update`` would;
+   was, when it was written); any other is validated as ``crud.update`` would — for a large file
+   in another process, ahead of the writer (:mod:`.prevalidate`);
 4. the new versions — created or updated — are written ``batch_size`` at a time by
    :func:`~fhir_server.repository.bulk.write_resources` (a few multi-row statements, COPY on
    PostgreSQL, in a background thread while the next batch is validated: ``QueuedWrites``).
@@ -42,6 +43,8 @@ from fhir_server.rest.headers import write_response
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.references import conditional_reference, rewrite_references
 from fhir_server.rest.router import Router
+
+from .prevalidate import Prevalidated
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 DEFAULT_BATCH = 500  # resources per multi-row write
@@ -71,6 +74,9 @@ class _Put:
     matches: list[Current]
     resource: dict[str, Any] | None = None
     res_id: str | None = None  # None when the criteria matched several resources (412 when it runs)
+    body: dict[str, Any] | None = None  # the resource with its id: what is validated and written
+    unchanged: bool = False  # the body is what is stored
+    check: int = -1  # its place among the Prevalidated items
 
 
 def write_transaction(router: Router, ctx: RequestContext, puts: list[PutEntry], create: dict[str, Any],
@@ -106,11 +112,15 @@ class _Transaction:
             rewrite_references(create["resource"], self.local, where=f"Bundle.entry[{len(puts)}].resource",
                                conditional=self._resolve_conditional, reject_unresolved=True)
             self._run_create(create, create_id, existing)
-        outcomes = []
-        for n, put in enumerate(planned):
-            with _at(n, "PUT", put.entry.url, put.entry.res_type):
-                outcomes.append(self._run_put(put))
-        return outcomes
+        checks = self._prevalidate(planned)
+        try:
+            outcomes = []
+            for n, put in enumerate(planned):
+                with _at(n, "PUT", put.entry.url, put.entry.res_type):
+                    outcomes.append(self._run_put(put, checks))
+            return outcomes
+        finally:
+            checks.close()
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -204,6 +214,23 @@ class _Transaction:
 
     # -- running -----------------------------------------------------------------------------
 
+    def _prevalidate(self, planned: list[_Put]) -> Prevalidated:
+        """Each PUT's final body; those that differ from the stored resource are validated ahead
+        (in another process for a large file: mappings/prevalidate.py)."""
+        items: list[tuple[dict[str, Any], str, str | None]] = []
+        for put in planned:
+            if put.res_id is None:
+                continue
+            resource = cast(dict[str, Any], put.resource)
+            put.body = {**resource, "id": put.res_id}
+            row = put.matches[0] if put.matches else None
+            put.unchanged = row is not None and resource.get("id") in (None, put.res_id) \
+                and _same_content(row.content, put.body)
+            if not put.unchanged:
+                put.check = len(items)
+                items.append((put.body, put.entry.res_type, put.res_id))
+        return Prevalidated(items)
+
     def _run_create(self, create: dict[str, Any], res_id: str, existing: str | None) -> None:
         """crud.create with If-None-Exist: the match is the answer (200), else a new resource (201)."""
         res_type = create["resource"]["resourceType"]
@@ -221,7 +248,7 @@ class _Transaction:
         self.writes.add(None, stored)
         self._guard_after(req, stored, 201, f"Created {stored.reference}")
 
-    def _run_put(self, put: _Put) -> str:
+    def _run_put(self, put: _Put, checks: Prevalidated) -> str:
         """crud.update of the resolved target (update-as-create when new), or crud.conditional_update's
         412 when the criteria matched several resources."""
         res_type, resource = put.entry.res_type, cast(dict[str, Any], put.resource)
@@ -231,18 +258,17 @@ class _Transaction:
             validate_resource(resource, expected_type=res_type)
             raise PreconditionFailed(f"The criteria matched {len(put.matches)} resources; refine them")
         res_id = put.res_id
-        req = FhirRequest("PUT", f"{res_type}/{res_id}", self.ctx, [], dict(PREFER), {**resource, "id": res_id},
-                          "application/fhir+json")
+        req = FhirRequest("PUT", f"{res_type}/{res_id}", self.ctx, [], dict(PREFER), put.body, "application/fhir+json")
         self._guard_before(req)
         check_id(res_id)
         row = put.matches[0] if put.matches else None
-        if row is not None and resource.get("id") in (None, res_id) and _same_content(row.content, req.body):
+        if row is not None and put.unchanged:
             # What is stored already (and was validated when it was written): no new version
             # (http.html#update), and nothing to validate again — most of a re-sent extract.
             stored = Stored(res_type, res_id, row.version_id, row.last_updated, False, row.content)
             self._guard_after(req, stored, 200, f"No change {stored.reference}")
             return UNCHANGED
-        body = validate_resource(req.body, expected_type=res_type, expected_id=res_id)
+        body = checks.result(put.check)  # validate_resource(put.body, expected_type/id), maybe done ahead
         if row is None:
             self.writes.wait()  # the connection is the background write's until it is done
             if resource.get("id") is not None and current_rows(self.uow, res_type, [res_id]):

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import mappings.prevalidate
 import mappings.writer
 from fhir_server.errors import FhirError
 from fhir_server.repository.context import RequestContext
@@ -151,16 +152,29 @@ def test_another_agency_with_the_same_identifier_gets_its_own_record(app, client
     assert _one(client, f"Patient?identifier={CHILD}|C1&_tag={TAG}|local-authority/201")["name"] == [{"family": "Ali"}]
 
 
-def test_an_error_in_any_entry_writes_nothing(app, client):
+@pytest.fixture
+def validation_pool(monkeypatch):
+    """Validate every file's resources in the pool (mappings/prevalidate.py), five per chunk."""
+    monkeypatch.setattr(mappings.prevalidate, "MIN_RESOURCES", 1)
+    monkeypatch.setattr(mappings.prevalidate, "CHUNK", 5)
+    monkeypatch.setenv("FHIR_IMPORT_VALIDATION_PROCESSES", "1")
+
+
+@pytest.mark.parametrize("where", ["in-process", "pool"])
+def test_an_error_in_any_entry_writes_nothing(app, client, request, where):
+    if where == "pool":
+        request.getfixturevalue("validation_pool")
     assert _counts(_import(app, [u for n in range(3) for u in _child(f"C{n}", "Patel")], b"v1")) == (6, 0, 0)
     before = _table_counts(app)
-    bad = [*_child("C0", "Patel-Changed"), *_child("C9", "New")]
+    bad = [*_child("C0", "Patel-Changed"), *_child("C9", "New"), *_child("C8", "Newer")]
     bad[3].resource["status"] = "not-a-status"  # the new episode: a required binding
+    bad[4].resource["birthDate"] = "not-a-date"  # a later error: the first one is the answer
     failed = _import(app, bad, b"v2")
     assert not failed.written
     issue = failed.outcome()["issue"][-1]
     assert issue["diagnostics"].startswith("Bundle.entry[4] (PUT EpisodeOfCare?identifier=")
-    assert issue["expression"][0] == "Bundle.entry[4]"
+    assert issue["expression"][0] == "Bundle.entry[4]" and "not-a-status" in issue["diagnostics"]
+    assert where == "in-process" or mappings.prevalidate._pool is not None
     assert _table_counts(app) == before
     assert _one(client, f"Patient?identifier={CHILD}|C0")["name"] == [{"family": "Patel"}]
 
@@ -262,7 +276,7 @@ def _dataset(months: int, out: Path) -> tuple[Path, list[dict[str, Any]]]:
     return out, json.loads((out / "manifest.json").read_text())["files"]
 
 
-def test_the_batched_path_writes_what_the_transaction_bundle_writes(app, tmp_path_factory):
+def test_the_batched_path_writes_what_the_transaction_bundle_writes(app, tmp_path_factory, validation_pool):
     # The same ten families over 30 months, then over 36 (more events, episodes closed: a corrected
     # file for most formats), then the 36 months again (nothing changes).
     rounds = [_dataset(30, tmp_path_factory.mktemp("m30")), _dataset(36, tmp_path_factory.mktemp("m36"))]
