@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             t = {k: sum(f[k] for f in again.values()) for k in ("resources", "unchanged", "created", "updated",
                                                                  "map_s", "load_s")}
             re_rows.append(["**all formats**", int(t["resources"]), int(t["unchanged"]),
-                            int(t["created"] + t["updated"]), t["load_s"], rate(t["resources"], t["map_s"] + t["load_s"])])
+                            int(t["created"] + t["updated"]), t["load_s"],
+                            rate(t["resources"], t["map_s"] + t["load_s"])])
             harness.print_table("Re-import of every file (idempotent: nothing may change)",
                                 ["format", "resources", "unchanged", "created or updated", "load s",
                                  "resources/s (map + load)"], re_rows)

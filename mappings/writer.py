@@ -106,14 +106,15 @@ class _Transaction:
         planned = self._resolve_puts(puts)
         for n, put in enumerate(planned):
             with _at(n, "PUT", put.entry.url, put.entry.res_type):
-                rewrite_references(cast(dict[str, Any], put.resource), self.local, where=f"Bundle.entry[{n}].resource",
+                rewrite_references(cast(dict[str, Any], put.resource), self.local,
+                                   where=f"Bundle.entry[{n}].resource",
                                    conditional=self._resolve_conditional, reject_unresolved=True)
-        with _at(len(puts), "POST", create["request"]["url"], create["resource"]["resourceType"]):
-            rewrite_references(create["resource"], self.local, where=f"Bundle.entry[{len(puts)}].resource",
-                               conditional=self._resolve_conditional, reject_unresolved=True)
-            self._run_create(create, create_id, existing)
-        checks = self._prevalidate(planned)
+        checks = self._prevalidate(planned)  # the PUTs' bodies are final: start validating them
         try:
+            with _at(len(puts), "POST", create["request"]["url"], create["resource"]["resourceType"]):
+                rewrite_references(create["resource"], self.local, where=f"Bundle.entry[{len(puts)}].resource",
+                                   conditional=self._resolve_conditional, reject_unresolved=True)
+                self._run_create(create, create_id, existing)
             outcomes = []
             for n, put in enumerate(planned):
                 with _at(n, "PUT", put.entry.url, put.entry.res_type):
