@@ -10,9 +10,15 @@ Every conditional update is scoped to the importing agency's resources (``&_tag=
 source-agency tag), except ``shared`` reference data and the agency Organization itself: an
 agency's import never overwrites another agency's record with the same identifier.
 
-Upserts in ``merge`` mode are first combined with the resource they will update (:mod:`.merge`),
-read before the transaction: so two formats of one agency writing the same Patient complete it
-instead of taking turns to replace it.
+Upserts in ``merge`` mode are first combined with the resource they will update (:mod:`.merge`):
+so two formats of one agency writing the same Patient complete it instead of taking turns to
+replace it.
+
+:func:`import_file` writes the file's transaction through :mod:`.writer`, which batches what a
+transaction Bundle does entry by entry (the matches, and the history, index and outbox rows) with
+the same rules and results, and reads the resources to merge inside the transaction, locked.
+:func:`transaction_bundle` and :func:`load` are the same import as a Bundle through ``POST
+[base]``, the reference the batched path is tested against (tests/mappings/test_batched_load.py).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from fhir_server.rest.router import Router
 from . import systems
 from .core import Agency, MappingResult, SourceFile, Upsert, agency_scope, identifier_match
 from .merge import merge_resource, union
+from .writer import CREATED, UNCHANGED, UPDATED, PutEntry, write_transaction
 
 PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
                        "code": "transform", "display": "Transform/Translate Record Lifecycle Event"}
@@ -144,22 +151,36 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
     if not upserts:
         return summary
     try:
-        org, *upserts = with_stored(router, [agency_organization(agency), *upserts], agency)
-        response = load(router, ctx, transaction_bundle(upserts, agency, source, client_id=ctx.client_id, org=org))
+        outcomes = write_file(router, ctx, upserts, agency, source)
     except FhirError as exc:
         summary.issues += exc.issues
         return summary
     summary.written = True
-    for entry in response.get("entry", [])[1:1 + len(upserts)]:
-        status = entry.get("response", {}).get("status", "")
-        said = " ".join(i.get("diagnostics", "") for i in entry.get("response", {}).get("outcome", {}).get("issue", []))
-        if status.startswith("201"):
-            summary.created += 1
-        elif said.startswith("No change"):
-            summary.unchanged += 1
-        else:
-            summary.updated += 1
+    summary.created = outcomes.count(CREATED)
+    summary.updated = outcomes.count(UPDATED)
+    summary.unchanged = outcomes.count(UNCHANGED)
     return summary
+
+
+def write_file(router: Router, ctx: RequestContext, upserts: list[Upsert], agency: Agency, source: SourceFile,
+               *, recorded: datetime | None = None, org: Upsert | None = None) -> list[str]:
+    """The transaction of :func:`transaction_bundle` (the agency Organization, every upsert, one
+    Provenance), written batched by :func:`.writer.write_transaction`; each merging upsert combined
+    with the stored resource it matched. Returns what happened to each upsert (created, updated,
+    unchanged). Raises a FhirError (nothing written) if any entry fails."""
+    org = org or agency_organization(agency)
+    puts = [_put(u, agency) for u in (org, *upserts)]
+    provenance = _provenance_entry(upserts, org, agency, source, ctx.client_id, recorded)
+    return write_transaction(router, ctx, puts, provenance)[1:]
+
+
+def _put(upsert: Upsert, agency: Agency) -> PutEntry:
+    def build(stored: dict[str, Any] | None) -> dict[str, Any]:
+        if upsert.merge and stored is not None:
+            return _entry(replace(upsert, resource=merge_resource(stored, upsert.resource)), agency)["resource"]
+        return _entry(upsert, agency)["resource"]
+
+    return PutEntry(upsert.resource_type, criteria(upsert, agency), upsert.full_url, build)
 
 
 def _entry(upsert: Upsert, agency: Agency) -> dict[str, Any]:
