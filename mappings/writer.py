@@ -244,6 +244,7 @@ class _Transaction:
             stored = self.uow.read(res_type, existing)
             self._guard_after(req, stored, 200, f"{res_type}/{existing} already exists (If-None-Exist)")
             return
+        body = self._checked(self.ctx, None, body)
         now = utcnow()
         stored = Stored(res_type, res_id, 1, now, False, _with_server_meta(body, res_id, 1, now), "POST")
         self.writes.add(None, stored)
@@ -275,6 +276,7 @@ class _Transaction:
             if resource.get("id") is not None and current_rows(self.uow, res_type, [res_id]):
                 raise BadRequest(f"{res_type}/{res_id} exists but does not match the criteria",
                                  expression=f"{res_type}.id")
+            body = self._checked(self.ctx, None, body)
             now = utcnow()
             stored = Stored(res_type, res_id, 1, now, False, _with_server_meta(body, res_id, 1, now), "PUT")
             self.writes.add(None, stored)
@@ -283,6 +285,7 @@ class _Transaction:
         if resource.get("id") not in (None, res_id):
             raise BadRequest(f"Body id {resource['id']!r} differs from the matched resource {res_id!r}",
                              expression=f"{res_type}.id")
+        body = self._checked(self.ctx, row.content, body)
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1
         stored = Stored(res_type, res_id, version, now, False, _with_server_meta(body, res_id, version, now), "PUT")
@@ -291,15 +294,24 @@ class _Transaction:
         return UPDATED
 
     def _guard_before(self, req: FhirRequest) -> None:
-        # The checks Router.dispatch runs around every entry (authorisation hooks, fhir_server/auth).
+        # What Router.dispatch does around every entry: the authorisation guards, then the access
+        # policy of the request's context for this unit of work (fhir_server/auth).
         for guard in self.router.guards:
             guard.before(req)
+        self.router.bind_access(self.uow, req)
+
+    def _checked(self, ctx: RequestContext, previous: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, Any]:
+        """The write policy's verdict on a new version (an agency writes only its own records), as
+        the repository applies it to every other write; raises Forbidden."""
+        check = self.uow.write_check
+        return body if check is None else check(ctx, previous, body) or body
 
     def _guard_after(self, req: FhirRequest, stored: Stored, status: int, message: str) -> None:
-        if self.router.guards:
+        if self.router.guards or self.router.recorders:
             response: FhirResponse = write_response(req, stored, status, message=message)
             for guard in self.router.guards:
                 guard.after(req, response)
+            self.router.record(self.uow, req, response)  # the audit trail: one AuditEvent for the file
 
 
 @contextmanager

@@ -71,20 +71,25 @@ class Router:
         self._guard_before(req)  # auth hook
         response = op.handler(None, req, target)  # type: ignore[arg-type]
         self._guard_after(req, response)
-        self._record(None, req, response)
+        self.record(None, req, response)
         return response
 
     def dispatch(self, uow: UnitOfWork, req: FhirRequest) -> FhirResponse:
         handler = self._resolve(req)
         self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
+        self.bind_access(uow, req)
+        response = handler(uow, req)
+        self._guard_after(req, response)  # raising here rolls the unit of work back
+        self.record(uow, req, response)
+        return response
+
+    def bind_access(self, uow: UnitOfWork, req: FhirRequest) -> None:
+        """Give ``uow`` the access policy of ``req``'s context: what its reads may show and the check
+        every write passes (also for writers that bypass dispatch, such as the agency importer)."""
         if self.access_policy is not None:
             if getattr(uow.access, "ctx", None) is not req.ctx:  # once per request: Bundle entries share it
                 uow.access = self.access_policy(req.ctx, uow.conn)
             uow.write_check = self.write_policy
-        response = handler(uow, req)
-        self._guard_after(req, response)  # raising here rolls the unit of work back
-        self._record(uow, req, response)
-        return response
 
     def _guard_before(self, req: FhirRequest) -> None:
         for guard in self.guards:
@@ -94,7 +99,8 @@ class Router:
         for guard in self.guards:
             guard.after(req, response)
 
-    def _record(self, uow: UnitOfWork | None, req: FhirRequest, response: FhirResponse) -> None:
+    def record(self, uow: UnitOfWork | None, req: FhirRequest, response: FhirResponse) -> None:
+        """Tell the recorders (the audit trail) of an interaction that succeeded in ``uow``."""
         for recorder in self.recorders:
             recorder.record(uow, req, response)
 
