@@ -7,7 +7,8 @@ Time runs in calendar months from the first month with data. For an intervention
 - a **comparison** case is a child-month with no intervention of any type started in the six months
   before or after it ("not treated around then"), sampled at random when there are many;
 - **covariates** describe the child at the index month from what was known before it: age, concern
-  events in the last 3 and the 4–12 months before, by agency, open social-care episodes, a previous
+  events in the last 3 and the 4–12 months before, by agency, open social-care episodes, a CIN episode
+  closed in the last 3 months (a step-down, after which early help is often offered), a previous
   child protection plan or care episode, earlier interventions;
 - **outcomes** are measured over the same time for every case, ``horizon`` months from the index
   month (12 by default; a case with less data after it is left out): a first child protection plan,
@@ -29,9 +30,10 @@ TRAJECTORY = (-6, 12)  # months before/after the index the risk trajectory cover
 AFTER_MONTHS = 6  # the concern-rate outcome's window
 DEFAULT_HORIZON = 12  # months over which a plan, care or referrals after the index month count
 ADULT_AGE = 18
+STEP_DOWN_MONTHS = 3  # a CIN episode closed this recently is a covariate (step-down to early help)
 
 COVARIATES = ("age", "concerns-3m", "concerns-4-12m", *(f"concerns-12m-{k}" for k in AGENCY_KINDS),
-              "open-cin", "open-cp-plan", "looked-after", "previous-cp-plan", "previous-interventions")
+              "open-cin", "cin-closed-3m", "open-cp-plan", "looked-after", "previous-cp-plan", "previous-interventions")
 
 OUTCOMES = {
     "cp-plan": "a first child protection plan within the horizon after the start",
@@ -56,6 +58,7 @@ class Histories:
     birth_month: np.ndarray  # (U,) month index of birth (may be negative)
     concerns: np.ndarray  # (U, M, A) concern events per agency kind
     open_cin: np.ndarray  # (U, M) bool: a CIN episode, CIN plan or s47 enquiry open
+    closed_cin: np.ndarray  # (U, M) bool: a CIN episode closed in the 3 months before (a step-down)
     open_cp: np.ndarray  # (U, M) bool
     looked_after: np.ndarray  # (U, M) bool
     cp_start: np.ndarray  # (U,) first CP plan start month, or a large number
@@ -88,6 +91,7 @@ def build_histories(records: Records, today: date | None = None) -> Histories:
         if row is not None:
             concerns[row, min(month_index(origin, day), months - 1), kind] += 1
     open_cin = np.zeros((n, months), dtype=bool)
+    closed_cin = np.zeros((n, months), dtype=bool)
     open_cp = np.zeros((n, months), dtype=bool)
     lac = np.zeros((n, months), dtype=bool)
     cp_start = np.full(n, NEVER, dtype=np.int32)
@@ -109,12 +113,14 @@ def build_histories(records: Records, today: date | None = None) -> Histories:
                 lac_start[row] = min(lac_start[row], start)
             elif e.kind == CIN:
                 referrals[row].append(start)
+                if e.end is not None:  # the months after a closure: often stepped down to early help
+                    closed_cin[row, min(stop, months):min(stop + STEP_DOWN_MONTHS, months)] = True
         else:
             interventions[row].append((start, e.kind, e.organization, e.resource_id))
     for lst in interventions:
         lst.sort()
-    return Histories(units, row_of, origin, months, birth, concerns, open_cin, open_cp, lac, cp_start, lac_start,
-                     referrals, interventions)
+    return Histories(units, row_of, origin, months, birth, concerns, open_cin, closed_cin, open_cp, lac, cp_start,
+                     lac_start, referrals, interventions)
 
 
 class EmptyData(ValueError):
@@ -189,7 +195,7 @@ def covariates(h: Histories, rows: np.ndarray, months: np.ndarray) -> np.ndarray
     m = np.clip(months, 0, h.months - 1)
     previous = np.array([sum(1 for s, *_r in h.interventions[r] if s < mo) for r, mo in zip(rows, months)])
     cols = [age, np.log1p(last3), np.log1p(before), *(np.log1p(k) for k in kinds),
-            h.open_cin[rows, m], h.open_cp[rows, m], h.looked_after[rows, m],
+            h.open_cin[rows, m], h.closed_cin[rows, m], h.open_cp[rows, m], h.looked_after[rows, m],
             h.cp_start[rows] < months, np.log1p(previous)]
     return np.column_stack(cols).astype(np.float64)
 
