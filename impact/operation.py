@@ -32,7 +32,9 @@ DEFINITION_FILE = "intervention-impact.json"
 MODES = ("estimate", "evaluate")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
-           "and is not recorded here.")
+           "and is not recorded here. On the synthetic benchmark, where offers follow a risk the agencies only "
+           "partly see, the intervals held the true effect in 1 of 5 cases (docs/benchmarks.md): treat these "
+           "figures as exploratory, not as evidence to decide on.")
 METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
           "by agency, open episodes and history), weighted regression adjustment, standard errors clustered by "
           "child; evaluate adds difference-in-differences on the monthly concern-event trajectory with a pre-trend "
