@@ -3,6 +3,7 @@ for the children who had it (evaluate). Both compare like with like through the 
 :mod:`impact.estimators` on the study of :mod:`impact.design`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -52,15 +53,12 @@ def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[st
              horizon: int = d.DEFAULT_HORIZON) -> Evaluation:
     """For the children at ``rows`` as they are now: the effect the intervention had on past children
     with a similar profile (propensity within the caliper of any of them), against weighted comparisons."""
-    treated = d.treated_cases(h, kinds)
-    study = d.build_study(h, treated, np.random.default_rng(SEED))
-    if not treated:
+    study, model, ps = _population_model(h, kinds)
+    if model is None:
         weights = np.ones(len(study.treated))
         keep = np.ones(len(study.treated), dtype=bool)
         comparable = 0
     else:
-        model = propensity(study.treated, study.X)
-        ps = np.clip(model(study.X), 1e-6, 1 - 1e-6)
         now = np.full(len(rows), h.months - 1)
         mine = np.clip(model(d.covariates(h, np.array(rows), now)), 1e-6, 1 - 1e-6)
         logit, logit_mine = np.log(ps / (1 - ps)), np.log(mine / (1 - mine))
@@ -73,6 +71,23 @@ def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[st
     results = [OutcomeResult(name, _effect(h, sub, weights[keep], name, horizon)) for name in outcomes]
     return Evaluation(tuple(sorted(kinds)), results, None, [], _through(h), comparable,
                       [h.units[r] for r in rows])
+
+
+def _population_model(h: d.Histories, kinds: set[str]) -> tuple[d.Study, Callable[[np.ndarray], np.ndarray] | None,
+                                                                  np.ndarray]:
+    """The study of everyone who ever had ``kinds`` and its propensity model, built once per
+    Histories (which is rebuilt when the data change) so that each child's estimate only scores
+    the child and re-weights: (study, model or None without treated cases, clipped propensities)."""
+    key = ("estimate", tuple(sorted(kinds)))
+    if key not in h.memo:
+        treated = d.treated_cases(h, kinds)
+        study = d.build_study(h, treated, np.random.default_rng(SEED))
+        if not treated:
+            h.memo[key] = (study, None, np.ones(len(study.treated)))
+        else:
+            model = propensity(study.treated, study.X)
+            h.memo[key] = (study, model, np.clip(model(study.X), 1e-6, 1 - 1e-6))
+    return h.memo[key]
 
 
 def _weights(study: d.Study) -> np.ndarray:

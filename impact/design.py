@@ -17,8 +17,9 @@ Time runs in calendar months from the first month with data. For an intervention
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,8 @@ class Histories:
     lac_start: np.ndarray  # (U,) first looked-after start month
     referrals: list[list[int]]  # per unit, CIN episode start months
     interventions: list[list[tuple[int, str, str | None, str]]]  # per unit: (start month, type, provider, id)
+    # what analyses derived from these arrays and may reuse (a fitted propensity model per type)
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     def concern_total(self) -> np.ndarray:
         return self.concerns.sum(axis=2)
