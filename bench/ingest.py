@@ -158,8 +158,9 @@ def reset_plain_table(url: str) -> None:
 
 
 def count_resources(url: str) -> int:
-    """Resources the clients sent: not the server's own record of the writes (a Provenance per
-    transaction activity, the published AuditEvents: fhir_server/audit)."""
+    """Resources stored, without the server's own record of the writes (a Provenance per transaction
+    activity, the published AuditEvents: fhir_server/audit). What the after-commit consumers add
+    (linked master Patients, RiskAssessments, escalation Flags) may still arrive during the run."""
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT count(*) FROM resource WHERE res_type NOT IN ('Provenance', 'AuditEvent')"
                             ).fetchone()[0]  # type: ignore[index]
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             before = count_resources(url)
             elapsed, per_bundle = post_bundles(args.port, bodies, args.clients)
             stored = count_resources(url) - before
-        if stored != args.total:
+        if stored < args.total:  # more is the server's own: linked masters, risk assessments, Flags
             raise RuntimeError(f"{stored} resources stored, {args.total} sent")
         server_rate = args.total / elapsed
         lat = harness.latency_summary(per_bundle)
