@@ -41,7 +41,7 @@ from fhir_server.repository.context import RequestContext
 from fhir_server.repository.sql import Stored, UnitOfWork, _same_content, _with_server_meta
 from fhir_server.rest.headers import write_response
 from fhir_server.rest.messages import FhirRequest, FhirResponse
-from fhir_server.rest.references import conditional_reference, rewrite_references
+from fhir_server.rest.references import resolve_conditional_reference, rewrite_references
 from fhir_server.rest.router import Router
 
 from .prevalidate import Prevalidated
@@ -194,23 +194,8 @@ class _Transaction:
         known = self._conditional_refs.get(value)
         if known is not None:
             return known
-        res_type, query = cast(tuple[str, str], conditional_reference(value))
-        if res_type not in SUPPORTED_TYPES:
-            raise BadRequest(f"Conditional reference {value!r} names an unknown resource type", expression=where)
-        criteria = parse_qsl(query, keep_blank_values=True)
-        try:
-            ids = self.uow.find(res_type, criteria)
-        except FhirError as exc:
-            raise BadRequest(f"Conditional reference {value!r}: {exc.diagnostics}", expression=where) from None
-        if not ids:
-            pending = self._creates.get((res_type, frozenset(criteria)))
-            ids = [pending] if pending else []
-        if not ids:
-            raise BadRequest(f"Conditional reference {value!r} matches no resource", expression=where)
-        if len(ids) > 1:
-            raise PreconditionFailed(f"Conditional reference {value!r} matches {len(ids)} resources",
-                                     expression=where)
-        self._conditional_refs[value] = resolved = f"{res_type}/{ids[0]}"
+        resolved = resolve_conditional_reference(value, where, self.uow.find, self._creates)
+        self._conditional_refs[value] = resolved
         return resolved
 
     # -- running -----------------------------------------------------------------------------

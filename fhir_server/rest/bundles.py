@@ -33,7 +33,7 @@ from ..repository.sql import UnitOfWork
 from .crud import CONDITIONAL_ONLY
 from .headers import prefer
 from .messages import FhirRequest, FhirResponse
-from .references import conditional_reference, rewrite_references
+from .references import resolve_conditional_reference, rewrite_references
 
 if TYPE_CHECKING:
     from .router import Router
@@ -203,24 +203,8 @@ class _Plan:
         known = self._conditional_refs.get(value)
         if known is not None:
             return known
-        res_type, query = cast(tuple[str, str], conditional_reference(value))
-        if res_type not in SUPPORTED_TYPES:
-            raise BadRequest(f"Conditional reference {value!r} names an unknown resource type", expression=where)
-        criteria = parse_qsl(query, keep_blank_values=True)
-        try:
-            ids = self._find(res_type, criteria)
-        except FhirError as exc:
-            raise BadRequest(f"Conditional reference {value!r}: {exc.diagnostics}", expression=where) from None
-        if not ids:
-            # a conditional create of this transaction with the same criteria is the match
-            pending = self._conditional_creates.get((res_type, frozenset(criteria)))
-            ids = [pending] if pending else []
-        if not ids:
-            raise BadRequest(f"Conditional reference {value!r} matches no resource", expression=where)
-        if len(ids) > 1:
-            raise PreconditionFailed(f"Conditional reference {value!r} matches {len(ids)} resources",
-                                     expression=where)
-        self._conditional_refs[value] = resolved = f"{res_type}/{ids[0]}"
+        resolved = resolve_conditional_reference(value, where, self._find, self._conditional_creates)
+        self._conditional_refs[value] = resolved
         return resolved
 
     def check_target(self, e: _Entry, entry: dict[str, Any] | None) -> None:

@@ -1,15 +1,19 @@
 """Reference rewriting inside transaction Bundles (http.html#trules, references.html#bundle).
 
-Pure functions: no database, no Flask. ``bundles.py`` decides what each placeholder and conditional
-reference resolves to; this module finds them in a resource and rewrites them in place.
+Pure functions: no database, no Flask. ``bundles.py`` (and the agency importer's batched writer)
+decide what each placeholder resolves to and give the database search a conditional reference needs;
+this module resolves conditional references and rewrites references in a resource in place.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from ..errors import BadRequest
+from urllib.parse import parse_qsl
+
+from ..errors import BadRequest, FhirError, PreconditionFailed
+from ..fhir.models import SUPPORTED_TYPES
 
 PLACEHOLDER_PREFIXES = ("urn:uuid:", "urn:oid:")
 
@@ -37,6 +41,31 @@ def conditional_reference(value: str) -> tuple[str, str] | None:
     (http.html#trules, "Conditional References")."""
     match = _CONDITIONAL.match(value)
     return (match.group(1), match.group(2)) if match else None
+
+
+def resolve_conditional_reference(value: str, where: str,
+                                  find: Callable[[str, list[tuple[str, str]]], list[str]],
+                                  pending: Mapping[tuple[str, frozenset[tuple[str, str]]], str]) -> str:
+    """A conditional reference ``Type?params`` → ``Type/id`` of its one match (http.html#trules):
+    ``find`` searches the database; ``pending`` holds the ids of this transaction's conditional
+    creates by (type, criteria), which match when the database has nothing. 400 for no match or a
+    bad search, 412 for several (the element ``where`` named)."""
+    res_type, query = cast(tuple[str, str], conditional_reference(value))
+    if res_type not in SUPPORTED_TYPES:
+        raise BadRequest(f"Conditional reference {value!r} names an unknown resource type", expression=where)
+    criteria = parse_qsl(query, keep_blank_values=True)
+    try:
+        ids = find(res_type, criteria)
+    except FhirError as exc:
+        raise BadRequest(f"Conditional reference {value!r}: {exc.diagnostics}", expression=where) from None
+    if not ids:
+        created = pending.get((res_type, frozenset(criteria)))
+        ids = [created] if created else []
+    if not ids:
+        raise BadRequest(f"Conditional reference {value!r} matches no resource", expression=where)
+    if len(ids) > 1:
+        raise PreconditionFailed(f"Conditional reference {value!r} matches {len(ids)} resources", expression=where)
+    return f"{res_type}/{ids[0]}"
 
 
 def rewrite_references(resource: dict[str, Any], local: Mapping[str, str], *, where: str,
