@@ -51,10 +51,7 @@ class DeferredCreates:
 
     def __init__(self, uow: UnitOfWork, *, batch_size: int = DEFAULT_BATCH, background: bool | None = None) -> None:
         self._uow = uow
-        self._batch_size = batch_size
-        self._background = uow.conn.dialect.name == "postgresql" if background is None else background
-        self._pending: list[Stored] = []
-        self._writer: _Writer | None = None
+        self._queue = QueuedWrites(uow, batch_size=batch_size, background=background)
         self.next_id: str | None = None
 
     def create(self, ctx: RequestContext, content: dict[str, Any], *, res_id: str | None = None) -> Stored:
@@ -66,42 +63,18 @@ class DeferredCreates:
         now = utcnow()
         stored = Stored(content["resourceType"], res_id, 1, now, False,
                         _with_server_meta(content, res_id, 1, now), "POST")
-        self._pending.append(stored)
-        if len(self._pending) >= self._batch_size:
-            self._write_queue(wait=not self._background)
+        self._queue.add(None, stored)
         return stored
 
     def flush(self) -> None:
         """Write everything queued and wait for it (errors of a background write surface here)."""
-        self._write_queue(wait=True)
-
-    def _write_queue(self, *, wait: bool) -> None:
-        self._join()
-        if self._pending:
-            pending, self._pending = self._pending, []
-            if wait:
-                insert_new_resources(self._uow, pending)
-            else:
-                self._writer = _Writer(self._uow, [(None, s) for s in pending])
-        if wait:
-            self._join()
-
-    def _join(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.result()
+        self._queue.flush()
 
     def __enter__(self) -> "DeferredCreates":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.flush()
-            return
-        # Failing anyway: wait for a running write so the rollback finds the connection idle.
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.wait()
+        self._queue.__exit__(exc_type, exc, tb)
 
     # The access hook (fhir_server/auth/policy.py) lives on the wrapped unit of work, whose reads use it.
     @property
@@ -151,8 +124,8 @@ class _Writer:
 
 class QueuedWrites:
     """New versions (:data:`Write`) queued and written by :func:`write_resources` ``batch_size`` at
-    a time. As in :class:`DeferredCreates`, on PostgreSQL a full batch is written by a background
-    thread while the caller prepares the next: call :meth:`wait` before any other use of the unit
+    a time (the queue under :class:`DeferredCreates` too). On PostgreSQL a full batch is written by a
+    background thread while the caller prepares the next: call :meth:`wait` before any other use of the unit
     of work's connection, and use it as a context manager inside the unit of work, so that no write
     is still running when it commits or rolls back."""
 
@@ -196,17 +169,6 @@ class QueuedWrites:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.wait()  # failing anyway: let the rollback find the connection idle
-
-
-def insert_new_resources(uow: UnitOfWork, created: list[Stored]) -> None:
-    """Write version 1 of many new resources in a few statements.
-
-    The rows are those of ``UnitOfWork._insert_new``: resource (version 1), history (method POST),
-    index rows, outbox (event create). Ids must be new: a clash raises IntegrityError, as
-    ``_insert_new`` would. On PostgreSQL the rows are streamed with ``COPY`` (ids drawn from the
-    resource sequence first); elsewhere multi-row INSERT and executemany are used.
-    """
-    write_resources(uow, [(None, s) for s in created])
 
 
 # (pk, version): pk None for a new resource (``version.version_id`` 1), else the current row's pk.
