@@ -25,13 +25,12 @@ All in one unit of work: the first error rolls everything back (nothing partial 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
+from fhir_server.errors import BadRequest, NotFound, PreconditionFailed
 from fhir_server.fhir.instants import utcnow
 from fhir_server.fhir.models import SUPPORTED_TYPES
 from fhir_server.fhir.validation import check_id, validate_resource
@@ -39,6 +38,7 @@ from fhir_server.repository.bulk import (Current, QueuedWrites, TokenCriteria, T
                                          find_token_matches)
 from fhir_server.repository.context import RequestContext
 from fhir_server.repository.sql import Stored, UnitOfWork, _same_content, _with_server_meta
+from fhir_server.rest.bundles import failing_at_entry
 from fhir_server.rest.headers import write_response
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.references import resolve_conditional_reference, rewrite_references
@@ -105,19 +105,19 @@ class _Transaction:
         create_id, existing = self._resolve_create(len(puts), create)
         planned = self._resolve_puts(puts)
         for n, put in enumerate(planned):
-            with _at(n, "PUT", put.entry.url, put.entry.res_type):
+            with failing_at_entry(n, "PUT", put.entry.url, put.entry.res_type):
                 rewrite_references(cast(dict[str, Any], put.resource), self.local,
                                    where=f"Bundle.entry[{n}].resource",
                                    conditional=self._resolve_conditional, reject_unresolved=True)
         checks = self._prevalidate(planned)  # the PUTs' bodies are final: start validating them
         try:
-            with _at(len(puts), "POST", create["request"]["url"], create["resource"]["resourceType"]):
+            with failing_at_entry(len(puts), "POST", create["request"]["url"], create["resource"]["resourceType"]):
                 rewrite_references(create["resource"], self.local, where=f"Bundle.entry[{len(puts)}].resource",
                                    conditional=self._resolve_conditional, reject_unresolved=True)
                 self._run_create(create, create_id, existing)
             outcomes = []
             for n, put in enumerate(planned):
-                with _at(n, "PUT", put.entry.url, put.entry.res_type):
+                with failing_at_entry(n, "PUT", put.entry.url, put.entry.res_type):
                     outcomes.append(self._run_put(put, checks))
             return outcomes
         finally:
@@ -128,7 +128,7 @@ class _Transaction:
     def _resolve_create(self, index: int, create: dict[str, Any]) -> tuple[str, str | None]:
         """The conditional create's id: its match (If-None-Exist, http.html#ccreate) or a new one."""
         res_type = create["resource"]["resourceType"]
-        with _at(index, "POST", create["request"]["url"], res_type):
+        with failing_at_entry(index, "POST", create["request"]["url"], res_type):
             criteria = parse_qsl(create["request"]["ifNoneExist"].split("?", 1)[-1], keep_blank_values=True)
             ids = self.uow.find(res_type, criteria) if criteria else []
             if len(ids) > 1:
@@ -146,7 +146,7 @@ class _Transaction:
         tokens: list[tuple[int, TokenCriteria]] = []
         parse = TokenCriteriaParser(self.router.repo.registry)
         for n, entry in enumerate(puts):
-            with _at(n, "PUT", entry.url, entry.res_type):
+            with failing_at_entry(n, "PUT", entry.url, entry.res_type):
                 if entry.res_type not in SUPPORTED_TYPES:
                     raise NotFound(f"Unknown or unsupported resource type {entry.res_type!r}", expression="type")
                 # A search URL may name another entry: Observation?subject=urn:uuid:…
@@ -166,7 +166,7 @@ class _Transaction:
             planned[n].matches = rows
         writers: dict[tuple[str, str], int] = {}
         for n, put in enumerate(planned):
-            with _at(n, "PUT", put.entry.url, put.entry.res_type):
+            with failing_at_entry(n, "PUT", put.entry.url, put.entry.res_type):
                 self._target(n, put, writers)
         return planned
 
@@ -299,34 +299,3 @@ class _Transaction:
             self.router.record(self.uow, req, response)  # the audit trail: one AuditEvent for the file
 
 
-@contextmanager
-def _at(index: int, method: str, url: str, res_type: str) -> Iterator[None]:
-    """Name the entry in the issues of an error raised while processing it, as a transaction
-    Bundle does (rest/bundles.py): ``Bundle.entry[n]`` first, element paths made relative to it."""
-    try:
-        yield
-    except FhirError as exc:
-        if not getattr(exc, "_bundle_entry", False):
-            exc.issues = [_at_entry(issue, index, method, url, res_type) for issue in exc.issues]
-            exc._bundle_entry = True  # type: ignore[attr-defined]
-        raise
-
-
-_HEADER_ELEMENTS = {"If-Match": "ifMatch", "If-None-Match": "ifNoneMatch", "If-None-Exist": "ifNoneExist",
-                    "If-Modified-Since": "ifModifiedSince"}
-
-
-def _at_entry(issue: Issue, index: int, method: str, url: str, res_type: str) -> Issue:
-    where = f"Bundle.entry[{index}]"
-    expressions = [where]
-    for expr in issue.expression:
-        if expr.startswith("Bundle."):
-            pass
-        elif expr in _HEADER_ELEMENTS:
-            expr = f"{where}.request.{_HEADER_ELEMENTS[expr]}"
-        elif expr == res_type or expr.startswith(f"{res_type}.") or expr.startswith(f"{res_type}["):
-            expr = f"{where}.resource{expr[len(res_type):]}"
-        if expr not in expressions:
-            expressions.append(expr)
-    return replace(issue, diagnostics=f"{where} ({method} {url}): {issue.diagnostics}",
-                   expression=tuple(expressions))

@@ -357,20 +357,27 @@ def _error_entry(exc: FhirError) -> dict[str, Any]:
 
 @contextmanager
 def _failing_at(e: _Entry) -> Iterator[None]:
+    res_type = (e.resource or {}).get("resourceType") or e.path.split("/", 1)[0]
+    with failing_at_entry(e.index, e.method, e.url, res_type):
+        yield
+
+
+@contextmanager
+def failing_at_entry(index: int, method: str, url: str, res_type: str) -> Iterator[None]:
     """Name the entry in the issues of an error raised while processing it: ``issue.expression``
-    gets ``Bundle.entry[n]`` first, and element paths are made relative to the Bundle."""
+    gets ``Bundle.entry[n]`` first, and element paths are made relative to the Bundle (used by
+    transaction/batch Bundles and by the agency importer, which runs a file as one transaction)."""
     try:
         yield
     except FhirError as exc:
         if not getattr(exc, "_bundle_entry", False):
-            exc.issues = [_at_entry(issue, e) for issue in exc.issues]
+            exc.issues = [_at_entry(issue, index, method, url, res_type) for issue in exc.issues]
             exc._bundle_entry = True  # type: ignore[attr-defined]
         raise
 
 
-def _at_entry(issue: Issue, e: _Entry) -> Issue:
-    where = e.where
-    res_type = (e.resource or {}).get("resourceType") or e.path.split("/", 1)[0]
+def _at_entry(issue: Issue, index: int, method: str, url: str, res_type: str) -> Issue:
+    where = f"Bundle.entry[{index}]"
     expressions = [where]
     for expr in issue.expression:
         if expr.startswith("Bundle."):
@@ -381,7 +388,7 @@ def _at_entry(issue: Issue, e: _Entry) -> Issue:
             expr = f"{where}.resource{expr[len(res_type):]}"
         if expr not in expressions:
             expressions.append(expr)
-    return replace(issue, diagnostics=f"{where} ({e.method} {e.url}): {issue.diagnostics}",
+    return replace(issue, diagnostics=f"{where} ({method} {url}): {issue.diagnostics}",
                    expression=tuple(expressions))
 
 

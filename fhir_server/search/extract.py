@@ -46,23 +46,9 @@ def _identity(xs: Values) -> Values:
 
 def _get(src: Fn, key: str) -> Fn:
     """Navigate to ``key`` in every dict of ``src``'s output, flattening JSON arrays."""
-    if src is _identity:
-        def get_root(xs: Values) -> Values:
-            out: Values = []
-            for x in xs:
-                if type(x) is dict:
-                    v = x.get(key)
-                    if v is not None:
-                        if type(v) is list:
-                            out.extend(v)
-                        else:
-                            out.append(v)
-            return out
-        return get_root
-
     def get(xs: Values) -> Values:
         out: Values = []
-        for x in src(xs):
+        for x in xs if src is _identity else src(xs):
             if type(x) is dict:
                 v = x.get(key)
                 if v is not None:
