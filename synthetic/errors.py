@@ -11,6 +11,8 @@ import random
 import unicodedata
 from dataclasses import dataclass
 
+from linkage.compare import swapped as swap_day_month
+
 from . import names
 from .config import ErrorRates
 from .households import Family, Person
@@ -79,15 +81,6 @@ def typo_postcode(code: str) -> str:
     """A mistyped inward digit: still a well-formed postcode, but the wrong one."""
     outward, inward = code.split(" ")
     return f"{outward} {(int(inward[0]) + 1) % 10}{inward[1:]}"
-
-
-def swap_day_month(day: dt.date) -> dt.date | None:
-    if day.day > 12 or day.day == day.month:
-        return None
-    try:
-        return dt.date(day.year, day.day, day.month)
-    except ValueError:
-        return None
 
 
 def transpose_digits(nhs: str, rng: random.Random) -> str:

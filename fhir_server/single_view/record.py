@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, false, or_, select, union
 
+from ..search import includes
 from ..search.compartment import patient_compartment_params
 from ..storage.tables import idx_date, idx_reference, resource
 from .links import linked_patients
@@ -54,13 +55,9 @@ CARE_DATE_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class Found:
+class Found(includes.Found):
     """One current resource: ``mode`` is "match" (in the compartment) or "include" (referenced)."""
 
-    pk: int
-    res_type: str
-    res_id: str
-    content: dict[str, Any]
     mode: str = "match"
 
     @property
