@@ -6,7 +6,6 @@ migration with ``alembic revision --autogenerate --rev-id NNNN -m "..."`` and re
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,33 +14,20 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from fhir_server.cli import alembic_config, current_revision, head_revision
 from fhir_server.storage.db import make_engine
 from fhir_server.storage.tables import metadata
-from tests.conftest import PG_ADMIN_URL, service_unavailable
+from tests.conftest import scratch_postgres_database
 
 
 @pytest.fixture(scope="session")
 def scratch_postgres_url() -> Iterator[str]:
     """A PostgreSQL database of this session's own (not the one conftest gives the other tests):
     creating and dropping a database costs seconds, so tests empty this one instead."""
-    admin = create_engine("postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1],
-                          isolation_level="AUTOCOMMIT")
-    name = f"fhir_migrate_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PostgreSQL here"
-        admin.dispose()
-        service_unavailable(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database("fhir_migrate") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
