@@ -1,8 +1,11 @@
-"""Composite and ``near`` searches on PostgreSQL at scale: query plans and latencies.
+"""Composite and ``near`` searches on PostgreSQL at scale, directly and at the end of chains and
+``_has``: query plans and latencies.
 
 Loads (with SQL, not through the server: only the read side is measured) N Observations each with a
 blood-pressure panel indexed for ``component-code-value-quantity`` (systolic and diastolic components)
-and ``code-value-quantity`` (one of 50 codes), and N/5 Locations spread over Great Britain, then runs
+and ``code-value-quantity`` (one of 50 codes), and N/5 Locations spread over Great Britain; for the
+chains N/2 DiagnosticReports (``result`` → the first half of the Observations) and N/10 Patients (each the
+``subject`` of ten Observations, with a narrative word of its own in ``idx_text``). Then runs
 the engine's own SQL (search/query.py) for typical searches, printing p50/p95 over repeated runs,
 the plan (EXPLAIN ANALYZE), and as a baseline the raw indexed SELECT of the first search's index rows.
 
@@ -46,7 +49,22 @@ FROM generate_series(1, :n / 5) g;
 INSERT INTO idx_geo (resource_pk, res_type, param, latitude, longitude)
 SELECT :n + g, 'Location', 'near', 50.0 + ((g::bigint * 7919) % 90000) / 10000.0, -5.5 + ((g::bigint * 104729) % 77000) / 10000.0
 FROM generate_series(1, :n / 5) g;
-SELECT setval(pg_get_serial_sequence('resource', 'pk'), :n + :n / 5);
+INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, content)
+SELECT :n + :n / 5 + g, 'DiagnosticReport', 'r' || g, 1, now(), false, '{"resourceType": "DiagnosticReport"}'::jsonb
+FROM generate_series(1, :n / 2) g;
+INSERT INTO idx_reference (resource_pk, res_type, param, target_type, target_id)
+SELECT :n + :n / 5 + g, 'DiagnosticReport', 'result', 'Observation', 'o' || g
+FROM generate_series(1, :n / 2) g;
+INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, content)
+SELECT :n + :n / 5 + :n / 2 + g, 'Patient', 'p' || g, 1, now(), false, '{"resourceType": "Patient"}'::jsonb
+FROM generate_series(1, :n / 10) g;
+INSERT INTO idx_text (resource_pk, res_type, param, words)
+SELECT :n + :n / 5 + :n / 2 + g, 'Patient', '_text', ' child word' || g || ' '
+FROM generate_series(1, :n / 10) g;
+INSERT INTO idx_reference (resource_pk, res_type, param, target_type, target_id)
+SELECT g, 'Observation', 'subject', 'Patient', 'p' || (1 + g % (:n / 10))
+FROM generate_series(1, :n) g;
+SELECT setval(pg_get_serial_sequence('resource', 'pk'), :n + :n / 5 + :n / 2 + :n / 10);
 """
 
 SEARCHES = [
@@ -56,6 +74,13 @@ SEARCHES = [
     ("Observation", [("code-value-quantity", "http://loinc.org|code-7$eq7")]),
     ("Location", [("near", "51.50809|-0.12806|2|km")]),
     ("Location", [("near", "53.48|-2.24|25|km")]),
+    # chains and _has ending in a composite or _text (search.html#chaining, #has)
+    ("DiagnosticReport", [("result.code-value-quantity", "http://loinc.org|code-7$lt50")]),
+    ("DiagnosticReport", [("result:Observation.component-code-value-quantity", "http://loinc.org|8480-6$gt178")]),
+    ("Patient", [("_has:Observation:subject:code-value-quantity", "http://loinc.org|code-7$lt50")]),
+    ("Patient", [("_has:Observation:subject:component-code-value-quantity", "http://loinc.org|8480-6$gt178")]),
+    ("Observation", [("subject:Patient._text", "word77")]),
+    ("DiagnosticReport", [("result.subject:Patient._text", "word79")]),
 ]
 BASELINE = ("SELECT resource_pk FROM idx_composite WHERE res_type = 'Observation' "
             "AND param = 'component-code-value-quantity$1' AND anchor_code = '8480-6' "

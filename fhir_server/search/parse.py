@@ -17,7 +17,7 @@ from ..fhir.resource_types import R4_RESOURCE_TYPES
 from .model import SearchParam
 from .normalize import STRING_INDEX_LENGTH, date_range, number_range
 from .normalize import normalize_string as _normalize_string
-from .special import SPECIAL_PARAMS, parse_special
+from .special import SPECIAL_PARAMS, parse_special, special_applies
 
 # Parameters defined for every resource (search.html#all); only these are allowed when searching
 # several types at once (http.html#search: whole-system search).
@@ -31,6 +31,12 @@ _UNSUPPORTED = frozenset({"_query", "_contained", "_containedType"})
 SUMMARY_MODES = ("true", "text", "data", "count", "false")
 TOTAL_MODES = ("none", "estimate", "accurate")
 MAX_CHAIN_DEPTH = 4
+# Names a chain or ``_has`` cannot end in: result and transport parameters (search.html#return) and
+# ``_type``/``_query`` are not criteria on a resource, and ``_filter`` (search_filter.html) is not among
+# R4's parameters for all resources but a grammar with its own chains. Refused with a 400, never ignored.
+NOT_CHAINABLE = frozenset({"_sort", "_count", "_offset", "_total", "_summary", "_elements", "_include",
+                           "_revinclude", "_contained", "_containedType", "_type", "_query", "_format",
+                           "_pretty", "_snapshot", "_filter"})
 
 # Modifiers this engine implements, by parameter type (search.html#modifiers). A reference parameter
 # additionally accepts any resource type as modifier (``subject:Patient``).
@@ -212,8 +218,6 @@ class _State:
             self._unknown(name, "is not supported")
         elif value == "":
             return  # search.html#search: parameters with an empty value are ignored
-        elif name.split(":", 1)[0] in SPECIAL_PARAMS:  # _text, _content, _list: search/special.py
-            self.criteria.append(parse_special(name, value, split_unescaped, unescape))
         else:
             crit = self._criterion(name, value)
             if crit is not None:
@@ -324,6 +328,14 @@ def _build(state: _State, full: str, name: str, rtype: str | None, value: str,
         return _build_has(state, full, name, rtype, value, depth)
     head, dot, rest = name.partition(".")
     code, colon, modifier = head.partition(":")
+    if depth > 0 and code in NOT_CHAINABLE:
+        raise BadRequest(_not_chainable(code, full), expression=full)
+    if code in SPECIAL_PARAMS:  # _text, _content, _list (search.html#all): search/special.py
+        if dot:
+            raise BadRequest(f"'{code}' is not a reference parameter and cannot be chained", expression=full)
+        if rtype is not None and not special_applies(code, rtype):
+            raise _Unknown(f"is not known for {rtype}")
+        return parse_special(head, value, split_unescaped, unescape, expression=full)
     param = state._lookup(rtype, code)
     if param is None:
         raise _Unknown("is not known" + (f" for {rtype}" if rtype else " for a search across types"))
@@ -394,14 +406,15 @@ def _build_chain(state: _State, full: str, param: SearchParam, mod: str | None, 
     if mod is not None and mod not in R4_RESOURCE_TYPES:
         raise BadRequest(f"Modifier ':{mod}' cannot be used in a chain", expression=full)
     next_code = rest.split(".", 1)[0].split(":", 1)[0]
+    if next_code in NOT_CHAINABLE:
+        raise BadRequest(_not_chainable(next_code, full), expression=full)
     if mod is not None:
         if param.targets and mod not in param.targets:
             raise BadRequest(f"'{param.code}' cannot refer to {mod}", expression=full)
         candidates: tuple[str, ...] = (mod,)
     else:
         targets = param.targets or tuple(sorted(R4_RESOURCE_TYPES))
-        candidates = tuple(t for t in targets
-                           if next_code.startswith("_has") or state._lookup(t, next_code) is not None)
+        candidates = tuple(t for t in targets if _applies(state, t, rest))
         if not candidates:
             raise BadRequest(f"No target of '{param.code}' has a search parameter '{next_code}'",
                              expression=full)
@@ -418,6 +431,26 @@ def _build_chain(state: _State, full: str, param: SearchParam, mod: str | None, 
     if not chain:
         raise _Unknown("is not known for any target type")
     return Criterion(full, param, mod, (), tuple(chain))
+
+
+def _applies(state: _State, target: str, rest: str) -> bool:
+    """Whether the rest of an unqualified chain can be asked of ``target``: it has the next parameter
+    (``_text`` only where there is a narrative), or the next ``_has`` reference can point at it."""
+    if rest.startswith("_has:"):
+        parts = rest.split(":", 3)
+        ref = state.registry.get(parts[1], parts[2]) if len(parts) == 4 else None
+        return ref is None or not ref.targets or target in ref.targets  # a malformed _has is reported later
+    code = rest.split(".", 1)[0].split(":", 1)[0]
+    if code in SPECIAL_PARAMS:
+        return special_applies(code, target)
+    return state._lookup(target, code) is not None
+
+
+def _not_chainable(code: str, full: str) -> str:
+    if code == "_filter":
+        return (f"'{full}': _filter cannot be chained or used in _has; write the chain inside the filter "
+                f"expression instead (search_filter.html), e.g. _filter=subject[name eq x]")
+    return f"'{full}': {code} is not a search criterion, so a chain or _has cannot end in it"
 
 
 def _build_has(state: _State, full: str, name: str, rtype: str | None, value: str,

@@ -78,7 +78,7 @@ def criterion_clause(res: FromClause, rtype: str | None, crit: Criterion | HasCr
     if isinstance(crit, HasCriterion):
         return _has_clause(res, crit, now, access)
     if isinstance(crit, SpecialCriterion):
-        return special_clause(res, rtype, crit)
+        return special_clause(res, rtype, crit, access)
     if isinstance(crit, FilterCriterion):
         from .filter_sql import filter_clause  # filter_sql builds on this module
         return filter_clause(res, rtype, crit, now, access)

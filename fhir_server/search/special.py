@@ -76,20 +76,28 @@ def capability_search_params(res_type: str | None) -> list[dict[str, Any]]:
     return out
 
 
+def special_applies(code: str, res_type: str) -> bool:
+    """Whether special parameter ``code`` is defined for ``res_type``: ``_text`` is a DomainResource
+    parameter (no narrative on Bundle, Binary, Parameters), ``_content`` and ``_list`` Resource ones."""
+    return not (code == TEXT_PARAM and res_type in NOT_DOMAIN_RESOURCES)
+
+
 def parse_special(name: str, value: str, split: Callable[[str, str], list[str]],
-                  unescape: Callable[[str], str]) -> SpecialCriterion:
+                  unescape: Callable[[str], str], *, expression: str | None = None) -> SpecialCriterion:
     """Parse ``name=value`` for one of :data:`SPECIAL_PARAMS`; ``split``/``unescape`` are
-    search.parse's comma splitting and unescaping (search.html#escaping)."""
+    search.parse's comma splitting and unescaping (search.html#escaping). ``expression`` is the
+    parameter as the client wrote it when ``name`` ends a chain or ``_has`` (search.html#chaining)."""
+    full = expression or name
     code, colon, modifier = name.partition(":")
     if colon:
-        raise BadRequest(f"Modifier ':{modifier}' is not supported on {code}", expression=name)
+        raise BadRequest(f"Modifier ':{modifier}' is not supported on {code}", expression=full)
     pieces = [unescape(p) for p in split(value, ",") if p.strip()]
     param = SPECIAL_PARAMS[code]
     if not pieces:
-        raise BadRequest(f"No value for '{name}'", expression=name)
+        raise BadRequest(f"No value for '{full}'", expression=full)
     if code == LIST_PARAM:
-        return SpecialCriterion(name, param, lists=tuple(_list_value(name, p.strip()) for p in pieces))
-    return SpecialCriterion(name, param, text=parse_text_query(name, pieces))
+        return SpecialCriterion(full, param, lists=tuple(_list_value(full, p.strip()) for p in pieces))
+    return SpecialCriterion(full, param, text=parse_text_query(full, pieces))
 
 
 def _list_value(name: str, raw: str) -> ListValue:
@@ -101,8 +109,11 @@ def _list_value(name: str, raw: str) -> ListValue:
     return ListValue(list_id)
 
 
-def special_clause(res: FromClause, rtype: str | None, crit: SpecialCriterion) -> ColumnElement[bool]:
-    """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``."""
+def special_clause(res: FromClause, rtype: str | None, crit: SpecialCriterion,
+                   access: Any = None) -> ColumnElement[bool]:
+    """The condition that resource row ``res`` (of type ``rtype``, None = any) meets ``crit``.
+    ``access`` (SearchRequest.access) limits the Lists ``_list`` reads to those the caller may see:
+    a withheld List must not reveal what it holds."""
     if crit.text is not None:
         t = idx_text.alias()
         where = [t.c.param == crit.param.code, TextMatch(t.c.words, crit.text)]
@@ -115,6 +126,8 @@ def special_clause(res: FromClause, rtype: str | None, crit: SpecialCriterion) -
     lst = resource.alias()
     items = [lst.c.res_type == "List", lst.c.res_id.in_([v.list_id for v in crit.lists]),
              lst.c.deleted == false(), r.c.resource_pk == lst.c.pk, r.c.res_type == "List", r.c.param == "item"]
+    if access is not None:
+        items.append(access.clause(lst))
     if rtype:  # drive from the List's few items, then the (res_type, res_id) index
         return res.c.res_id.in_(select(r.c.target_id).where(r.c.target_type == literal(rtype), *items))
     return exists().where(r.c.target_type == res.c.res_type, r.c.target_id == res.c.res_id, *items)

@@ -7,8 +7,8 @@ Dates are stored as ranges of naive UTC datetimes (search.html#date: a value is 
 """
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Table, Text, func, literal_column, text)
+from sqlalchemy import (DDL, JSON, BigInteger, Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, event, func, literal_column, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(naming_convention={
@@ -201,6 +201,20 @@ idx_geo = Table(
     Index("ix_idx_geo_resource", "resource_pk"),
     Index("ix_idx_geo_latitude_longitude", "res_type", "param", "latitude", "longitude", "resource_pk"),
 )
+
+# PostgreSQL extended statistics (CREATE STATISTICS) over columns the planner would otherwise take as
+# independent: `param` all but fixes `res_type` and a reference's `target_type`, and a composite's
+# anchor code its system. Without them a chain's `idx_reference` rows were estimated at a tenth of
+# their number and a chained composite was probed once per referenced resource (bench/composite_near.py:
+# 0.5 s instead of 0.1 s at 200,000 Observations). Migration 0017 creates them on existing databases.
+EXTENDED_STATISTICS: dict[str, tuple[Table, tuple[str, ...]]] = {
+    "st_idx_reference_type_param_target": (idx_reference, ("res_type", "param", "target_type")),
+    "st_idx_composite_type_param_anchor": (idx_composite, ("res_type", "param", "anchor_code", "anchor_system")),
+}
+for _name, (_table, _columns) in EXTENDED_STATISTICS.items():
+    event.listen(_table, "after_create", DDL(
+        f"CREATE STATISTICS IF NOT EXISTS {_name} ON {', '.join(_columns)} FROM {_table.name}"
+    ).execute_if(dialect="postgresql"))
 
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token, "string": idx_string, "date": idx_date, "reference": idx_reference,

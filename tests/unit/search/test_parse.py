@@ -233,6 +233,37 @@ def test_has_nested() -> None:
         parse("Patient", ("_has:Observation", "x"))
 
 
+def test_chains_and_has_end_in_text_content_and_list() -> None:
+    from fhir_server.search.special import SpecialCriterion
+
+    crit = parse("Observation", ("subject:Patient._text", "bruised arm")).criteria[0]
+    (target, inner), = crit.chain
+    assert target == "Patient" and isinstance(inner, SpecialCriterion)
+    assert inner.name == "subject:Patient._text" and inner.text is not None
+    # without a type: every target with a narrative (all four of subject's)
+    crit = parse("Observation", ("subject._content", "x")).criteria[0]
+    assert sorted(t for t, _ in crit.chain) == ["Device", "Group", "Location", "Patient"]
+    has = parse("Patient", ("_has:Observation:patient:_list", "List/42,43")).criteria[0]
+    assert isinstance(has, HasCriterion) and [v.list_id for v in has.criterion.lists] == ["42", "43"]
+
+
+def test_a_chain_into_has_keeps_only_the_types_the_has_can_refer_to() -> None:
+    # Observation.patient refers to Patient only: Group, Device and Location are not candidates
+    crit = parse("Observation", ("subject._has:Observation:patient:code", "x")).criteria[0]
+    assert [t for t, _ in crit.chain] == ["Patient"]
+
+
+@pytest.mark.parametrize("name", ["subject:Patient._sort", "subject._count", "subject:Patient._include",
+                                  "subject:Patient._filter", "_has:Observation:patient:_summary",
+                                  "_has:Observation:patient:_filter", "subject:Patient._text.name",
+                                  "subject:Patient._text:exact"])
+def test_what_cannot_end_a_chain_is_refused_even_when_lenient(name: str) -> None:
+    rtype = "Patient" if name.startswith("_has") else "Observation"
+    with pytest.raises(BadRequest) as caught:
+        parse(rtype, (name, "x"))
+    assert caught.value.issues[0].expression == (name,)
+
+
 def test_unknown_parameters_warn_or_fail_when_strict() -> None:
     req = parse("Patient", ("foo", "bar"), ("name", "x"), ("_query", "y"))
     assert req.unknown == ("foo", "_query")
