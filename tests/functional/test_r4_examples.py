@@ -55,11 +55,6 @@ KNOWN: dict[str, Known] = {
     "Questionnaire-qs1.json": Known(
         422, "Defect in the example: the 'flyover' items (Questionnaire.item[0].item[n].item[0]) have no "
              "linkId, which R4 requires (Questionnaire.item.linkId 1..1); the server is right to refuse it."),
-    "Observation-decimal.json": Known(
-        "changed", "Server defect in storage (storage/tables.py): PostgreSQL JSONB keeps a number as numeric, "
-                   "which drops a positive exponent, so -1.000000000000000000E+245 (19 significant digits) "
-                   "reads back as a 246-digit integer. SQLite keeps the text.",
-        frozenset({"postgresql"})),
     "Subscription-example.json": Known(
         422, "Not supported by design (subscriptions/, docs/subscriptions.md): this server implements topic-based "
              "Subscriptions (Subscriptions R5 Backport IG); an R4 query-criteria Subscription "
