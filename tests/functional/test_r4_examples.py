@@ -25,10 +25,8 @@ from typing import Any
 import pytest
 import simplejson
 
-from fhir_server.errors import Unprocessable
 from fhir_server.fhir.jsonio import dumps_sorted
 from fhir_server.fhir.models import SUPPORTED_TYPES
-from fhir_server.fhir.validation import validate_resource
 
 from ..conftest import service_unavailable
 
@@ -61,11 +59,6 @@ KNOWN: dict[str, Known] = {
              "('Observation?code=…', no signing secret) is refused with an OperationOutcome naming the element."),
     "Subscription-example-error.json": Known(
         422, "As Subscription-example.json: query criteria, not a topic this server publishes."),
-    "Bundle-v2-valuesets.json": Known(
-        422, "Server defect in validation (fhir/models.py): the fhir.resources R4B Extension model has no "
-             "primitive extensions for value[x] and refuses '_valueString', which R4 JSON allows "
-             "(json.html#primitive). See test_primitive_extension_on_extension_value.",
-        definition_bundle=True),
 }
 
 
@@ -80,14 +73,8 @@ class Example:
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:
-    from scripts.fetch_r4_package import PackageError, ensure_package
-
-    try:
-        package = ensure_package()
-    except PackageError as exc:
-        service_unavailable(f"The R4 examples package is not available: {exc}")
     found = []
-    for path in sorted(Path(package).glob("*.json")):
+    for path in sorted(_package().glob("*.json")):
         if path.name == "package.json" or path.name.split("-", 1)[0] in CONFORMANCE_TYPES:
             continue  # files are named [type]-[id].json: skip the definitions without reading them
         raw = path.read_text(encoding="utf-8")
@@ -175,10 +162,27 @@ def test_the_definition_bundles_are_only_definitions(examples) -> None:
         assert "Bundle-resources.json" not in sent_bundles
 
 
-@pytest.mark.xfail(strict=True, raises=Unprocessable,
-                   reason="fhir/models.py: the R4B Extension model refuses _valueString (see KNOWN)")
-def test_primitive_extension_on_extension_value() -> None:
-    """json.html#primitive: an extension's primitive value may carry its own id/extensions."""
-    validate_resource({"resourceType": "Patient", "extension": [{
-        "url": "http://example.org/note", "valueString": "x",
-        "_valueString": {"extension": [{"url": "http://example.org/lang", "valueCode": "nl"}]}}]})
+def _package() -> Path:
+    """The unpacked hl7.fhir.r4.examples package (fetched once into .cache/)."""
+    from scripts.fetch_r4_package import PackageError, ensure_package
+
+    try:
+        return Path(ensure_package())
+    except PackageError as exc:
+        service_unavailable(f"The R4 examples package is not available: {exc}")
+        raise  # not reached: service_unavailable skips or fails
+
+
+def test_definitions_with_primitive_extensions_on_extension_values_round_trip(client) -> None:
+    """json.html#primitive: an Extension's primitive value may carry its own id/extensions
+    (``"_valueString": {"extension": [...]}``). The examples that do are the v2 CodeSystems (and the
+    Bundle-v2-valuesets.json that packages them, sent with FHIR_R4_EXAMPLES_ALL=1): each is accepted
+    and reads back equal (fhir/extension_primitives.py)."""
+    package = _package()
+    paths = [p for p in sorted(package.glob("CodeSystem-*.json")) if '"_value' in p.read_text(encoding="utf-8")]
+    assert len(paths) > 40
+    for path in paths:
+        raw = path.read_text(encoding="utf-8")
+        content = simplejson.loads(raw, use_decimal=True)
+        outcome, detail = _send(client, Example(path.name, "CodeSystem", content["id"], raw, content))
+        assert outcome in (200, 201), f"{path.name}: {outcome} {detail}"
