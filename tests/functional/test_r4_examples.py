@@ -51,8 +51,8 @@ class Known:
 
 KNOWN: dict[str, Known] = {
     "Questionnaire-qs1.json": Known(
-        422, "Defect in the example: the 'flyover' items (Questionnaire.item[0].item[n].item[0]) have no "
-             "linkId, which R4 requires (Questionnaire.item.linkId 1..1); the server is right to refuse it."),
+        422, "Defect in the example: 32 display items have no linkId, which R4 requires (Questionnaire.item.linkId "
+             "1..1); the server is right to refuse it. See test_questionnaire_qs1_is_refused_for_its_missing_linkids."),
     "Subscription-example.json": Known(
         422, "Not supported by design (subscriptions/, docs/subscriptions.md): this server implements topic-based "
              "Subscriptions (Subscriptions R5 Backport IG); an R4 query-criteria Subscription "
@@ -171,6 +171,45 @@ def _package() -> Path:
     except PackageError as exc:
         service_unavailable(f"The R4 examples package is not available: {exc}")
         raise  # not reached: service_unavailable skips or fails
+
+
+def _items_without_linkid(items: list[dict[str, Any]], path: str) -> list[str]:
+    missing: list[str] = []
+    for i, item in enumerate(items):
+        if "linkId" not in item:
+            missing.append(f"{path}.item[{i}].linkId")
+        missing += _items_without_linkid(item.get("item") or [], f"{path}.item[{i}]")
+    return missing
+
+
+def test_questionnaire_qs1_is_refused_for_its_missing_linkids(client) -> None:
+    """Questionnaire-qs1.json breaks R4: Questionnaire.item.linkId has cardinality 1..1 (questionnaire.html,
+    and the package's own StructureDefinition-Questionnaire.json), and 32 of its display items have none.
+    The server refuses it with one issue per missing linkId and nothing else; with linkIds added, the
+    same Questionnaire is accepted and reads back equal."""
+    package = _package()
+    definition = simplejson.loads((package / "StructureDefinition-Questionnaire.json").read_text(encoding="utf-8"))
+    link_id = next(e for e in definition["snapshot"]["element"] if e["id"] == "Questionnaire.item.linkId")
+    assert (link_id["min"], link_id["max"]) == (1, "1")
+    raw = (package / "Questionnaire-qs1.json").read_text(encoding="utf-8")
+    content = simplejson.loads(raw, use_decimal=True)
+    missing = _items_without_linkid(content["item"], "Questionnaire")
+    assert len(missing) == 32
+    res = client.put("/fhir/Questionnaire/qs1", data=raw, content_type=FHIR_JSON)
+    assert res.status_code == 422
+    issues = simplejson.loads(res.data)["issue"]
+    assert sorted(e for i in issues for e in i["expression"]) == sorted(missing)
+    assert all("linkId" in i["diagnostics"] and "required" in i["diagnostics"] for i in issues)
+
+    def fill(items: list[dict[str, Any]], prefix: str) -> None:
+        for i, item in enumerate(items):
+            item.setdefault("linkId", f"{prefix}.{i}")
+            fill(item.get("item") or [], f"{prefix}.{i}")
+
+    fill(content["item"], "added")
+    fixed = simplejson.dumps(content, use_decimal=True)
+    outcome, detail = _send(client, Example("Questionnaire-qs1.json", "Questionnaire", "qs1", fixed, content))
+    assert outcome == 201, detail  # created: the refused PUT wrote nothing
 
 
 def test_definitions_with_primitive_extensions_on_extension_values_round_trip(client) -> None:
