@@ -53,12 +53,11 @@ KNOWN: dict[str, Known] = {
     "Questionnaire-qs1.json": Known(
         422, "Defect in the example: 32 display items have no linkId, which R4 requires (Questionnaire.item.linkId "
              "1..1); the server is right to refuse it. See test_questionnaire_qs1_is_refused_for_its_missing_linkids."),
-    "Subscription-example.json": Known(
-        422, "Not supported by design (subscriptions/, docs/subscriptions.md): this server implements topic-based "
-             "Subscriptions (Subscriptions R5 Backport IG); an R4 query-criteria Subscription "
-             "('Observation?code=…', no signing secret) is refused with an OperationOutcome naming the element."),
     "Subscription-example-error.json": Known(
-        422, "As Subscription-example.json: query criteria, not a topic this server publishes."),
+        "changed", "Accepted (a classic R4 Subscription, subscriptions/criteria.py) but stored as 'requested' without "
+                   "its 'error': status active/error and Subscription.error are the server's to set "
+                   "(subscription.html; codesystem subscription-status: error = 'the server has an error "
+                   "executing the notification'), so a client's 'error' asks for the Subscription afresh."),
 }
 
 
