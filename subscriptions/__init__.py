@@ -1,9 +1,11 @@
 """FHIR Subscriptions (R4 with the Subscriptions R5 Backport IG, STU 1.1): topic-based, rest-hook,
-signed, and never losing a notification. docs/subscriptions.md is the user's guide.
+signed, and never losing a notification; classic R4 search-criteria Subscriptions on the same
+machinery. docs/subscriptions.md is the user's guide.
 
 Layout (pure modules first):
 
 - ``topics``        — our SubscriptionTopics (profiles/subscriptions/) and the filter matching
+- ``criteria``      — classic R4 Subscriptions: search criteria matched with the server's own search
 - ``spec``          — a Subscription resource checked and read into a :class:`SubscriptionSpec`
 - ``notifications`` — notification Bundles and status Parameters
 - ``signing``       — the HMAC-SHA256 signature header
@@ -60,6 +62,12 @@ def with_subscription_capabilities(statement: Any, settings: "Settings") -> Any:
             for entry in rest.get("resource", []):
                 if entry.get("type") == "Subscription":
                     entry["supportedProfile"] = [PROFILE]
+                    entry["documentation"] = (
+                        "rest-hook only. Topic-based Subscriptions (Backport IG STU 1.1: criteria = a topic listed "
+                        "here, signed notification Bundles, $status, $events), and classic R4 Subscriptions "
+                        "(criteria = a search such as Observation?code=..., notified on each matching create or "
+                        "update: a POST with no body, or the resource PUT to [endpoint]/[type]/[id] when "
+                        "channel.payload is application/fhir+json).")
                     entry["extension"] = [{"url": TOPIC_CANONICAL_EXT, "valueCanonical": url} for url in topics]
         return result
 

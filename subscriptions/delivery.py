@@ -8,12 +8,15 @@ exponentially (capped, over hours); after :data:`ERROR_AFTER` consecutive failur
 goes to ``error`` (with ``Subscription.error`` saying why) and back to ``active`` on the next success.
 The lease is a row update (not a held transaction), so no database lock is held across an HTTP call.
 
+A classic R4 Subscription (search criteria) goes through the same run, lease, cursor and backoff:
+its "handshake" only sets it ``active`` (R4 has none), and each event is one request of its own
+(notifications.classic_request: a ping, or the resource PUT to the endpoint).
+
 It re-reads everything from the database, so running it twice, concurrently or late is harmless:
 a job for an event already delivered finds nothing to send.
 """
 from __future__ import annotations
 
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -23,11 +26,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.errors import FhirError
+from fhir_server.fhir import jsonio
 from fhir_server.fhir.instants import utcnow
 from fhir_server.repository.context import RequestContext
 
 from . import store
-from .notifications import notification_bundle
+from .notifications import classic_request, notification_bundle
 from .signing import HEADER, sign
 
 if TYPE_CHECKING:
@@ -84,9 +88,15 @@ class Deliverer:
                 if again is not None and again.status in store.LIVE and (again.pending > 0 or again.handshake_due):
                     continue
                 return Outcome("sent" if sent else "idle", sent=sent)
-            shown = replace(state, status="active") if state.status == "error" else state
-            bundle = notification_bundle(self.base_url, shown, kind, events, resources)
-            error = self._post(state, json.dumps(bundle, separators=(",", ":")).encode("utf-8"))
+            if state.spec.classic:
+                # R4 defines no handshake: being set up is all "requested" waits for
+                error = None if kind == "handshake" else self._send(state, *classic_request(state.spec, events[0],
+                                                                                            resources))
+            else:
+                shown = replace(state, status="active") if state.status == "error" else state
+                bundle = notification_bundle(self.base_url, shown, kind, events, resources)
+                # jsonio: a full-resource payload's decimals are Decimals, sent exactly as stored
+                error = self._send(state, "POST", state.spec.endpoint, jsonio.dumps(bundle).encode("utf-8"))
             if error is None:
                 with self.engine.begin() as conn:
                     store.delivered(conn, sub_id, owner, through=events[-1].number if events else None,
@@ -119,12 +129,16 @@ class Deliverer:
             return "heartbeat", []
         return None, []
 
-    def _post(self, state: store.State, body: bytes) -> str | None:
-        """POST ``body`` to the endpoint; None on a 2xx, else what went wrong."""
+    def _send(self, state: store.State, method: str, url: str, body: bytes) -> str | None:
+        """Send ``body`` (none for a classic ping) to ``url`` with the channel's headers, signed when
+        the subscription has a secret; None on a 2xx, else what went wrong."""
         headers = {name: value for name, value in state.spec.headers}
-        headers.update({"Content-Type": f"{state.spec.mime_type}; charset=utf-8",
-                        HEADER: sign(state.secret, body), "X-SG-Subscription": state.sub_id})
-        request = urllib.request.Request(state.spec.endpoint, data=body, headers=headers, method="POST")
+        headers["X-SG-Subscription"] = state.sub_id
+        if body:
+            headers["Content-Type"] = f"{state.spec.mime_type}; charset=utf-8"
+        if state.secret:
+            headers[HEADER] = sign(state.secret, body)
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=state.spec.timeout) as response:  # noqa: S310 - validated URL
                 response.read()

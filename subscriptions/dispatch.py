@@ -1,7 +1,8 @@
 """From the outbox to delivery jobs.
 
 1. :meth:`Dispatcher.consume` is an outbox consumer (fhir_server/worker.py): inside the drain's
-   transaction it matches each committed change against the live subscriptions (topics.py, pure)
+   transaction it matches each committed change against the live subscriptions (topic filters:
+   topics.py, pure; a classic R4 Subscription's search criteria: criteria.py, the server's search)
    and stores a numbered event per matching subscription (store.add_events). The events commit with
    the outbox rows being marked processed: a crash in between loses nothing and numbers nothing twice.
 2. After that transaction commits, :meth:`Dispatcher.after_drain` sends one job per (subscription,
@@ -30,7 +31,7 @@ from fhir_server.search.compartment import patient_compartment_params
 from fhir_server.storage.tables import idx_reference, resource, resource_history
 from fhir_server.worker import OutboxEvent
 
-from . import store
+from . import criteria, store
 from .delivery import Deliverer
 from .topics import EventFacts, load_topics, matches, needs
 
@@ -62,19 +63,20 @@ class Dispatcher:
         now = datetime.utcnow()
         subs = [s for s in subs if not s.spec.ended(now)]  # its end has passed: nothing more is recorded
         by_sub: dict[str, list[dict[str, Any]]] = {}
+        registry, base_url = self.services.repo.registry, self.services.settings.base_url
         for event in events:
+            matched = [s.sub_id for s in subs if criteria.may_match(s.spec, event.res_type, event.event)
+                       and criteria.matches(conn, registry, s.spec, event, base_url=base_url)]
             candidates = [s for s in subs if s.spec.topic in self.topics
                           and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
-            if not candidates:
-                continue
-            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)})
-            if facts is None:
-                continue
-            for sub in candidates:
-                if matches(sub.spec.topic, sub.spec.filters, facts):
-                    by_sub.setdefault(sub.sub_id, []).append({
-                        "outbox_id": event.id, "created": event.created, "res_type": event.res_type,
-                        "res_id": event.res_id, "version_id": event.version_id, "interaction": event.event})
+            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)}) \
+                if candidates else None
+            if facts is not None:
+                matched += [s.sub_id for s in candidates if matches(s.spec.topic, s.spec.filters, facts)]
+            for sub_id in matched:
+                by_sub.setdefault(sub_id, []).append({
+                    "outbox_id": event.id, "created": event.created, "res_type": event.res_type,
+                    "res_id": event.res_id, "version_id": event.version_id, "interaction": event.event})
         for sub_id, found in sorted(by_sub.items()):  # one lock order for concurrent drains
             jobs.extend((sub_id, n) for n in store.add_events(conn, sub_id, found))
 

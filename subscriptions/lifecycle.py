@@ -12,6 +12,8 @@ Lifecycle (subscription.html#status, Backport IG "Subscription lifecycle"):
   A PUT that changes nothing it asks for keeps the current ``active``/``error`` status.
 - Only the server (client id ``subscriptions``) moves a Subscription to ``active`` or ``error``.
 - Deleting a Subscription stops it; its numbered events stay readable until then via ``$events``.
+- A classic R4 Subscription (search criteria) follows the same states; it has no handshake
+  (R4 defines none): the server sets it ``active`` once set up (delivery.py).
 
 Bad content is refused with 422 and nothing is written.
 """
@@ -24,7 +26,7 @@ from fhir_server.errors import Issue, Unprocessable
 
 from . import store
 from .delivery import DELIVERY_CLIENT
-from .spec import PROFILE, SIGNING_SECRET, SubscriptionSpec, parse_subscription, without_secret
+from .spec import PROFILE, SIGNING_SECRET, SubscriptionSpec, check_criteria, parse_subscription, without_secret
 from .topics import load_topics
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ def make_write_hook(settings: "Settings"):
             store.set_status(conn, res_id, "off")
             return None
         spec, secret = parse_subscription(content, topics, allow_http=allow_http)
+        if spec.classic:
+            check_criteria(spec, uow.repo.registry)
         stored = without_secret(content)
         state = store.get(conn, res_id, lock=True)
         if _is_delivery(ctx) and state is not None:
@@ -54,20 +58,23 @@ def make_write_hook(settings: "Settings"):
             store.set_status(conn, res_id, status)
             return stored
         if secret is None:
-            if state is None:
+            if spec.classic:  # R4: channel.header authenticates the server; no signature unless asked
+                secret = state.secret if state is not None else ""
+            elif state is None:
                 raise Unprocessable(issues=[Issue(
                     "error", "required",
                     "A rest-hook Subscription needs a signing secret (extension " + SIGNING_SECRET
                     + " on channel, valueString of at least 16 characters): every notification is signed with it",
                     ("Subscription.channel.extension",))])
-            secret = state.secret
+            else:
+                secret = state.secret
         status = _next_status(content.get("status"), state, spec, secret)
         stored["status"] = status
         if status == "requested":
             stored.pop("error", None)
         meta = dict(stored.get("meta") or {})
         profiles = list(meta.get("profile") or [])
-        if PROFILE not in profiles:
+        if not spec.classic and PROFILE not in profiles:
             meta["profile"] = profiles + [PROFILE]
             stored["meta"] = meta
         store.save(conn, res_id, status=status, spec=spec, secret=secret, handshake_due=status == "requested",

@@ -7,14 +7,18 @@ topic, status, type, events-since-subscription-start, one notification-event per
 event-number, timestamp and — unless the payload is ``empty`` — focus). With ``id-only`` each focus
 follows as an entry with ``fullUrl`` and ``request`` only; with ``full-resource`` it carries the
 resource version that raised the event.
+
+A classic R4 Subscription's notification is no Bundle: :func:`classic_request`.
 """
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from fhir_server.fhir import jsonio
 from fhir_server.fhir.instants import format_instant, utcnow
 
+from .spec import SubscriptionSpec
 from .store import Event, State
 
 NOTIFICATION_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4"
@@ -78,3 +82,16 @@ def notification_bundle(base_url: str, state: State, kind: str, events: list[Eve
             entries.append(entry)
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"profile": [NOTIFICATION_PROFILE]},
             "type": "history", "timestamp": format_instant(utcnow()), "entry": entries}
+
+
+def classic_request(spec: SubscriptionSpec, event: Event,
+                    resources: dict[tuple[str, str, int], dict[str, Any]]) -> tuple[str, str, bytes]:
+    """(method, URL, body) of a classic R4 rest-hook notification (subscription.html#2.46.7.1): with
+    no ``channel.payload`` a POST with no body to the endpoint (a ping: the receiver runs the search
+    itself); with a payload, the resource version that matched, sent as an update to the endpoint as
+    a FHIR base: PUT ``[endpoint]/[type]/[id]``."""
+    body = resources.get((event.res_type, event.res_id, event.version_id))
+    if spec.content == "empty" or body is None:
+        return "POST", spec.endpoint, b""
+    url = f"{spec.endpoint.rstrip('/')}/{event.res_type}/{event.res_id}"
+    return "PUT", url, jsonio.dumps(body).encode("utf-8")  # decimals exactly as stored

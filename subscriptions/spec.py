@@ -13,6 +13,12 @@ The R4 shape (StructureDefinition-backport-subscription.html):
 - Our extension ``https://w3id.org/sg-fhir/StructureDefinition/subscription-signing-secret`` on
   ``channel`` (valueString): the HMAC key. It is write-only: the server moves it out of the
   resource into its own table and never serves it.
+
+A classic R4 Subscription (subscription.html) is read too: ``criteria`` a search (``Observation?code=…``)
+rather than a topic URL, ``channel.payload`` absent (a ping: POST with no body) or a FHIR JSON MIME
+type (the resource, PUT to ``[endpoint]/[type]/[id]``), ``channel.header`` sent with each. It needs
+no signing secret (the headers authenticate the server; a secret, if given, signs as above), and
+the backport extensions do not apply to it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.errors import FhirError, Issue, Unprocessable
 from fhir_server.fhir.instants import parse_instant
+from fhir_server.fhir.models import SUPPORTED_TYPES
 
 from .topics import REFERENCE_FILTERS, REQUIRED_FILTERS, Topic
 
@@ -62,6 +69,14 @@ class SubscriptionSpec:
     timeout: int  # seconds
     max_count: int
     end: str | None = None  # Subscription.end (instant): no events after it; then status off
+    # A classic R4 Subscription: ``topic`` holds its search criteria (``Observation?code=…``), one
+    # notification per matching create/update, ``content`` empty (ping) or full-resource (PUT).
+    classic: bool = False
+
+    @property
+    def criteria(self) -> tuple[str, list[tuple[str, str]]]:
+        """A classic Subscription's criteria as (resource type, search parameters)."""
+        return split_criteria(self.topic)
 
     def ended(self, now: datetime) -> bool:
         """subscription.html: "the time for the server to turn the subscription off"."""
@@ -86,6 +101,8 @@ def parse_subscription(sub: dict[str, Any], topics: dict[str, Topic], *,
         issues.append(Issue("error", "invalid" if "required" not in message else "required", message,
                             (f"Subscription.{where}",)))
 
+    if is_classic(sub.get("criteria")):
+        return _classic(sub, bad, issues, allow_http)
     topic_url = sub.get("criteria")
     topic = topics.get(topic_url) if isinstance(topic_url, str) else None
     if topic is None:
@@ -93,17 +110,9 @@ def parse_subscription(sub: dict[str, Any], topics: dict[str, Topic], *,
             f"not {topic_url!r}", "criteria")
     filters = _filters(sub, topic, bad)
     channel = sub.get("channel") or {}
-    if channel.get("type") != "rest-hook":
-        bad(f"channel.type {channel.get('type')!r} is not supported: this server delivers by 'rest-hook'",
-            "channel.type")
-    endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str) or not _endpoint_ok(endpoint, allow_http):
-        bad("channel.endpoint must be an absolute https URL (http only to a loopback address)", "channel.endpoint")
-    headers = _headers(channel.get("header") or [], bad)
+    endpoint, headers = _rest_hook(channel, bad, allow_http)
     payload = channel.get("payload")
-    mime = (payload or "application/fhir+json").split(";", 1)[0].strip()
-    if mime not in FHIR_JSON:
-        bad(f"channel.payload {payload!r} is not supported; use application/fhir+json", "channel.payload")
+    mime = _mime(payload or "application/fhir+json", bad)
     content = _ext_value(channel.get("_payload"), PAYLOAD_CONTENT, "valueCode") or "id-only"
     if content not in PAYLOAD_CONTENTS:
         bad(f"payload content {content!r} must be one of {', '.join(PAYLOAD_CONTENTS)}",
@@ -111,10 +120,89 @@ def parse_subscription(sub: dict[str, Any], topics: dict[str, Topic], *,
     heartbeat = _int_ext(channel, HEARTBEAT_PERIOD, None, bad, "backport-heartbeat-period", low=MIN_HEARTBEAT)
     timeout = _int_ext(channel, TIMEOUT, DEFAULT_TIMEOUT, bad, "backport-timeout", low=1, high=MAX_TIMEOUT)
     max_count = _int_ext(channel, MAX_COUNT, DEFAULT_MAX_COUNT, bad, "backport-max-count", low=1, high=MAX_MAX_COUNT)
+    secret = _secret(channel, bad)
+    end = _end_and_status(sub, bad)
+    if issues:
+        raise Unprocessable(issues=issues)
+    assert topic is not None and isinstance(endpoint, str)
+    spec = SubscriptionSpec(topic.url, filters, endpoint, headers, content, mime, heartbeat, timeout or DEFAULT_TIMEOUT,
+                            max_count or DEFAULT_MAX_COUNT, end)
+    return spec, secret
+
+
+def is_classic(criteria: Any) -> bool:
+    """A search (``Type?…`` or ``Type``) rather than a topic's canonical URL."""
+    return isinstance(criteria, str) and ":" not in criteria.split("?", 1)[0] and bool(criteria.strip())
+
+
+def split_criteria(criteria: str) -> tuple[str, list[tuple[str, str]]]:
+    """subscription.html: the criteria are a search string as if appended to the base URL."""
+    res_type, _, query = criteria.strip().partition("?")
+    return res_type, parse_qsl(query, keep_blank_values=True)
+
+
+def _classic(sub: dict[str, Any], bad: Any, issues: list[Issue], allow_http: bool) -> tuple[SubscriptionSpec, str | None]:
+    """A classic R4 Subscription (subscription.html): search criteria, rest-hook, payload or ping. The
+    search parameters themselves are checked against the server's registry by :func:`check_criteria`."""
+    criteria = str(sub["criteria"]).strip()
+    res_type, _params = split_criteria(criteria)
+    if res_type not in SUPPORTED_TYPES:
+        bad(f"criteria {criteria!r} must start with a resource type this server stores, or be the canonical URL "
+            "of a topic it publishes", "criteria")
+    channel = sub.get("channel") or {}
+    endpoint, headers = _rest_hook(channel, bad, allow_http)
+    payload = channel.get("payload")
+    mime = _mime(payload, bad) if payload else ""
+    secret = _secret(channel, bad)
+    end = _end_and_status(sub, bad)
+    timeout = _int_ext(channel, TIMEOUT, DEFAULT_TIMEOUT, bad, "backport-timeout", low=1, high=MAX_TIMEOUT)
+    if issues:
+        raise Unprocessable(issues=issues)
+    assert isinstance(endpoint, str)
+    spec = SubscriptionSpec(criteria, [], endpoint, headers, "full-resource" if payload else "empty", mime, None,
+                            timeout or DEFAULT_TIMEOUT, 1, end, classic=True)
+    return spec, secret
+
+
+def check_criteria(spec: SubscriptionSpec, registry: Any) -> None:
+    """A classic Subscription's criteria parse as a strict search of its type (search.html#errors:
+    an unknown parameter would silently match everything), else 422 naming Subscription.criteria."""
+    from fhir_server.search.parse import parse_search
+
+    res_type, params = spec.criteria
+    try:
+        parse_search(params, registry, [res_type], strict=True)
+    except FhirError as exc:
+        raise Unprocessable(f"criteria {spec.topic!r} is not a search this server can run: {exc.diagnostics}",
+                            expression="Subscription.criteria") from None
+
+
+def _rest_hook(channel: dict[str, Any], bad: Any, allow_http: bool) -> tuple[Any, list[tuple[str, str]]]:
+    if channel.get("type") != "rest-hook":
+        bad(f"channel.type {channel.get('type')!r} is not supported: this server delivers by 'rest-hook'",
+            "channel.type")
+    endpoint = channel.get("endpoint")
+    if not isinstance(endpoint, str) or not _endpoint_ok(endpoint, allow_http):
+        bad("channel.endpoint must be an absolute https URL (http only to a loopback address)", "channel.endpoint")
+    return endpoint, _headers(channel.get("header") or [], bad)
+
+
+def _mime(payload: Any, bad: Any) -> str:
+    mime = str(payload).split(";", 1)[0].strip()
+    if mime not in FHIR_JSON:
+        bad(f"channel.payload {payload!r} is not supported; use application/fhir+json", "channel.payload")
+    return mime
+
+
+def _secret(channel: dict[str, Any], bad: Any) -> str | None:
     secret = _ext_value(channel, SIGNING_SECRET, "valueString")
     if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH):
         bad(f"the signing secret must be a string of at least {MIN_SECRET_LENGTH} characters",
             "channel.extension('subscription-signing-secret')")
+    return secret
+
+
+def _end_and_status(sub: dict[str, Any], bad: Any) -> str | None:
     end = sub.get("end")
     if end is not None:
         try:
@@ -123,12 +211,7 @@ def parse_subscription(sub: dict[str, Any], topics: dict[str, Topic], *,
             bad(f"end {end!r} is not an instant", "end")
     if sub.get("status") not in ("requested", "active", "error", "off", None):
         bad(f"status {sub.get('status')!r} is not a Subscription status", "status")
-    if issues:
-        raise Unprocessable(issues=issues)
-    assert topic is not None and isinstance(endpoint, str)
-    spec = SubscriptionSpec(topic.url, filters, endpoint, headers, content, mime, heartbeat, timeout or DEFAULT_TIMEOUT,
-                            max_count or DEFAULT_MAX_COUNT, end)
-    return spec, secret
+    return end
 
 
 def without_secret(sub: dict[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,27 @@ def validate_structure(resource: dict[str, Any]) -> None:
     try:
         _model(resource_type).model_validate(resource)
     except ValidationError as exc:
-        issues = [
-            Issue("error", "structure" if err["type"] == "extra_forbidden" else "value",
-                  _message(err), (_fhirpath(resource_type, err["loc"]),))
-            for err in exc.errors(include_url=False)
-        ]
-        raise Unprocessable(issues=issues) from None
+        raise Unprocessable(issues=_issues(exc, resource_type, ())) from None
     except (ValueError, TypeError) as exc:  # model-level validators that do not raise ValidationError
         raise Unprocessable(f"Invalid {resource_type}: {exc}", expression=resource_type) from None
+
+
+def primitive_extension_issues(element: Any, resource_type: str, loc: tuple[Any, ...]) -> list[Issue]:
+    """Problems of the ``_x`` property of a primitive element (json.html#primitive: an object with
+    an optional ``id`` and ``extension``), found at ``loc`` below a ``resource_type``; [] if none."""
+    try:
+        _model("FHIRPrimitiveExtension").model_validate(element)
+    except ValidationError as exc:
+        return _issues(exc, resource_type, loc)
+    except (ValueError, TypeError) as exc:
+        return [Issue("error", "value", str(exc), (element_path(resource_type, loc),))]
+    return []
+
+
+def _issues(exc: ValidationError, resource_type: str, prefix: tuple[Any, ...]) -> list[Issue]:
+    return [Issue("error", "structure" if err["type"] == "extra_forbidden" else "value",
+                  _message(err), (element_path(resource_type, (*prefix, *err["loc"])),))
+            for err in exc.errors(include_url=False)]
 
 
 def _message(err: dict[str, Any]) -> str:
@@ -75,7 +88,8 @@ def _message(err: dict[str, Any]) -> str:
     return str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
 
 
-def _fhirpath(resource_type: str, loc: tuple[Any, ...]) -> str:
+def element_path(resource_type: str, loc: tuple[Any, ...]) -> str:
+    """The FHIRPath of a location as model validation reports it (``Patient.name[0].given``)."""
     path = resource_type
     for part in loc:
         if isinstance(part, int):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import BadRequest, Unprocessable
-from .models import validate_structure
+from ..errors import BadRequest, Issue, Unprocessable
+from . import extension_primitives
+from .models import element_path, primitive_extension_issues, validate_structure
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -36,9 +37,39 @@ def validate_resource(content: Any, *, expected_type: str | None = None,
         if content.get("id") != expected_id:
             raise BadRequest(f"Body id {content.get('id')!r} does not match the URL id {expected_id!r}",
                              expression=f"{res_type}.id")
-    validate_structure(content)
+    check_structure(content)
     from .bindings import check_required_bindings  # late: loads the binding table once
     problems = check_required_bindings(content)
     if problems:
         raise Unprocessable(issues=problems)
     return content
+
+
+def check_structure(content: dict[str, Any]) -> None:
+    """:func:`validate_structure`, plus what the R4B models lack: primitive extensions on an
+    Extension's own value (``_valueString``, json.html#primitive). Those are taken out, the rest is
+    validated with the model, and each is checked on its own: a primitive choice of
+    Extension.value[x], no value of another type beside it, the shape of a primitive's extension
+    (``id``, ``extension``). Only a resource the model refuses is split (nothing extra to pay on the
+    usual path). Raises :class:`Unprocessable` with every problem found."""
+    try:
+        validate_structure(content)
+        return
+    except Unprocessable:
+        stripped, primitives = extension_primitives.split(content)
+        if not primitives:
+            raise
+    res_type = str(content.get("resourceType"))
+    issues: list[Issue] = []
+    try:
+        validate_structure(stripped)
+    except Unprocessable as exc:
+        issues.extend(exc.issues)
+    for primitive in primitives:
+        where = (*primitive.path, "_" + primitive.name)
+        problem = extension_primitives.value_problem(primitive)
+        if problem is not None:
+            issues.append(Issue("error", "structure", problem, (element_path(res_type, where),)))
+        issues.extend(primitive_extension_issues(primitive.element, res_type, where))
+    if issues:
+        raise Unprocessable(issues=issues) from None

@@ -21,10 +21,10 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, cast
 
-import simplejson
 from sqlalchemy import bindparam, delete, exists, false, insert, literal, select, update
 from sqlalchemy.exc import DBAPIError
 
+from ..fhir import jsonio
 from ..fhir.instants import utcnow
 from ..search.indexer import ROW_COLUMNS
 from ..search.parse import Criterion, ParamSource, TokenValue, parse_search
@@ -259,15 +259,15 @@ def _write_postgres(uow: UnitOfWork, writes: list[Write]) -> None:
             with cur.copy("COPY resource (pk, res_type, res_id, version_id, last_updated, deleted, content) "
                           "FROM STDIN") as copy:
                 for pk, s in zip(new_pks, created):
-                    copy.write_row((pk, s.res_type, s.res_id, 1, s.last_updated, False, _jsonb_text(s.content)))
+                    copy.write_row((pk, s.res_type, s.res_id, 1, s.last_updated, False, jsonio.dumps(s.content)))
         if updated:
             updated_pks = [pk for pk, _s in updated]
             cur.execute("UPDATE resource AS r SET version_id = u.version_id, last_updated = u.last_updated, "
-                        "deleted = false, content = u.content::jsonb "
+                        "deleted = false, content = u.content::json "
                         "FROM unnest(%s::bigint[], %s::integer[], %s::timestamp[], %s::text[]) "
                         "AS u (pk, version_id, last_updated, content) WHERE r.pk = u.pk",
                         (updated_pks, [s.version_id for _pk, s in updated], [s.last_updated for _pk, s in updated],
-                         [_jsonb_text(s.content) for _pk, s in updated]))
+                         [jsonio.dumps(s.content) for _pk, s in updated]))
             for table in INDEX_TABLES.values():
                 cur.execute(f"DELETE FROM {table.name} WHERE resource_pk = ANY(%s)", (updated_pks,))
         fresh = iter(new_pks)
@@ -438,10 +438,3 @@ def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
     if lock and postgres:
         query = query.with_for_update(of=resource)
     return query
-
-
-def _jsonb_text(content: dict[str, Any] | None) -> str:
-    """JSON text for a jsonb column. Decimals keep their digits as in ``jsonio.dumps``; non-ASCII is
-    written as \\u escapes, which jsonb decodes to the same value, because simplejson's C encoder
-    escapes ASCII-only output several times faster than it copies unicode through."""
-    return simplejson.dumps(content, use_decimal=True, separators=(",", ":"))

@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ..errors import BadRequest, Conflict, FhirError, Issue, PayloadTooLarge, PreconditionFailed, Unprocessable
 from ..fhir import jsonio
 from ..fhir.instants import http_date, parse_instant
-from ..fhir.models import SUPPORTED_TYPES, validate_structure
+from ..fhir.models import SUPPORTED_TYPES
+from ..fhir.validation import check_structure
 from ..repository.bulk import DeferredCreates
 from ..repository.sql import UnitOfWork
 from .crud import CONDITIONAL_ONLY
@@ -411,7 +412,7 @@ def _check_bundle(body: Any, max_entries: int | None) -> dict[str, Any]:
     # Entries are checked one by one (_parse_entry) and their resources by the handlers; validating
     # the whole Bundle at once would hold a model of every entry in memory.
     try:
-        validate_structure({k: v for k, v in body.items() if k != "entry"})
+        check_structure({k: v for k, v in body.items() if k != "entry"})
     except Unprocessable as exc:
         raise BadRequest(issues=exc.issues) from None
     return body

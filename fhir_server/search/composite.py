@@ -33,6 +33,7 @@ from ..storage.tables import idx_composite
 from .extract import Unsupported, compile_typed
 from .fhirpath import parse
 from .model import SearchParam
+from .sequence_coordinates import shifted, start_shift
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,15 @@ def composite_rows(definition: CompositeDef, resource: dict[str, Any]) -> list[R
     grp = 0
     names, anchor = definition.names, definition.anchored
     kinds = [c.param.type for c in reversed(definition.components)]
+    # MolecularSequence coordinate composites compare in 1-based coordinates (sequence_coordinates.py)
+    shifts = [start_shift(definition.param.url, c.param.url, resource) for c in reversed(definition.components)]
     for select_instances, _element_type, extractors in definition.branches:
         for element in select_instances([resource]):
             # Last component first: it is usually the value (``value.as(Quantity)``), the one most
             # often absent, so most instances are rejected after one cheap look-up.
             per_component: list[list[Row]] = []
-            for kind, extract in zip(kinds, reversed(extractors)):
-                rows = component_rows(kind, extract(resource, element))
+            for kind, extract, shift in zip(kinds, reversed(extractors), shifts):
+                rows = shifted(component_rows(kind, extract(resource, element)), shift)
                 if not rows:
                     break
                 per_component.append(rows)

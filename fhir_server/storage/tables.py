@@ -20,6 +20,12 @@ metadata = MetaData(naming_convention={
 
 # JSONB on PostgreSQL (queryable, numeric keeps its scale); JSON text on SQLite.
 FhirJson = JSON().with_variant(JSONB(), "postgresql")
+# A resource body: the JSON text exactly as written, ``json`` (not ``jsonb``) on PostgreSQL too. A resource
+# read back must equal what was sent, decimals as written (datatypes.html#decimal), and jsonb keeps a
+# number as ``numeric``, which prints -1.000000000000000000E+245 as 246 digits. The server never queries
+# inside a body in SQL (search reads the idx_* tables), and json is cheaper than jsonb both to write (no
+# conversion to the binary form) and to read (no conversion back to text).
+ResourceJson = JSON()
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 PrimaryKey = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -32,7 +38,7 @@ resource = Table(
     Column("last_updated", DateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     # The client's JSON with server-owned id and meta set; NULL once deleted.
-    Column("content", FhirJson, nullable=True),
+    Column("content", ResourceJson, nullable=True),
     Index("ux_resource_type_id", "res_type", "res_id", unique=True),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
     Index("ix_resource_updated", "last_updated"),
@@ -48,7 +54,7 @@ resource_history = Table(
     # http.html#history: the method that produced the version (POST, PUT, PATCH, DELETE).
     Column("method", String(8), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
-    Column("content", FhirJson, nullable=True),
+    Column("content", ResourceJson, nullable=True),
     Index("ix_resource_history_type_updated", "res_type", "last_updated"),
     Index("ix_resource_history_updated", "last_updated"),
 )

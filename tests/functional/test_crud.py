@@ -60,6 +60,38 @@ def test_decimals_and_fractional_seconds_round_trip_exactly(client):
     assert obs["code"] == body(res)["code"]
 
 
+EXACT_DECIMALS = ('"valueQuantity":{"value":-1.000000000000000000E+245,"unit":"kg"},'
+                  '"referenceRange":[{"low":{"value":0.000},"high":{"value":1E-7}}]')
+
+
+def _decimal_observation(note: str) -> str:
+    return ('{"resourceType":"Observation","status":"final","code":{"text":"' + note + '"},'
+            + EXACT_DECIMALS + "}")
+
+
+def test_decimal_text_is_served_as_written_on_every_path(client):
+    """datatypes.html#decimal: precision and exponent as written; PostgreSQL stores the body as json
+    text (storage/tables.py ResourceJson), because jsonb would print 1E+245 as 246 digits."""
+    created = client.post("/fhir/Observation", data=_decimal_observation("posted"), content_type=FHIR_JSON)
+    assert created.status_code == 201, created.data
+    oid = body(created)["id"]
+    updated = client.put(f"/fhir/Observation/{oid}", content_type=FHIR_JSON,
+                         data=_decimal_observation("put").replace("{", '{"id":"' + oid + '",', 1))
+    assert updated.status_code == 200, updated.data
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": "@", "request": {"method": "POST", "url": "Observation"}}]}
+    raw_bundle = simplejson.dumps(bundle).replace('"@"', _decimal_observation("in a transaction"))
+    batched = client.post("/fhir", data=raw_bundle, content_type=FHIR_JSON)
+    assert batched.status_code == 200, batched.data
+    batched_id = body(batched)["entry"][0]["response"]["location"].split("/")[1]
+    served = [client.get(f"/fhir/Observation/{oid}"), client.get(f"/fhir/Observation/{oid}/_history/1"),
+              client.get(f"/fhir/Observation/{oid}/_history"), client.get(f"/fhir/Observation?_id={oid}"),
+              client.get(f"/fhir/Observation/{batched_id}")]
+    for res in served:
+        assert res.status_code == 200, res.data
+        assert EXACT_DECIMALS in res.data.decode(), res.data.decode()
+
+
 def test_update_versions_and_vread(client):
     created = body(post(client, patient()))
     pid = created["id"]

@@ -27,7 +27,9 @@ CHILD_DATA = "https://w3id.org/sg-fhir/SubscriptionTopic/child-agency-data"
 class Received:
     headers: Any  # case-insensitive (email.message.Message)
     raw: bytes
-    body: dict[str, Any]
+    body: dict[str, Any] | None  # None: no body (a classic R4 ping)
+    method: str = "POST"
+    path: str = "/notify"
 
     def status(self) -> dict[str, Any]:
         """The status Parameters (first entry) as name → value (notification-event: list of parts)."""
@@ -43,6 +45,9 @@ class Received:
 
     @property
     def kind(self) -> str:
+        """The notification type of a backport notification Bundle; "" for a classic R4 request."""
+        if not self.body or self.body.get("resourceType") != "Bundle":
+            return ""
         return self.status()["type"]
 
     def numbers(self) -> list[int]:
@@ -91,9 +96,12 @@ def receiver() -> Iterator[Receiver]:
                 self.end_headers()
                 return
             with state.lock:
-                state.received.append(Received(self.headers, raw, json.loads(raw)))
+                state.received.append(Received(self.headers, raw, json.loads(raw) if raw else None,
+                                               self.command, self.path))
             self.send_response(200)
             self.end_headers()
+
+        do_PUT = do_POST  # a classic R4 Subscription with a payload PUTs the resource
 
         def log_message(self, *_: Any) -> None:
             pass

@@ -63,3 +63,30 @@ def test_the_signature_binds_body_secret_and_time() -> None:
     assert not verify(SECRET[::-1], body, header, now=1_000_010)
     assert not verify(SECRET, body, header.replace("t=1000000", "t=1000005"), now=1_000_010)
     assert not verify(SECRET, body, "garbage")
+
+
+def test_a_search_criteria_is_a_classic_r4_subscription() -> None:
+    from datetime import datetime
+
+    from subscriptions.criteria import may_match
+    from subscriptions.notifications import classic_request
+    from subscriptions.store import Event
+
+    topics = load_topics(PROFILES)
+    sub = {"resourceType": "Subscription", "status": "requested", "reason": "r",
+           "criteria": "Observation?code=http://loinc.org|1975-2",
+           "channel": {"type": "rest-hook", "endpoint": "https://hook.example.org/fhir/",
+                       "payload": "application/fhir+json"}}
+    spec, secret = parse_subscription(sub, topics)
+    assert spec.classic and secret is None and spec.content == "full-resource" and spec.max_count == 1
+    assert spec.criteria == ("Observation", [("code", "http://loinc.org|1975-2")])
+    assert may_match(spec, "Observation", "update") and not may_match(spec, "Observation", "delete")
+    assert not may_match(spec, "Condition", "create")
+    event = Event(1, 7, datetime(2026, 1, 1), "Observation", "o1", 3, "update")
+    body = {"resourceType": "Observation", "id": "o1"}
+    assert classic_request(spec, event, {("Observation", "o1", 3): body}) == (
+        "PUT", "https://hook.example.org/fhir/Observation/o1", b'{"resourceType":"Observation","id":"o1"}')
+    ping, _ = parse_subscription({**sub, "channel": {**sub["channel"], "payload": None}}, topics)
+    assert classic_request(ping, event, {}) == ("POST", "https://hook.example.org/fhir/", b"")
+    topic_spec, _ = parse_subscription(subscription("https://hook.example.org/n"), topics)
+    assert not topic_spec.classic and not may_match(topic_spec, "Flag", "create")

@@ -42,7 +42,8 @@ def test_a_subscription_is_activated_by_a_signed_handshake(http, receiver) -> No
 
 def test_invalid_subscriptions_are_refused_with_the_element_named_and_nothing_written(http, receiver) -> None:
     cases = [
-        (subscription(receiver.url) | {"criteria": "Flag?patient=1"}, "Subscription.criteria"),
+        (subscription(receiver.url) | {"criteria": "https://w3id.org/sg-fhir/SubscriptionTopic/none"},
+         "Subscription.criteria"),
         (subscription(receiver.url, filters=("Flag?colour=red",)),
          "Subscription.criteria.extension('backport-filter-criteria')[0]"),
         (subscription(receiver.url, filters=("Flag?patient:missing=true",)),
