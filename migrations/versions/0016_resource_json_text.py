@@ -10,7 +10,7 @@ database run it in a maintenance window; the statement limit is lifted for this 
 the lock timeout still applies.
 
 Revision ID: 0016
-Revises: 0006
+Revises: 0017
 Create Date: 2026-11-25
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
