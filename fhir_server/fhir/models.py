@@ -60,6 +60,32 @@ def validate_structure(resource: dict[str, Any]) -> None:
         raise Unprocessable(issues=_issues(exc, resource_type, ())) from None
     except (ValueError, TypeError) as exc:  # model-level validators that do not raise ValidationError
         raise Unprocessable(f"Invalid {resource_type}: {exc}", expression=resource_type) from None
+    issues = _r4b_only_choices(resource, resource_type)
+    if issues:
+        raise Unprocessable(issues=issues)
+
+
+# Data types R4B added (CodeableReference, RatioRange): its models accept them as choices of
+# value[x] and friends (Extension.valueCodeableReference…), but R4 4.0.1 has no such types.
+_R4B_ONLY_CHOICE = re.compile(r"_?[a-z][A-Za-z]*(CodeableReference|RatioRange)")
+
+
+def _r4b_only_choices(node: Any, path: str) -> list[Issue]:
+    """Elements whose choice type exists only in R4B (datatypes.html of R4 lists the types)."""
+    issues: list[Issue] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            r4b_type = _R4B_ONLY_CHOICE.fullmatch(key)
+            if r4b_type:
+                issues.append(Issue("error", "structure", f"{key} is not an R4 element: R4 has no "
+                                    f"{r4b_type.group(1)} data type", (f"{path}.{key}",)))
+            elif isinstance(value, (dict, list)):
+                issues.extend(_r4b_only_choices(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            if isinstance(item, (dict, list)):
+                issues.extend(_r4b_only_choices(item, f"{path}[{i}]"))
+    return issues
 
 
 def primitive_extension_issues(element: Any, resource_type: str, loc: tuple[Any, ...]) -> list[Issue]:

@@ -83,3 +83,18 @@ def test_split_leaves_the_resource_alone_and_shares_what_it_does_not_change() ->
         (("extension", 0), "valueString", {"id": "a"}, ("valueString",))]
     untouched = {"resourceType": "Patient", "_birthDate": {"id": "b"}, "birthDate": "2015"}
     assert split(untouched) == (untouched, []) and split(untouched)[0] is untouched
+
+
+def test_r4b_only_data_types_are_refused_and_nothing_is_written(client) -> None:
+    """R4 has no CodeableReference or RatioRange (datatypes.html), though the R4B models accept them
+    as choices of an Extension's value[x]."""
+    for value in ({"valueCodeableReference": {"concept": {"text": "x"}}},
+                  {"valueRatioRange": {"lowNumerator": {"value": 1}}}):
+        res = _post(client, {"resourceType": "Patient", "identifier": [{"system": "urn:r4b-test", "value": "1"}],
+                             "extension": [_note(**value)]})
+        assert res.status_code == 422, res.data
+        key = next(iter(value))
+        assert _issues(res) == [(f"{key} is not an R4 element: R4 has no {key[len('value'):]} data type",
+                                 [f"Patient.extension[0].{key}"])]
+    search = simplejson.loads(client.get("/fhir/Patient?identifier=urn:r4b-test|1").data)
+    assert search["total"] == 0
