@@ -11,6 +11,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float
                         LargeBinary, MetaData, String, Table, Text, func, literal_column, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
+from . import append_only
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -359,6 +361,7 @@ audit_event = Table(
     Index("ix_audit_event_pending", "seq", postgresql_where=text("chain_pos IS NULL"),
           sqlite_where=text("chain_pos IS NULL")),
 )
+append_only.attach(audit_event)  # the database refuses UPDATE/DELETE of a recorded AuditEvent
 
 # -- risk scores (triage/) ---------------------------------------------------------------------------
 # One row per child (the master Patient, or an agency record linked to none) with the current score, its

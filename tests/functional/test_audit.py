@@ -13,8 +13,10 @@ import pytest
 import simplejson
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from fhir_server.audit import balp
+from fhir_server.storage import append_only
 from fhir_server.storage.tables import audit_event, resource
 from tests.functional.test_auth import (  # noqa: F401 - fixtures
     ClientKey, assertion, auth, auth_app, auth_conn, auth_settings, bearer, http, register, rsa_key, token_request)
@@ -225,6 +227,20 @@ def test_tampering_in_the_database_is_named(client: FlaskClient, attack: str) ->
     client.application.extensions["fhir"].audit.seal_pending()
     conn = client.application.extensions["fhir"].repo._bound
     victim = conn.execute(select(audit_event).where(audit_event.c.chain_pos == 3)).one()
+    with append_only.bypassed(conn):  # an attacker with the database superuser's powers
+        _tamper(conn, attack, victim)
+    result = verify(client)
+    assert result["intact"] is False
+    expected = 4 if attack == "rehash" else 3
+    assert result["brokenLink"] == expected
+    if attack != "remove":
+        event_at = victim.event_id if expected == 3 else conn.execute(
+            select(audit_event.c.event_id).where(audit_event.c.chain_pos == 4)).scalar_one()
+        assert result["brokenEvent"] == {"reference": f"AuditEvent/{event_at}"}
+    assert result["problem"]
+
+
+def _tamper(conn: Any, attack: str, victim: Any) -> None:
     if attack == "alter":  # hide who looked
         content = dict(victim.content)
         content["agent"] = content["agent"][1:]
@@ -243,15 +259,34 @@ def test_tampering_in_the_database_is_named(client: FlaskClient, attack: str) ->
                                                                resource.c.res_id == victim.event_id)).scalar_one()
         conn.execute(update(resource).where(resource.c.res_type == "AuditEvent", resource.c.res_id == victim.event_id)
                      .values(content={**served, "outcome": "8"}))
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_event SET content = '{\"resourceType\": \"AuditEvent\"}' WHERE chain_pos = 2",
+    "UPDATE audit_event SET hash = 'x' WHERE chain_pos = 2",
+    "UPDATE audit_event SET chain_pos = NULL WHERE chain_pos = 2",
+    "UPDATE audit_event SET event_id = 'forged' WHERE chain_pos IS NULL",
+    "DELETE FROM audit_event WHERE chain_pos = 2",
+    "DELETE FROM audit_event WHERE chain_pos IS NULL",
+])
+def test_the_database_refuses_to_change_or_remove_an_audit_event(client: FlaskClient, statement: str) -> None:
+    """The triggers of storage/append_only.py: ordinary SQL (the server's own role included) cannot
+    rewrite the trail; sealing, the one permitted change, still works and the chain verifies."""
+    pid = child(client)
+    for _ in range(3):
+        client.get(f"/fhir/Patient/{pid}")
+    client.application.extensions["fhir"].audit.seal_pending()
+    client.get(f"/fhir/Patient/{pid}")  # one left unsealed
+    conn = client.application.extensions["fhir"].repo._bound
+    before = [tuple(r) for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))]
+    savepoint = conn.begin_nested()
+    with pytest.raises(DBAPIError, match="append-only"):
+        conn.execute(text(statement))
+    savepoint.rollback()
+    assert [tuple(r) for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))] == before
+    client.application.extensions["fhir"].audit.seal_pending()  # the one UPDATE the triggers allow
     result = verify(client)
-    assert result["intact"] is False
-    expected = 4 if attack == "rehash" else 3
-    assert result["brokenLink"] == expected
-    if attack != "remove":
-        event_at = victim.event_id if expected == 3 else conn.execute(
-            select(audit_event.c.event_id).where(audit_event.c.chain_pos == 4)).scalar_one()
-        assert result["brokenEvent"] == {"reference": f"AuditEvent/{event_at}"}
-    assert result["problem"]
+    assert result["intact"] is True and result["pending"] == 0 and result["sealed"] == len(before)
 
 
 # -- auditors' questions -------------------------------------------------------------------------------
