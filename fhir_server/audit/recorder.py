@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,6 +44,14 @@ WRITES = frozenset({"create", "update", "patch", "delete"})
 # Types whose writes get no automatic Provenance: a Provenance is its own; AuditEvents are refused.
 NO_PROVENANCE = frozenset({"Provenance", "AuditEvent"})
 SEAL_BEFORE = frozenset({"subject-access"})
+
+
+class Recorder(Protocol):
+    """What the Router tells the audit trail (rest/router.py ``recorders``)."""
+
+    def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None: ...
+
+    def failed(self, req: "FhirRequest", exc: FhirError) -> None: ...
 
 
 class AuditUnavailable(FhirError):
@@ -71,6 +80,9 @@ class AuditRecorder:
         self.max_json_depth = max_json_depth
         self._read_writer: "_ReadAuditWriter | None" = None
         self._lock = threading.Lock()
+        # Set by install_flask: takes a refused request's AuditEvent to write when the request ends
+        # (True), or declines (False: not in a request, or the refusal is already audited).
+        self.defer: Callable[[dict[str, Any]], bool] | None = None
 
     def read_audit_writer(self) -> "_ReadAuditWriter":
         """PostgreSQL: where reads' AuditEvents go (see :class:`_ReadAuditWriter`)."""
@@ -124,6 +136,34 @@ class AuditRecorder:
             real._audit_session = session  # type: ignore[attr-defined]
             real.before_commit(session.flush)
         session.items.append(item)
+
+    def failed(self, req: "FhirRequest", exc: FhirError) -> None:
+        """A request answered with an OperationOutcome instead (400, 404, 409, 412, 422…; issue 4:
+        "every interaction … writes an AuditEvent"). Its own transaction was rolled back, so the event
+        goes to :attr:`defer` (the Flask request's buffer, written when the request ends) or, outside
+        a request, straight into a transaction of its own. Refusals already recorded as
+        authentication events (fhir_server/auth/events.py: 401/403) are not recorded twice, and a
+        503 because the trail could not be written is not retried here."""
+        if isinstance(exc, AuditUnavailable) or exc.status < 400:
+            return
+        found = classify(req.method, req.path)
+        item = balp.Interaction("search-type" if found.compartment else found.code, req.method, req.path,
+                                exc.status, res_type=found.res_type, res_id=found.res_id, operation=found.operation)
+        if item.code.startswith("search") or item.code.startswith("history") or item.code == "operation":
+            item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
+        if found.compartment:
+            item.patients.append(found.compartment)
+        elif found.res_type == "Patient" and found.res_id:
+            item.patients.append(f"Patient/{found.res_id}")
+        issue = exc.issues[0].code if exc.issues else exc.code
+        event = balp.failure_event(req.ctx, item, utcnow(), status=exc.status, code=issue,
+                                   diagnostics=exc.diagnostics)
+        if self.defer is not None and self.defer(event):
+            return
+        try:
+            self.write_events([event])
+        except SQLAlchemyError:  # the refusal stands either way; the log line keeps the event
+            log.exception("Could not write the AuditEvent of a refused request")
 
     # -- sealing ---------------------------------------------------------------------------------
 

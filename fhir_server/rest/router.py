@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, MethodNotAllowed, NotFound
+from ..errors import BadRequest, FhirError, MethodNotAllowed, NotFound
 from ..fhir.models import SUPPORTED_TYPES
 from ..operations.registry import OperationRegistry, OperationTarget
 from ..repository.sql import SqlRepository, UnitOfWork
@@ -45,6 +45,19 @@ class Router:
         self.write_policy: Callable[..., Any] | None = None
 
     def handle(self, req: FhirRequest) -> FhirResponse:
+        try:
+            return self._handle(req)
+        except FhirError as exc:
+            self.failed(req, exc)
+            raise
+
+    def failed(self, req: FhirRequest, exc: FhirError) -> None:
+        """Tell the recorders (the audit trail) of a request refused with ``exc`` (its unit of work,
+        if any, is rolled back)."""
+        for recorder in self.recorders:
+            recorder.failed(req, exc)
+
+    def _handle(self, req: FhirRequest) -> FhirResponse:
         segments = _segments(req.path)
         if req.method == "POST" and not segments:
             if self.bundle_processor is None:

@@ -127,11 +127,13 @@ def test_a_write_and_its_audit_event_and_provenance_commit_together(client: Flas
     request_id = provenance["entity"][0]["what"]["identifier"]
     assert request_id["system"] == balp.REQUEST_ID_SYSTEM
     assert any(e["what"].get("identifier") == request_id for e in event["entity"])
-    # a failing write leaves no AuditEvent and no Provenance behind
+    # a failing write leaves no Provenance and only the AuditEvent of its refusal (outcome 4)
     count = len(events(client))
+    provenances = search(client, "Provenance?_summary=count")["total"]
     bad = post(client, "Patient", {"resourceType": "Patient", "gender": "not-a-gender"})
     assert bad.status_code in (400, 422)
-    assert len(events(client)) == count
+    assert [e["outcome"] for e in events(client)[count:]] == ["0", "4"]  # (the Provenance search, the refusal)
+    assert search(client, "Provenance?_summary=count")["total"] == provenances
 
 
 def test_a_transaction_gets_one_audit_event_and_one_provenance_per_activity(client: FlaskClient) -> None:
@@ -170,7 +172,7 @@ def test_a_bad_x_provenance_is_a_400_and_nothing_is_written(client: FlaskClient,
     assert res.status_code == 400
     assert res.get_json()["issue"][0]["expression"] == ["X-Provenance"]
     assert search(client, "Patient")["total"] == 0
-    assert len(events(client)) == count + 1  # the search; nothing for the refused write
+    assert [e["outcome"] for e in events(client)[count:]] == ["4", "0"]  # the refusal, the search
 
 
 @pytest.mark.parametrize("method", ["put", "delete", "patch"])
@@ -287,6 +289,42 @@ def test_the_database_refuses_to_change_or_remove_an_audit_event(client: FlaskCl
     client.application.extensions["fhir"].audit.seal_pending()  # the one UPDATE the triggers allow
     result = verify(client)
     assert result["intact"] is True and result["pending"] == 0 and result["sealed"] == len(before)
+
+
+def _refusals(client: FlaskClient, since: int) -> list[dict[str, Any]]:
+    return [e for e in events(client)[since:] if e.get("outcome") != "0"]
+
+
+def test_requests_answered_with_an_operation_outcome_are_audited(client: FlaskClient) -> None:
+    """400, 404, 405, 412 and 422 each leave one AuditEvent (outcome 4, outcomeDesc the status and
+    issue), shaped like the interaction's own, naming the patient asked for; nothing else is written."""
+    pid = child(client)
+    since = len(events(client))
+    missing = client.get("/fhir/Patient/no-such-child")
+    bad_search = client.get("/fhir/Observation?no-such-parameter=1", headers={"Prefer": "handling=strict"})
+    wrong_version = client.put(f"/fhir/Patient/{pid}", data=simplejson.dumps(
+        {"resourceType": "Patient", "id": pid, "gender": "male"}), content_type=FHIR_JSON, headers={"If-Match": 'W/"9"'})
+    invalid = post(client, "Patient", {"resourceType": "Patient", "gender": "not-a-gender"})
+    no_body = client.post("/fhir/Patient", content_type=FHIR_JSON)
+    id_clash = client.put(f"/fhir/Patient/{pid}", data=simplejson.dumps(
+        {"resourceType": "Patient", "id": "another"}), content_type=FHIR_JSON)
+    rewrite_trail = client.delete(f"/fhir/AuditEvent/{events(client)[0]['id']}")
+    statuses = [r.status_code for r in (missing, bad_search, wrong_version, invalid, no_body, id_clash, rewrite_trail)]
+    assert statuses == [404, 400, 412, 422, 400, 400, 405], statuses
+    refused = _refusals(client, since)
+    assert [e["outcomeDesc"].split(" ", 1)[0] for e in refused] == ["404", "400", "412", "422", "400", "400", "405"]
+    assert all(e["outcome"] == "4" and e["resourceType"] == "AuditEvent" for e in refused)
+    read = refused[0]
+    assert read["subtype"][0]["code"] == "read" and read["action"] == "R"
+    assert "Patient/no-such-child" in entity_refs(read, "1")
+    assert read["outcomeDesc"].startswith("404 not-found")
+    assert refused[1]["subtype"][0]["code"] == "search-type"
+    assert refused[2]["subtype"][0]["code"] == "update" and f"Patient/{pid}" in entity_refs(refused[2], "1")
+    assert refused[3]["subtype"][0]["code"] == "create"
+    assert refused[6]["subtype"][0]["code"] == "delete" and refused[6]["action"] == "D"
+    assert len(events(client)) == since + 7  # one each, and no Provenance or resource was written
+    assert client.get(f"/fhir/Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+    assert verify(client)["intact"] is True
 
 
 # -- auditors' questions -------------------------------------------------------------------------------
