@@ -18,7 +18,7 @@ its kind of agency owns; shared reference data (Organization, Location…) any w
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -226,6 +226,35 @@ class Visibility:
                 return False
         return not any(rule.matches(content) for rule in self.denies)
 
+    def visible(self, conn: "Connection", refs: "Iterable[tuple[str, str]]") -> set[tuple[str, str]]:
+        """Which of the (type, id) ``refs`` exist and may be seen (one query per type and 500 ids)."""
+        wanted: dict[str, set[str]] = {}
+        for res_type, res_id in refs:
+            wanted.setdefault(res_type, set()).add(res_id)
+        seen: set[tuple[str, str]] = set()
+        for res_type, ids in wanted.items():
+            ordered = sorted(ids)
+            for i in range(0, len(ordered), 500):
+                seen.update((t, r) for t, r in conn.execute(select(resource.c.res_type, resource.c.res_id).where(
+                    resource.c.res_type == res_type, resource.c.res_id.in_(ordered[i:i + 500]),
+                    resource.c.deleted == false(), self.clause(resource))))
+        return seen
+
+    def patient_visible(self, patient_id: Any) -> Cond:
+        """SQL: the Patient ``patient_id`` (a column or value) may be seen, and so may every agency
+        record its ``link`` names (a master Patient: a child's restricted record hides the child)."""
+        me, linked = resource.alias(), resource.alias()
+        ref = idx_reference.alias()
+        hidden_record = (
+            select(literal(1))
+            .select_from(ref.join(linked, and_(linked.c.res_type == "Patient", linked.c.res_id == ref.c.target_id)))
+            .where(ref.c.resource_pk == me.c.pk, ref.c.res_type == "Patient", ref.c.param == "link",
+                   ref.c.target_type == "Patient", linked.c.deleted == false(), not_(self.clause(linked)))
+            .correlate(me).exists())
+        return (select(literal(1)).select_from(me)
+                .where(me.c.res_type == "Patient", me.c.res_id == patient_id, me.c.deleted == false(),
+                       self.clause(me), not_(hidden_record)).exists())
+
     def redact(self, conn: "Connection", found: list[Any]) -> list[Any]:
         """Search results (``search.includes.Found``) with each Provenance's targets the caller may
         not see left out (an import Provenance names every record of a file: other children's too),
@@ -235,17 +264,7 @@ class Visibility:
         provenances = [f for f in found if f.res_type == "Provenance"]
         if not provenances:
             return found
-        wanted: dict[str, set[str]] = {}
-        for f in provenances:
-            for ref in _target_refs(f.content):
-                wanted.setdefault(ref[0], set()).add(ref[1])
-        seen: set[tuple[str, str]] = set()
-        for res_type, ids in wanted.items():
-            ordered = sorted(ids)
-            for i in range(0, len(ordered), 500):
-                seen.update((t, r) for t, r in conn.execute(select(resource.c.res_type, resource.c.res_id).where(
-                    resource.c.res_type == res_type, resource.c.res_id.in_(ordered[i:i + 500]),
-                    resource.c.deleted == false(), self.clause(resource))))
+        seen = self.visible(conn, (ref for f in provenances for ref in _target_refs(f.content)))
         out = []
         for f in found:
             if f.res_type != "Provenance":
