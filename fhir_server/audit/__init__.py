@@ -49,6 +49,11 @@ def install(services: "Services") -> AuditRecorder | None:
     if not settings.audit_enabled:
         return None
     recorder = AuditRecorder(services.repo, max_json_depth=settings.max_json_depth)
+    if services.router.access_policy is not None and services.engine.dialect.name == "postgresql" \
+            and not settings.audit_durable_reads:
+        # reads' AuditEvent INSERT checks the Consents' version: they may use a cached copy
+        from ..auth.consent import ConsentCache
+        recorder.consent_cache = services.router.consent_cache = ConsentCache()
     services.router.guards.append(recorder)
     services.router.recorders.append(recorder)
     _State.repo = services.repo

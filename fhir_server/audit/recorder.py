@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth.access import classify
-from ..errors import FhirError, MethodNotAllowed
+from ..errors import FhirError, MethodNotAllowed, RunAgain
 from ..fhir.instants import utcnow
 from . import balp, chain, provenance
 
@@ -83,6 +83,8 @@ class AuditRecorder:
         # Set by install_flask: takes a refused request's AuditEvent to write when the request ends
         # (True), or declines (False: not in a request, or the refusal is already audited).
         self.defer: Callable[[dict[str, Any]], bool] | None = None
+        # PostgreSQL reads (non-durable): the Consent cache whose version the read's INSERT checks.
+        self.consent_cache: Any = None
 
     def read_audit_writer(self) -> "_ReadAuditWriter":
         """PostgreSQL: where reads' AuditEvents go (see :class:`_ReadAuditWriter`)."""
@@ -216,6 +218,7 @@ class _Session:
         if bundle is None and len(self.items) > 1:
             bundle = "transaction"
         event = balp.audit_event(self.ctx, self.items, now, bundle=bundle)
+        written, version = True, None
         try:
             conn = self.uow.conn
             repo = self.recorder.repo
@@ -225,13 +228,19 @@ class _Session:
                 with repo.engine.begin() as writer:
                     chain.append(writer, [event])
             elif read and not repo.settings.audit_durable_reads:
-                self.recorder.read_audit_writer().append(event)
+                version = getattr(self.uow.access, "consent_version", None)
+                written = self.recorder.read_audit_writer().append(event, consent_version=version)
             else:
                 chain.append(conn, [event])
         except Exception as exc:  # noqa: BLE001 - any failure to record (driver, pool, disk) fails closed
             log.exception("Audit trail write failed")
             raise AuditUnavailable("The audit trail could not be written, so this request was not carried out "
                                    "(audited access fails closed)") from exc
+        if not written:  # a Consent changed since the cached copy this read used: nothing was answered
+            cache = self.recorder.consent_cache
+            if cache is not None:
+                cache.invalidate(version)
+            raise RunAgain("The Consents changed while the request ran")
 
     def _written(self) -> list[tuple[balp.Interaction, str]]:
         return [(item, ref) for item in self.items for ref in item.written]
@@ -282,7 +291,9 @@ class _ReadAuditWriter:
         self.url = "postgresql://" + database_url.split("://", 1)[1]
         self._local = threading.local()
 
-    def append(self, event: dict[str, Any]) -> None:
+    def append(self, event: dict[str, Any], *, consent_version: int | None = None) -> bool:
+        """INSERT ``event``; with ``consent_version``, only while the Consents are at that version
+        (one statement either way). False: not written, the Consents changed."""
         import psycopg
 
         conn = getattr(self._local, "conn", None)
@@ -292,7 +303,11 @@ class _ReadAuditWriter:
             self._local.conn = conn
         try:
             with conn.cursor() as cur:
-                cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+                if consent_version is None:
+                    cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+                    return True
+                cur.execute(chain.RAW_INSERT_IF_POLICY, (*chain.raw_row(event), consent_version))
+                return cur.fetchone() is not None
         except Exception:
             self._local.conn = None
             conn.close()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ..repository.context import RequestContext
     from ..rest.messages import FhirRequest, FhirResponse
-    from .consent import DenyRule
+    from .consent import ConsentCache, DenyRule
 
 Cond = ColumnElement[bool]
 ALL = None  # "every type"
@@ -158,6 +158,8 @@ class Visibility:
     # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
     own: str | None = None
     recorded: set[str] = field(default_factory=set, compare=False)
+    # The policy_version of the cached Consents used (None: read from the database for this request).
+    consent_version: int | None = None
     built: dict[int, tuple[FromClause, Cond]] = field(default_factory=dict, compare=False, repr=False)
 
     def disclosed(self, shown: "list[dict[str, Any]]") -> None:
@@ -318,10 +320,12 @@ def in_patients(res: FromClause, patient_ids: frozenset[str]) -> Cond:
                               r.c.target_type == "Patient", r.c.target_id.in_(ids)))
 
 
-def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visibility | None:
+def visibility(ctx: "RequestContext", conn: "Connection | None" = None, *,
+               consents: "ConsentCache | None" = None) -> Visibility | None:
     """The visibility of one request; None when nothing is hidden (authentication off, or the
-    server's own work). Consent is read from the database now (no cache: a changed Consent applies
-    to the next request in every worker)."""
+    server's own work). Consent is read from the database now, or from ``consents`` (a process's
+    cache) for a read whose AuditEvent checks the cache's version (``consent_version``) in the same
+    statement: either way a changed Consent applies to the next request in every worker."""
     if not restricted(ctx):
         return None
     role = role_policy(ctx)
@@ -334,11 +338,17 @@ def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visib
         withheld = labels.SENSITIVE - released
     denies: list[DenyRule] = []
     overrides: list[DenyRule] = []
+    version = None
     if conn is not None and not ctx.break_glass:
-        from .consent import deny_rules
-        denies, overrides = deny_rules(conn, ctx, pclass)
+        from .consent import deny_rules, rules_for
+        if consents is not None:
+            version, active, orgs = consents.get(conn)
+            denies, overrides = rules_for(ctx, pclass, active, orgs)
+        else:
+            denies, overrides = deny_rules(conn, ctx, pclass)
     return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
-                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency))
+                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency),
+                      consent_version=version)
 
 
 # -- the guard ------------------------------------------------------------------------------------
