@@ -172,7 +172,8 @@ def build_baseline_tables(url: str) -> None:
     statements = [
         "DROP TABLE IF EXISTS bench_plain, bench_plain_obs",
         "CREATE TABLE bench_plain (id text PRIMARY KEY, res_type text NOT NULL, content jsonb NOT NULL)",
-        "INSERT INTO bench_plain SELECT res_id, res_type, content FROM resource WHERE NOT deleted",
+        # (ON CONFLICT: the server's own conformance resources may share an id across types)
+        "INSERT INTO bench_plain SELECT res_id, res_type, content FROM resource WHERE NOT deleted ON CONFLICT DO NOTHING",
         """CREATE TABLE bench_plain_obs (id text PRIMARY KEY, subject text, code_system text, code text,
                effective timestamptz, content jsonb NOT NULL)""",
         """INSERT INTO bench_plain_obs

@@ -108,3 +108,9 @@ class Unprocessable(FhirError):
 
 class NotImplementedFeature(FhirError):
     status, code = 501, "not-supported"
+
+
+class ServiceUnavailable(FhirError):
+    """Try again shortly (e.g. the Consents kept changing while a request ran)."""
+
+    status, code = 503, "transient"

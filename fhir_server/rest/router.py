@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, FhirError, MethodNotAllowed, NotFound, RunAgain
+from ..errors import BadRequest, FhirError, MethodNotAllowed, NotFound, RunAgain, ServiceUnavailable
 from ..fhir.models import SUPPORTED_TYPES
 from ..operations.registry import OperationRegistry, OperationTarget
 from ..repository.sql import SqlRepository, UnitOfWork
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 Handler = Callable[[UnitOfWork, FhirRequest], FhirResponse]
+# Attempts at a request whose cached inputs changed while it ran (errors.RunAgain), then a 503.
+RUN_AGAIN_LIMIT = 3
 
 
 class Router:
@@ -49,10 +51,13 @@ class Router:
 
     def handle(self, req: FhirRequest) -> FhirResponse:
         try:
-            try:
-                return self._handle(req)
-            except RunAgain:  # (once: what changed has been read afresh)
-                return self._handle(req)
+            for _attempt in range(RUN_AGAIN_LIMIT):
+                try:
+                    return self._handle(req)
+                except RunAgain:  # what changed has been read afresh: run it again
+                    continue
+            raise ServiceUnavailable("The access policy's Consents kept changing while this request ran; "
+                                     "nothing was answered, try again")
         except FhirError as exc:
             self.failed(req, exc)
             raise
