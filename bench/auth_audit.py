@@ -10,6 +10,9 @@ against the real server started twice per round, alternately:
   token (signature, claims, scopes), and writes its AuditEvent (one INSERT in the request's unit of
   work, the entity list naming every resource returned).
 
+* **on, no policy**: the same with ``FHIR_ACCESS_POLICY_ENABLED=0`` (scopes only: no role, agency,
+  label or Consent filter), to show what the access policy itself costs.
+
 ``--rounds`` alternations (default 2) share out the noise of a busy machine; each figure is over
 all rounds. The raw-PostgreSQL baselines of read_search.py (primary-key SELECT, indexed SELECT) are
 measured in the same run. Target: on/off ratio at p50 ≤ 1.25 for read and for search.
@@ -88,11 +91,12 @@ def time_paths(port: int, paths: list[str], headers: dict[str, str]) -> list[flo
 
 
 def run(args: argparse.Namespace, url: str, on: bool, token: str, reads: list[str],
-        searches: list[str], *, auth: bool | None = None, audit: bool | None = None) -> tuple[list[float], list[float]]:
+        searches: list[str], *, auth: bool | None = None, audit: bool | None = None,
+        policy: bool = True) -> tuple[list[float], list[float]]:
     auth = on if auth is None else auth
     audit = on if audit is None else audit
     os.environ.update(FHIR_AUTH_ENABLED="1" if auth else "0", FHIR_AUDIT_ENABLED="1" if audit else "0",
-                      FHIR_AUTH_DEV_ISSUER="1" if auth else "0")
+                      FHIR_AUTH_DEV_ISSUER="1" if auth else "0", FHIR_ACCESS_POLICY_ENABLED="1" if policy else "0")
     headers = {"Authorization": f"Bearer {token}"} if auth else {}
     with harness.running_server(url, port=args.port, workers=args.workers, log=args.log):
         time_paths(args.port, reads[:100] + searches[:30], headers)  # warm-up
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(url) as conn:
             audit_before = conn.execute("SELECT count(*) FROM audit_event").fetchone()[0]  # type: ignore[index]
         figures: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+        no_policy: tuple[list[float], list[float]] = ([], [])
         split: dict[str, tuple[list[float], list[float]]] = {}
         for n in range(args.rounds):
             for on in (False, True):
@@ -119,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 figures[on][0].extend(r)
                 figures[on][1].extend(s)
                 print(f"round {n + 1}: auth+audit {'on ' if on else 'off'} done", flush=True)
+            r, s = run(args, url, True, token, reads, searches, policy=False)
+            no_policy[0].extend(r)
+            no_policy[1].extend(s)
+            print(f"round {n + 1}: auth+audit on without the access policy done", flush=True)
             if args.split:
                 for name, auth, audit in (("auth only", True, False), ("audit only", False, True)):
                     r, s = run(args, url, True, token, reads, searches, auth=auth, audit=audit)
@@ -130,16 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             n_res = conn.execute("SELECT count(*) FROM resource").fetchone()[0]  # type: ignore[index]
         base_read, _ = time_sql(url, PK_SELECT, [(i,) for _t, i in ids])
         base_search, _ = time_sql(url, OBS_SELECT, [(s, "http://loinc.org", c) for s, c in pairs])
-        expected = args.rounds * (len(reads) + len(searches) + 130)
+        expected = args.rounds * 2 * (len(reads) + len(searches) + 130)
         rows = []
         for label, k, base in (("read by id", 0, base_read), ("search", 1, base_search)):
             off, on = harness.latency_summary(figures[False][k]), harness.latency_summary(figures[True][k])
+            bare = harness.latency_summary(no_policy[k])
             b = harness.latency_summary(base)
             verdict = "met" if on["p50"] <= TARGET * off["p50"] else f"MISSED (p50 ratio <= {TARGET})"
             rows += [[f"{label}: auth+audit off", off["p50"], off["p95"], off["p99"], ""],
                      [f"{label}: auth+audit on", on["p50"], on["p95"], on["p99"], ""],
                      [f"{label}: ratio on / off", harness.ratio(on["p50"], off["p50"]),
                       harness.ratio(on["p95"], off["p95"]), harness.ratio(on["p99"], off["p99"]), verdict],
+                     [f"{label}: on, no access policy", bare["p50"], bare["p95"], bare["p99"], ""],
+                     [f"{label}: ratio on / on without policy", harness.ratio(on["p50"], bare["p50"]),
+                      harness.ratio(on["p95"], bare["p95"]), harness.ratio(on["p99"], bare["p99"]), ""],
                      [f"{label}: raw SELECT (psycopg)", b["p50"], b["p95"], b["p99"], ""],
                      [f"{label}: ratio on / raw SELECT", harness.ratio(on["p50"], b["p50"]),
                       harness.ratio(on["p95"], b["p95"]), harness.ratio(on["p99"], b["p99"]), ""]]
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.print_table("Where the overhead goes (same rounds)", ["what", "p50 ms", "p95 ms", "p99 ms"], [
                 [f"{label}: {name}", *(harness.latency_summary(times[k])[p] for p in ("p50", "p95", "p99"))]
                 for name, times in split.items() for label, k in (("read", 0), ("search", 1))])
-            expected *= 2
+            expected += args.rounds * (len(reads) + len(searches) + 130)  # the "audit only" runs
         print(f"AuditEvents written while on: {audited:,} (expected {expected:,}: one per request)")
     finally:
         print(f"after the run: {harness.load_average()}")

@@ -57,6 +57,7 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     auth = AuthService(settings, engine, connection=connection)
     if settings.auth_enabled:
         router.guards.append(ScopeGuard(router.operations, registry))
+    if settings.auth_enabled and settings.access_policy_enabled:
         # access policy (auth/policy.py): role and agency rules, security labels and consent
         from .auth.policy import PolicyGuard, check_write, visibility
         router.guards.append(PolicyGuard())

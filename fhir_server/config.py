@@ -82,6 +82,9 @@ class Settings:
     # Reads' AuditEvents on PostgreSQL commit without waiting for the WAL flush (audit/chain.py
     # append_read_audit); 1 makes them durable before the answer, at the cost of an fsync per read.
     audit_durable_reads: bool = False
+    # The access policy (auth/policy.py: roles, agencies, labels, Consent) on top of the scopes. Off only
+    # to measure its cost (bench/auth_audit.py); never in production.
+    access_policy_enabled: bool = True
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -113,6 +116,7 @@ class Settings:
             subscription_allow_http=_env_bool("FHIR_SUBSCRIPTION_ALLOW_HTTP", base.subscription_allow_http),
             audit_enabled=_env_bool("FHIR_AUDIT_ENABLED", base.audit_enabled),
             audit_durable_reads=_env_bool("FHIR_AUDIT_DURABLE_READS", base.audit_durable_reads),
+            access_policy_enabled=_env_bool("FHIR_ACCESS_POLICY_ENABLED", base.access_policy_enabled),
         )
 
     def with_overrides(self, **changes: object) -> "Settings":

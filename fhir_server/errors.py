@@ -28,6 +28,11 @@ def operation_outcome(issues: list[Issue] | tuple[Issue, ...]) -> dict[str, Any]
     return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
 
 
+class RunAgain(Exception):
+    """Not an error of the request: something it relied on changed while it ran (a cached Consent,
+    audit/recorder.py). Nothing was answered or written; the Router runs the request once more."""
+
+
 class FhirError(Exception):
     """Base of the family. ``status`` is read only by the API error handler."""
 
@@ -103,3 +108,9 @@ class Unprocessable(FhirError):
 
 class NotImplementedFeature(FhirError):
     status, code = 501, "not-supported"
+
+
+class ServiceUnavailable(FhirError):
+    """Try again shortly (e.g. the Consents kept changing while a request ran)."""
+
+    status, code = 503, "transient"

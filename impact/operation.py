@@ -78,9 +78,11 @@ def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
         results: list[Evaluation] = []
         if args["mode"] == "estimate":
             rows = []
+            allowed = _visible(uow, [("Patient", ref.split("/", 1)[1]) for ref in args["patient"]])
             for ref in args["patient"]:
                 unit = records.unit(ref.split("/", 1)[1])
-                if unit not in h.row_of:
+                # a child the caller may not see is answered as one unknown: its existence is not disclosed
+                if unit not in h.row_of or (allowed is not None and ("Patient", ref.split("/", 1)[1]) not in allowed):
                     raise NotFound(f"{ref} is not a child known to the partnership's data", expression="patient")
                 rows.append(h.row_of[unit])
             for code in args["intervention"]:
@@ -89,9 +91,19 @@ def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
             for code in args["intervention"]:
                 results.append(evaluate(h, {code}, args["outcome"], horizon=args["horizon"],
                                         provider=args["provider"], start=args["start"], end=args["end"]))
+        if args["mode"] == "evaluate" and uow.access is not None:
+            for ev in results:  # the aggregates stay; the treated children's episodes only as far as visible
+                allowed = _visible(uow, [("EpisodeOfCare", e) for e in ev.treated_episodes]) or set()
+                ev.treated_episodes = [e for e in ev.treated_episodes if ("EpisodeOfCare", e) in allowed]
         return FhirResponse(200, _parameters(args["mode"], results))
 
     return handle
+
+
+def _visible(uow: "UnitOfWork", refs: list[tuple[str, str]]) -> set[tuple[str, str]] | None:
+    """Which of ``refs`` the caller may see (fhir_server/auth/policy.py Visibility); None: all of them
+    (no access policy: authentication off, or the server's own work)."""
+    return None if uow.access is None else uow.access.visible(uow.conn, refs)
 
 
 # -- input -------------------------------------------------------------------------------------------------

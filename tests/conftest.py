@@ -118,7 +118,5 @@ def committing_app(engine: Engine, settings: Settings):
     # scores, the sealed audit trail) would land after the cleanup, or lock SQLite
     wait_for_background_drains(timeout=120)
     application.extensions["fhir"].engine.dispose()
-    from fhir_server.storage.tables import metadata
-    with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+    from fhir_server.storage.db import empty_schema
+    empty_schema(engine)

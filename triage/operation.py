@@ -47,8 +47,10 @@ def register_triage_operation(services: "Services") -> None:
             params += [(p.get("name", ""), _param_value(p)) for p in req.body.get("parameter") or []]
         q = parse_triage(params, {b.code for b in config.bands})
         now = utcnow()
-        total, rows, then = ranked_page(uow.conn, q, now)
+        total, rows, then = ranked_page(uow.conn, q, now, access=uow.access)
         items = [_item(q.offset + i + 1, row, then.get(row.child_id, {})) for i, row in enumerate(rows)]
+        if uow.access is not None:
+            withhold_factors(uow.conn, uow.access, items)
         if wants_csv(req):
             return FhirResponse(200, raw=to_csv(items).encode("utf-8"), media_type=f"{CSV_MEDIA}; charset=utf-8",
                                 headers={"Content-Disposition": 'attachment; filename="triage.csv"'})
@@ -79,6 +81,45 @@ def top_factors(reasons: list[dict[str, Any]], per_agency: int = TOP_PER_AGENCY)
         by_agency[r.get("agency") or "multi-agency"].append(r)
     ordered = sorted(by_agency.items(), key=lambda kv: -sum(r["contribution"] for r in kv[1]))
     return {agency: sorted(rs, key=lambda r: -r["contribution"])[:per_agency] for agency, rs in ordered}
+
+
+def withhold_factors(conn: Any, access: Any, items: list[dict[str, Any]]) -> None:
+    """Leave out the factors and triggers whose evidence the caller may not see (a police
+    domestic-abuse Observation labelled SDV, for a school), and the open episodes, Flag and
+    RiskAssessment it may
+    not see; mark the row ``factors-withheld``. The score and band stay: they are the partnership's
+    assessment, what the list is for; a row with factors withheld tells the caller to ask someone
+    cleared for them (the MASH) — docs/security.md, "Derived views"."""
+    refs: set[tuple[str, str]] = set()
+    for it in items:
+        for reasons in it["factors"].values():
+            refs.update(_ref(e) for r in reasons for e in r["evidence"])
+        refs.update(_ref(e) for f in it["fired"] for e in f.get("evidence") or ())
+        refs.update(_ref(ep["reference"]) for ep in it["open_episodes"])
+        refs.update(r for r in ((("Flag", it["flag_id"]) if it["flag_id"] else None),
+                                (("RiskAssessment", it["assessment_id"]) if it["assessment_id"] else None)) if r)
+    seen = access.visible(conn, refs)
+    for it in items:
+        factors: dict[str, list[dict[str, Any]]] = {}
+        withheld = False
+        for agency, reasons in it["factors"].items():
+            kept = [r for r in reasons if all(_ref(e) in seen for e in r["evidence"])]
+            withheld = withheld or len(kept) < len(reasons)
+            if kept:
+                factors[agency] = kept
+        fired = [f for f in it["fired"] if all(_ref(e) in seen for e in f.get("evidence") or ())]
+        withheld = withheld or len(fired) < len(it["fired"])
+        it["factors"], it["fired"], it["factors_withheld"] = factors, fired, withheld
+        it["open_episodes"] = [ep for ep in it["open_episodes"] if _ref(ep["reference"]) in seen]
+        if it["flag_id"] and ("Flag", it["flag_id"]) not in seen:
+            it["flag_id"] = None
+        if it["assessment_id"] and ("RiskAssessment", it["assessment_id"]) not in seen:
+            it["assessment_id"] = None
+
+
+def _ref(reference: str) -> tuple[str, str]:
+    res_type, _, res_id = reference.partition("/")
+    return res_type, res_id.split("/", 1)[0]
 
 
 def _item(rank: int, row: Any, then: dict[int, float]) -> dict[str, Any]:
@@ -126,6 +167,8 @@ def to_parameters(items: list[dict[str, Any]], total: int, q: TriageQuery, base_
                     {"name": "display", "valueString": r["display"]},
                     {"name": "contribution", "valueDecimal": r["contribution"]},
                     *({"name": "evidence", "valueReference": {"reference": ref}} for ref in r["evidence"])]})
+        if it.get("factors_withheld"):
+            part.append({"name": "factors-withheld", "valueBoolean": True})
         for f in it["fired"]:
             part.append({"name": "trigger", "valueCode": f["code"]})
         if it["flag_id"]:

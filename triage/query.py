@@ -94,9 +94,15 @@ def _conditions(q: TriageQuery, today: date) -> list[Any]:
     return where
 
 
-def ranked_page(conn: Connection, q: TriageQuery, now: datetime) -> tuple[int, list[Any], dict[str, dict[int, float]]]:
-    """(total, rows of the page, child → {days: score then}) — highest score first."""
+def ranked_page(conn: Connection, q: TriageQuery, now: datetime, *, access: Any = None
+                ) -> tuple[int, list[Any], dict[str, dict[int, float]]]:
+    """(total, rows of the page, child → {days: score then}) — highest score first. With ``access``
+    (the request's Visibility, fhir_server/auth/policy.py) only the children whose Patient record(s)
+    the caller may see are counted and listed: the filter is inside both queries, so ``total``
+    cannot reveal a restricted child either."""
     where = _conditions(q, now.date())
+    if access is not None:
+        where.append(access.patient_visible(risk_score.c.child_id))
     total = conn.execute(select(func.count()).select_from(risk_score).where(*where)).scalar_one()
     rows = conn.execute(select(risk_score).where(*where)
                         .order_by(risk_score.c.score.desc(), risk_score.c.child_id.desc())

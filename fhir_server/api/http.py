@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, FhirError, PayloadTooLarge
 from ..fhir import jsonio
 from ..auth.smart import request_context as auth_context
 from ..rest.messages import FhirRequest, FhirResponse
@@ -33,7 +33,11 @@ def make_blueprint(url_prefix: str) -> Blueprint:
             query=[(k, v) for k, v in request.args.items(multi=True)],
             headers={k.lower(): v for k, v in request.headers.items()},
         )
-        _read_body(fhir_request, services.settings)
+        try:
+            _read_body(fhir_request, services.settings)
+        except FhirError as exc:  # (a 400/413 before the router: audited like its refusals)
+            services.router.failed(fhir_request, exc)
+            raise
         return render(services.router.handle(fhir_request), media)
 
     return bp

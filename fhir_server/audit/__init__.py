@@ -49,6 +49,11 @@ def install(services: "Services") -> AuditRecorder | None:
     if not settings.audit_enabled:
         return None
     recorder = AuditRecorder(services.repo, max_json_depth=settings.max_json_depth)
+    if services.router.access_policy is not None and services.engine.dialect.name == "postgresql" \
+            and not settings.audit_durable_reads:
+        # reads' AuditEvent INSERT checks the Consents' version: they may use a cached copy
+        from ..auth.consent import ConsentCache
+        recorder.consent_cache = services.router.consent_cache = ConsentCache()
     services.router.guards.append(recorder)
     services.router.recorders.append(recorder)
     _State.repo = services.repo
@@ -74,6 +79,7 @@ def install_flask(app: "Flask", recorder: AuditRecorder | None) -> None:
         return
     app.extensions[EXTENSION] = recorder
     events.add_listener(_buffer_auth_event)
+    recorder.defer = _buffer_failure
 
     @app.teardown_request
     def _write_auth_events(_exc: BaseException | None) -> None:
@@ -97,6 +103,20 @@ def _buffer_auth_event(event: "events.AuthEvent") -> None:
     if recorder is None:
         return
     g.setdefault("audit_auth_events", []).append(recorder.auth_event_resource(event))
+    if event.kind == "denied":
+        g.audit_refusal_recorded = True
+
+
+def _buffer_failure(event: dict[str, Any]) -> bool:
+    """AuditRecorder.defer: a refused request's AuditEvent joins the request's buffer (written when
+    it ends), unless the refusal was already recorded as a denied authentication event."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return False
+    if not g.get("audit_refusal_recorded"):
+        g.setdefault("audit_auth_events", []).append(event)
+    return True
 
 
 READ_ONLY_INTERACTIONS = ("read", "vread", "search-type", "history-instance", "history-type")

@@ -137,6 +137,19 @@ def audit_event(ctx: "RequestContext", items: list[Interaction], recorded: datet
     return event
 
 
+def failure_event(ctx: "RequestContext", item: Interaction, recorded: datetime, *, status: int,
+                  code: str, diagnostics: str) -> dict[str, Any]:
+    """The AuditEvent of a request refused or failed with an OperationOutcome (400, 404, 409, 412,
+    422…): shaped like the event of the same interaction had it succeeded (so an auditor's searches
+    by patient, agent or subtype find it), with ``outcome`` 4 (minor failure: the caller's request was
+    wrong) for a 4xx and 8 (serious failure) for a 5xx (AuditEvent.outcome, R4 valueset
+    audit-event-outcome), and ``outcomeDesc`` the status, issue code and diagnostics."""
+    event = audit_event(ctx, [item], recorded)
+    event["outcome"] = "4" if status < 500 else "8"
+    event["outcomeDesc"] = f"{status} {code}: {diagnostics}"[:1000]
+    return event
+
+
 def auth_event(kind: str, reason: str, *, base_url: str, recorded: datetime, ctx: "RequestContext | None",
                client_id: str | None, method: str | None, path: str | None, remote_addr: str | None,
                detail: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:

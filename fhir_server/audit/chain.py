@@ -26,6 +26,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
+from ..storage import policy_version
 from ..storage.tables import INDEX_TABLES, audit_event, resource, resource_history
 from .balp import CHAIN_EXTENSION
 
@@ -57,6 +58,10 @@ def append(conn: Connection, events: list[dict[str, Any]]) -> None:
 
 # The read path's INSERT, sent through the driver directly (recorder._ReadAuditWriter).
 RAW_INSERT = "INSERT INTO audit_event (event_id, recorded, content) VALUES (%s, %s, %s::json)"
+# The same, only while the Consents have not changed since ``version`` (storage/policy_version.py):
+# no row (nothing RETURNed) means they have, and the read must run again.
+RAW_INSERT_IF_POLICY = ("INSERT INTO audit_event (event_id, recorded, content) SELECT %s, %s, %s::json "
+                        f"WHERE {policy_version.CURRENT} = %s RETURNING seq")
 
 
 def raw_row(event: dict[str, Any]) -> tuple[str, datetime, str]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..auth.access import classify
-from ..errors import FhirError, MethodNotAllowed
+from ..errors import FhirError, MethodNotAllowed, RunAgain
 from ..fhir.instants import utcnow
 from . import balp, chain, provenance
 
@@ -43,6 +44,14 @@ WRITES = frozenset({"create", "update", "patch", "delete"})
 # Types whose writes get no automatic Provenance: a Provenance is its own; AuditEvents are refused.
 NO_PROVENANCE = frozenset({"Provenance", "AuditEvent"})
 SEAL_BEFORE = frozenset({"subject-access"})
+
+
+class Recorder(Protocol):
+    """What the Router tells the audit trail (rest/router.py ``recorders``)."""
+
+    def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None: ...
+
+    def failed(self, req: "FhirRequest", exc: FhirError) -> None: ...
 
 
 class AuditUnavailable(FhirError):
@@ -71,6 +80,11 @@ class AuditRecorder:
         self.max_json_depth = max_json_depth
         self._read_writer: "_ReadAuditWriter | None" = None
         self._lock = threading.Lock()
+        # Set by install_flask: takes a refused request's AuditEvent to write when the request ends
+        # (True), or declines (False: not in a request, or the refusal is already audited).
+        self.defer: Callable[[dict[str, Any]], bool] | None = None
+        # PostgreSQL reads (non-durable): the Consent cache whose version the read's INSERT checks.
+        self.consent_cache: Any = None
 
     def read_audit_writer(self) -> "_ReadAuditWriter":
         """PostgreSQL: where reads' AuditEvents go (see :class:`_ReadAuditWriter`)."""
@@ -125,6 +139,34 @@ class AuditRecorder:
             real.before_commit(session.flush)
         session.items.append(item)
 
+    def failed(self, req: "FhirRequest", exc: FhirError) -> None:
+        """A request answered with an OperationOutcome instead (400, 404, 409, 412, 422…; issue 4:
+        "every interaction … writes an AuditEvent"). Its own transaction was rolled back, so the event
+        goes to :attr:`defer` (the Flask request's buffer, written when the request ends) or, outside
+        a request, straight into a transaction of its own. Refusals already recorded as
+        authentication events (fhir_server/auth/events.py: 401/403) are not recorded twice, and a
+        503 because the trail could not be written is not retried here."""
+        if isinstance(exc, AuditUnavailable) or exc.status < 400:
+            return
+        found = classify(req.method, req.path)
+        item = balp.Interaction("search-type" if found.compartment else found.code, req.method, req.path,
+                                exc.status, res_type=found.res_type, res_id=found.res_id, operation=found.operation)
+        if item.code.startswith("search") or item.code.startswith("history") or item.code == "operation":
+            item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
+        if found.compartment:
+            item.patients.append(found.compartment)
+        elif found.res_type == "Patient" and found.res_id:
+            item.patients.append(f"Patient/{found.res_id}")
+        issue = exc.issues[0].code if exc.issues else exc.code
+        event = balp.failure_event(req.ctx, item, utcnow(), status=exc.status, code=issue,
+                                   diagnostics=exc.diagnostics)
+        if self.defer is not None and self.defer(event):
+            return
+        try:
+            self.write_events([event])
+        except SQLAlchemyError:  # the refusal stands either way; the log line keeps the event
+            log.exception("Could not write the AuditEvent of a refused request")
+
     # -- sealing ---------------------------------------------------------------------------------
 
     def seal_pending(self) -> int:
@@ -176,6 +218,7 @@ class _Session:
         if bundle is None and len(self.items) > 1:
             bundle = "transaction"
         event = balp.audit_event(self.ctx, self.items, now, bundle=bundle)
+        written, version = True, None
         try:
             conn = self.uow.conn
             repo = self.recorder.repo
@@ -185,13 +228,19 @@ class _Session:
                 with repo.engine.begin() as writer:
                     chain.append(writer, [event])
             elif read and not repo.settings.audit_durable_reads:
-                self.recorder.read_audit_writer().append(event)
+                version = getattr(self.uow.access, "consent_version", None)
+                written = self.recorder.read_audit_writer().append(event, consent_version=version)
             else:
                 chain.append(conn, [event])
         except Exception as exc:  # noqa: BLE001 - any failure to record (driver, pool, disk) fails closed
             log.exception("Audit trail write failed")
             raise AuditUnavailable("The audit trail could not be written, so this request was not carried out "
                                    "(audited access fails closed)") from exc
+        if not written:  # a Consent changed since the cached copy this read used: nothing was answered
+            cache = self.recorder.consent_cache
+            if cache is not None:
+                cache.invalidate(version)
+            raise RunAgain("The Consents changed while the request ran")
 
     def _written(self) -> list[tuple[balp.Interaction, str]]:
         return [(item, ref) for item in self.items for ref in item.written]
@@ -242,7 +291,9 @@ class _ReadAuditWriter:
         self.url = "postgresql://" + database_url.split("://", 1)[1]
         self._local = threading.local()
 
-    def append(self, event: dict[str, Any]) -> None:
+    def append(self, event: dict[str, Any], *, consent_version: int | None = None) -> bool:
+        """INSERT ``event``; with ``consent_version``, only while the Consents are at that version
+        (one statement either way). False: not written, the Consents changed."""
         import psycopg
 
         conn = getattr(self._local, "conn", None)
@@ -252,7 +303,11 @@ class _ReadAuditWriter:
             self._local.conn = conn
         try:
             with conn.cursor() as cur:
-                cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+                if consent_version is None:
+                    cur.execute(chain.RAW_INSERT, chain.raw_row(event))
+                    return True
+                cur.execute(chain.RAW_INSERT_IF_POLICY, (*chain.raw_row(event), consent_version))
+                return cur.fetchone() is not None
         except Exception:
             self._local.conn = None
             conn.close()

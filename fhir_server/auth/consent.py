@@ -20,14 +20,16 @@ provision denies the safeguarding purpose by name.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, FromClause, and_, exists, false, or_, select, text
 
 from ..conformance import CANONICAL_BASE
+from ..storage import policy_version
 from ..storage.tables import idx_token, resource
 from . import events, labels
 from .labels import Label
@@ -109,13 +111,23 @@ def deny_rules(conn: "Connection", ctx: "RequestContext", purpose_class: str | N
     """(deny rules, overrides) every active Consent holds for this caller, read now. An override is
     a refusal set aside for safeguarding: the data shows, and :func:`record_disclosures` records
     each share of it."""
-    consents = [row.content for row in conn.execute(select(resource.c.content).where(
+    consents = _active_consents(conn)
+    return rules_for(ctx, purpose_class, consents, _organizations(conn, consents) if consents else {}, now=now)
+
+
+def _active_consents(conn: "Connection") -> list[dict[str, Any]]:
+    return [row.content for row in conn.execute(select(resource.c.content).where(
         resource.c.res_type == "Consent", resource.c.deleted.is_(False),
         resource.c.pk.in_(select(idx_token.c.resource_pk).where(
             idx_token.c.res_type == "Consent", idx_token.c.param == "status", idx_token.c.code == "active"))))]
+
+
+def rules_for(ctx: "RequestContext", purpose_class: str | None, consents: list[dict[str, Any]],
+              orgs: dict[str, set[tuple[str, str]]], *, now: datetime | None = None
+              ) -> tuple[list[DenyRule], list[DenyRule]]:
+    """:func:`deny_rules` on Consents (and their Organizations' identifiers) already read."""
     if not consents:
         return [], []
-    orgs = _organizations(conn, consents)
     kind = labels.agency_kind(ctx.agency)
     code = (labels.agency_tag_code(ctx.agency) or "/").split("/", 1)[1]
     caller = _Caller(ctx.practitioner, (ORGANIZATION_SYSTEMS[kind], code) if kind else None, ctx.role,
@@ -125,6 +137,45 @@ def deny_rules(conn: "Connection", ctx: "RequestContext", purpose_class: str | N
     for consent in consents:
         rules.extend(_rules(consent, caller, orgs, moment))
     return [r for r in rules if not r.basis], [r for r in rules if r.basis]
+
+
+class ConsentCache:
+    """The active Consents and the identifiers of the Organizations they name, kept by one process
+    with the ``policy_version`` they were read at (storage/policy_version.py). Only for reads whose
+    AuditEvent INSERT checks that version in the same statement (audit/recorder.py): a Consent
+    changed meanwhile makes the request run again with fresh Consents, so a change still applies
+    from the next request on, without a Consent query on every request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entry: tuple[int, list[dict[str, Any]], dict[str, set[tuple[str, str]]]] | None = None
+
+    def get(self, conn: "Connection") -> tuple[int, list[dict[str, Any]], dict[str, set[tuple[str, str]]]]:
+        """(version, active Consents, Organization identifiers), read now if not held. The version is
+        read first: a Consent committed between the two reads only makes the next check fail."""
+        entry = self._entry
+        if entry is None:
+            with self._lock:
+                entry = self._entry
+                if entry is None:
+                    version = int(conn.execute(text(f"SELECT {policy_version.CURRENT}")).scalar_one())
+                    consents = _active_consents(conn)
+                    entry = (version, consents, _organizations(conn, consents) if consents else {})
+                    self._entry = entry
+        return entry
+
+    def changed_since(self, conn: "Connection", seen: int) -> bool:
+        """Whether the Consents changed after version ``seen`` (then forgotten): one query."""
+        if int(conn.execute(text(f"SELECT {policy_version.CURRENT}")).scalar_one()) == seen:
+            return False
+        self.invalidate(seen)
+        return True
+
+    def invalidate(self, seen: int | None = None) -> None:
+        """Forget the Consents (those read at version ``seen``, or whatever is held)."""
+        with self._lock:
+            if self._entry is not None and (seen is None or self._entry[0] == seen):
+                self._entry = None
 
 
 def record_disclosures(ctx: "RequestContext", overrides: Iterable[DenyRule], shown: Iterable[dict[str, Any]],

@@ -18,7 +18,7 @@ its kind of agency owns; shared reference data (Organization, Location…) any w
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ..repository.context import RequestContext
     from ..rest.messages import FhirRequest, FhirResponse
-    from .consent import DenyRule
+    from .consent import ConsentCache, DenyRule
 
 Cond = ColumnElement[bool]
 ALL = None  # "every type"
@@ -158,6 +158,8 @@ class Visibility:
     # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
     own: str | None = None
     recorded: set[str] = field(default_factory=set, compare=False)
+    # The policy_version of the cached Consents used (None: read from the database for this request).
+    consent_version: int | None = None
     built: dict[int, tuple[FromClause, Cond]] = field(default_factory=dict, compare=False, repr=False)
 
     def disclosed(self, shown: "list[dict[str, Any]]") -> None:
@@ -226,6 +228,35 @@ class Visibility:
                 return False
         return not any(rule.matches(content) for rule in self.denies)
 
+    def visible(self, conn: "Connection", refs: "Iterable[tuple[str, str]]") -> set[tuple[str, str]]:
+        """Which of the (type, id) ``refs`` exist and may be seen (one query per type and 500 ids)."""
+        wanted: dict[str, set[str]] = {}
+        for res_type, res_id in refs:
+            wanted.setdefault(res_type, set()).add(res_id)
+        seen: set[tuple[str, str]] = set()
+        for res_type, ids in wanted.items():
+            ordered = sorted(ids)
+            for i in range(0, len(ordered), 500):
+                seen.update((t, r) for t, r in conn.execute(select(resource.c.res_type, resource.c.res_id).where(
+                    resource.c.res_type == res_type, resource.c.res_id.in_(ordered[i:i + 500]),
+                    resource.c.deleted == false(), self.clause(resource))))
+        return seen
+
+    def patient_visible(self, patient_id: Any) -> Cond:
+        """SQL: the Patient ``patient_id`` (a column or value) may be seen, and so may every agency
+        record its ``link`` names (a master Patient: a child's restricted record hides the child)."""
+        me, linked = resource.alias(), resource.alias()
+        ref = idx_reference.alias()
+        hidden_record = (
+            select(literal(1))
+            .select_from(ref.join(linked, and_(linked.c.res_type == "Patient", linked.c.res_id == ref.c.target_id)))
+            .where(ref.c.resource_pk == me.c.pk, ref.c.res_type == "Patient", ref.c.param == "link",
+                   ref.c.target_type == "Patient", linked.c.deleted == false(), not_(self.clause(linked)))
+            .correlate(me).exists())
+        return (select(literal(1)).select_from(me)
+                .where(me.c.res_type == "Patient", me.c.res_id == patient_id, me.c.deleted == false(),
+                       self.clause(me), not_(hidden_record)).exists())
+
     def redact(self, conn: "Connection", found: list[Any]) -> list[Any]:
         """Search results (``search.includes.Found``) with each Provenance's targets the caller may
         not see left out (an import Provenance names every record of a file: other children's too),
@@ -235,17 +266,7 @@ class Visibility:
         provenances = [f for f in found if f.res_type == "Provenance"]
         if not provenances:
             return found
-        wanted: dict[str, set[str]] = {}
-        for f in provenances:
-            for ref in _target_refs(f.content):
-                wanted.setdefault(ref[0], set()).add(ref[1])
-        seen: set[tuple[str, str]] = set()
-        for res_type, ids in wanted.items():
-            ordered = sorted(ids)
-            for i in range(0, len(ordered), 500):
-                seen.update((t, r) for t, r in conn.execute(select(resource.c.res_type, resource.c.res_id).where(
-                    resource.c.res_type == res_type, resource.c.res_id.in_(ordered[i:i + 500]),
-                    resource.c.deleted == false(), self.clause(resource))))
+        seen = self.visible(conn, (ref for f in provenances for ref in _target_refs(f.content)))
         out = []
         for f in found:
             if f.res_type != "Provenance":
@@ -299,10 +320,12 @@ def in_patients(res: FromClause, patient_ids: frozenset[str]) -> Cond:
                               r.c.target_type == "Patient", r.c.target_id.in_(ids)))
 
 
-def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visibility | None:
+def visibility(ctx: "RequestContext", conn: "Connection | None" = None, *,
+               consents: "ConsentCache | None" = None) -> Visibility | None:
     """The visibility of one request; None when nothing is hidden (authentication off, or the
-    server's own work). Consent is read from the database now (no cache: a changed Consent applies
-    to the next request in every worker)."""
+    server's own work). Consent is read from the database now, or from ``consents`` (a process's
+    cache) for a read whose AuditEvent checks the cache's version (``consent_version``) in the same
+    statement: either way a changed Consent applies to the next request in every worker."""
     if not restricted(ctx):
         return None
     role = role_policy(ctx)
@@ -315,11 +338,17 @@ def visibility(ctx: "RequestContext", conn: "Connection | None" = None) -> Visib
         withheld = labels.SENSITIVE - released
     denies: list[DenyRule] = []
     overrides: list[DenyRule] = []
+    version = None
     if conn is not None and not ctx.break_glass:
-        from .consent import deny_rules
-        denies, overrides = deny_rules(conn, ctx, pclass)
+        from .consent import deny_rules, rules_for
+        if consents is not None:
+            version, active, orgs = consents.get(conn)
+            denies, overrides = rules_for(ctx, pclass, active, orgs)
+        else:
+            denies, overrides = deny_rules(conn, ctx, pclass)
     return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
-                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency))
+                      role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency),
+                      consent_version=version)
 
 
 # -- the guard ------------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ def register(app: Flask, url_prefix: str) -> None:
     elif settings.auth_enabled and settings.auth_dev_issuer and not settings.testing:
         log.warning("The development token issuer is ON (FHIR_AUTH_DEV_ISSUER=1): its key is in the database and "
                     "`fhir-server dev-token` mints any identity. Never enable it in production.")
+    if settings.auth_enabled and not settings.access_policy_enabled and not settings.testing:
+        log.warning("The access policy is OFF (FHIR_ACCESS_POLICY_ENABLED=0): scopes only, no roles, labels or "
+                    "Consent. For measurement only.")
 
     @app.errorhandler(InvalidToken)
     def _invalid_token(exc: InvalidToken) -> Response:

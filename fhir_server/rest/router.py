@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, MethodNotAllowed, NotFound
+from ..errors import BadRequest, FhirError, MethodNotAllowed, NotFound, RunAgain, ServiceUnavailable
 from ..fhir.models import SUPPORTED_TYPES
 from ..operations.registry import OperationRegistry, OperationTarget
 from ..repository.sql import SqlRepository, UnitOfWork
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 Handler = Callable[[UnitOfWork, FhirRequest], FhirResponse]
+# Attempts at a request whose cached inputs changed while it ran (errors.RunAgain), then a 503.
+RUN_AGAIN_LIMIT = 3
 
 
 class Router:
@@ -43,8 +45,30 @@ class Router:
         # check every stored version passes through. None when authentication is off.
         self.access_policy: Callable[..., Any] | None = None
         self.write_policy: Callable[..., Any] | None = None
+        # The process's Consent cache (auth/consent.py ConsentCache), given to reads whose AuditEvent
+        # INSERT checks its version (set by the audit trail; None: Consents read on every request).
+        self.consent_cache: Any = None
 
     def handle(self, req: FhirRequest) -> FhirResponse:
+        try:
+            for _attempt in range(RUN_AGAIN_LIMIT):
+                try:
+                    return self._handle(req)
+                except RunAgain:  # what changed has been read afresh: run it again
+                    continue
+            raise ServiceUnavailable("The access policy's Consents kept changing while this request ran; "
+                                     "nothing was answered, try again")
+        except FhirError as exc:
+            self.failed(req, exc)
+            raise
+
+    def failed(self, req: FhirRequest, exc: FhirError) -> None:
+        """Tell the recorders (the audit trail) of a request refused with ``exc`` (its unit of work,
+        if any, is rolled back)."""
+        for recorder in self.recorders:
+            recorder.failed(req, exc)
+
+    def _handle(self, req: FhirRequest) -> FhirResponse:
         segments = _segments(req.path)
         if req.method == "POST" and not segments:
             if self.bundle_processor is None:
@@ -55,7 +79,15 @@ class Router:
         if standalone is not None:
             return standalone
         with self.repo.unit_of_work(write=req.method != "GET") as uow:
-            return self.dispatch(uow, req)
+            try:
+                return self.dispatch(uow, req)
+            except FhirError:
+                # a refusal (404…) made with cached Consents is checked here, as an answer is by its
+                # AuditEvent INSERT (audit/recorder.py)
+                version = getattr(uow.access, "consent_version", None)
+                if version is not None and self.consent_cache.changed_since(uow.conn, version):
+                    raise RunAgain("The Consents changed while the request ran") from None
+                raise
 
     def _standalone_operation(self, req: FhirRequest, segments: list[str]) -> FhirResponse | None:
         """Run an operation that manages its own transactions outside any unit of work."""
@@ -88,7 +120,9 @@ class Router:
         every write passes (also for writers that bypass dispatch, such as the agency importer)."""
         if self.access_policy is not None:
             if getattr(uow.access, "ctx", None) is not req.ctx:  # once per request: Bundle entries share it
-                uow.access = self.access_policy(req.ctx, uow.conn)
+                cached = self.consent_cache is not None and self.repo._bound is None \
+                    and uow.conn.get_execution_options().get("readonly", False)
+                uow.access = self.access_policy(req.ctx, uow.conn, consents=self.consent_cache if cached else None)
             uow.write_check = self.write_policy
 
     def _guard_before(self, req: FhirRequest) -> None:

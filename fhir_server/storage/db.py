@@ -68,3 +68,13 @@ def create_schema(engine: Engine) -> None:
 
 def drop_schema(engine: Engine) -> None:
     metadata.drop_all(engine)
+
+
+def empty_schema(engine: Engine) -> None:
+    """Delete every row of every table (tests that commit), the append-only audit trail included:
+    a privileged act that bypasses its triggers (storage/append_only.py)."""
+    from .append_only import bypassed
+
+    with engine.begin() as conn, bypassed(conn):
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())

@@ -11,6 +11,9 @@ from sqlalchemy import (DDL, JSON, BigInteger, Boolean, Column, Date, DateTime, 
                         LargeBinary, MetaData, String, Table, Text, event, func, literal_column, text)
 from sqlalchemy.dialects.postgresql import JSONB
 
+from . import append_only
+from . import policy_version as policy_version_triggers
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -379,6 +382,16 @@ audit_event = Table(
     Index("ix_audit_event_pending", "seq", postgresql_where=text("chain_pos IS NULL"),
           sqlite_where=text("chain_pos IS NULL")),
 )
+append_only.attach(audit_event)  # the database refuses UPDATE/DELETE of a recorded AuditEvent
+
+# Raised by triggers on every Consent/Organization write (storage/policy_version.py): processes cache
+# the Consents and check this in the statement that writes a read's AuditEvent.
+policy_version = Table(
+    "policy_version", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+policy_version_triggers.attach(metadata)
 
 # -- risk scores (triage/) ---------------------------------------------------------------------------
 # One row per child (the master Patient, or an agency record linked to none) with the current score, its

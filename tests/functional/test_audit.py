@@ -13,8 +13,10 @@ import pytest
 import simplejson
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from fhir_server.audit import balp
+from fhir_server.storage import append_only
 from fhir_server.storage.tables import audit_event, resource
 from tests.functional.test_auth import (  # noqa: F401 - fixtures
     ClientKey, assertion, auth, auth_app, auth_conn, auth_settings, bearer, http, register, rsa_key, token_request)
@@ -125,11 +127,13 @@ def test_a_write_and_its_audit_event_and_provenance_commit_together(client: Flas
     request_id = provenance["entity"][0]["what"]["identifier"]
     assert request_id["system"] == balp.REQUEST_ID_SYSTEM
     assert any(e["what"].get("identifier") == request_id for e in event["entity"])
-    # a failing write leaves no AuditEvent and no Provenance behind
+    # a failing write leaves no Provenance and only the AuditEvent of its refusal (outcome 4)
     count = len(events(client))
+    provenances = search(client, "Provenance?_summary=count")["total"]
     bad = post(client, "Patient", {"resourceType": "Patient", "gender": "not-a-gender"})
     assert bad.status_code in (400, 422)
-    assert len(events(client)) == count
+    assert [e["outcome"] for e in events(client)[count:]] == ["0", "4"]  # (the Provenance search, the refusal)
+    assert search(client, "Provenance?_summary=count")["total"] == provenances
 
 
 def test_a_transaction_gets_one_audit_event_and_one_provenance_per_activity(client: FlaskClient) -> None:
@@ -168,7 +172,7 @@ def test_a_bad_x_provenance_is_a_400_and_nothing_is_written(client: FlaskClient,
     assert res.status_code == 400
     assert res.get_json()["issue"][0]["expression"] == ["X-Provenance"]
     assert search(client, "Patient")["total"] == 0
-    assert len(events(client)) == count + 1  # the search; nothing for the refused write
+    assert [e["outcome"] for e in events(client)[count:]] == ["4", "0"]  # the refusal, the search
 
 
 @pytest.mark.parametrize("method", ["put", "delete", "patch"])
@@ -225,6 +229,20 @@ def test_tampering_in_the_database_is_named(client: FlaskClient, attack: str) ->
     client.application.extensions["fhir"].audit.seal_pending()
     conn = client.application.extensions["fhir"].repo._bound
     victim = conn.execute(select(audit_event).where(audit_event.c.chain_pos == 3)).one()
+    with append_only.bypassed(conn):  # an attacker with the database superuser's powers
+        _tamper(conn, attack, victim)
+    result = verify(client)
+    assert result["intact"] is False
+    expected = 4 if attack == "rehash" else 3
+    assert result["brokenLink"] == expected
+    if attack != "remove":
+        event_at = victim.event_id if expected == 3 else conn.execute(
+            select(audit_event.c.event_id).where(audit_event.c.chain_pos == 4)).scalar_one()
+        assert result["brokenEvent"] == {"reference": f"AuditEvent/{event_at}"}
+    assert result["problem"]
+
+
+def _tamper(conn: Any, attack: str, victim: Any) -> None:
     if attack == "alter":  # hide who looked
         content = dict(victim.content)
         content["agent"] = content["agent"][1:]
@@ -243,15 +261,70 @@ def test_tampering_in_the_database_is_named(client: FlaskClient, attack: str) ->
                                                                resource.c.res_id == victim.event_id)).scalar_one()
         conn.execute(update(resource).where(resource.c.res_type == "AuditEvent", resource.c.res_id == victim.event_id)
                      .values(content={**served, "outcome": "8"}))
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_event SET content = '{\"resourceType\": \"AuditEvent\"}' WHERE chain_pos = 2",
+    "UPDATE audit_event SET hash = 'x' WHERE chain_pos = 2",
+    "UPDATE audit_event SET chain_pos = NULL WHERE chain_pos = 2",
+    "UPDATE audit_event SET event_id = 'forged' WHERE chain_pos IS NULL",
+    "DELETE FROM audit_event WHERE chain_pos = 2",
+    "DELETE FROM audit_event WHERE chain_pos IS NULL",
+])
+def test_the_database_refuses_to_change_or_remove_an_audit_event(client: FlaskClient, statement: str) -> None:
+    """The triggers of storage/append_only.py: ordinary SQL (the server's own role included) cannot
+    rewrite the trail; sealing, the one permitted change, still works and the chain verifies."""
+    pid = child(client)
+    for _ in range(3):
+        client.get(f"/fhir/Patient/{pid}")
+    client.application.extensions["fhir"].audit.seal_pending()
+    client.get(f"/fhir/Patient/{pid}")  # one left unsealed
+    conn = client.application.extensions["fhir"].repo._bound
+    before = [tuple(r) for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))]
+    savepoint = conn.begin_nested()
+    with pytest.raises(DBAPIError, match="append-only"):
+        conn.execute(text(statement))
+    savepoint.rollback()
+    assert [tuple(r) for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))] == before
+    client.application.extensions["fhir"].audit.seal_pending()  # the one UPDATE the triggers allow
     result = verify(client)
-    assert result["intact"] is False
-    expected = 4 if attack == "rehash" else 3
-    assert result["brokenLink"] == expected
-    if attack != "remove":
-        event_at = victim.event_id if expected == 3 else conn.execute(
-            select(audit_event.c.event_id).where(audit_event.c.chain_pos == 4)).scalar_one()
-        assert result["brokenEvent"] == {"reference": f"AuditEvent/{event_at}"}
-    assert result["problem"]
+    assert result["intact"] is True and result["pending"] == 0 and result["sealed"] == len(before)
+
+
+def _refusals(client: FlaskClient, since: int) -> list[dict[str, Any]]:
+    return [e for e in events(client)[since:] if e.get("outcome") != "0"]
+
+
+def test_requests_answered_with_an_operation_outcome_are_audited(client: FlaskClient) -> None:
+    """400, 404, 405, 412 and 422 each leave one AuditEvent (outcome 4, outcomeDesc the status and
+    issue), shaped like the interaction's own, naming the patient asked for; nothing else is written."""
+    pid = child(client)
+    since = len(events(client))
+    missing = client.get("/fhir/Patient/no-such-child")
+    bad_search = client.get("/fhir/Observation?no-such-parameter=1", headers={"Prefer": "handling=strict"})
+    wrong_version = client.put(f"/fhir/Patient/{pid}", data=simplejson.dumps(
+        {"resourceType": "Patient", "id": pid, "gender": "male"}), content_type=FHIR_JSON, headers={"If-Match": 'W/"9"'})
+    invalid = post(client, "Patient", {"resourceType": "Patient", "gender": "not-a-gender"})
+    no_body = client.post("/fhir/Patient", content_type=FHIR_JSON)
+    id_clash = client.put(f"/fhir/Patient/{pid}", data=simplejson.dumps(
+        {"resourceType": "Patient", "id": "another"}), content_type=FHIR_JSON)
+    rewrite_trail = client.delete(f"/fhir/AuditEvent/{events(client)[0]['id']}")
+    statuses = [r.status_code for r in (missing, bad_search, wrong_version, invalid, no_body, id_clash, rewrite_trail)]
+    assert statuses == [404, 400, 412, 422, 400, 400, 405], statuses
+    refused = _refusals(client, since)
+    assert [e["outcomeDesc"].split(" ", 1)[0] for e in refused] == ["404", "400", "412", "422", "400", "400", "405"]
+    assert all(e["outcome"] == "4" and e["resourceType"] == "AuditEvent" for e in refused)
+    read = refused[0]
+    assert read["subtype"][0]["code"] == "read" and read["action"] == "R"
+    assert "Patient/no-such-child" in entity_refs(read, "1")
+    assert read["outcomeDesc"].startswith("404 not-found")
+    assert refused[1]["subtype"][0]["code"] == "search-type"
+    assert refused[2]["subtype"][0]["code"] == "update" and f"Patient/{pid}" in entity_refs(refused[2], "1")
+    assert refused[3]["subtype"][0]["code"] == "create"
+    assert refused[6]["subtype"][0]["code"] == "delete" and refused[6]["action"] == "D"
+    assert len(events(client)) == since + 7  # one each, and no Provenance or resource was written
+    assert client.get(f"/fhir/Patient/{pid}").get_json()["meta"]["versionId"] == "1"
+    assert verify(client)["intact"] is True
 
 
 # -- auditors' questions -------------------------------------------------------------------------------

@@ -152,3 +152,63 @@ def test_the_operation_is_declared(client):
     statement = client.get("/fhir/metadata").get_json()
     ops = {o["name"]: o["definition"] for o in statement["rest"][0].get("operation", [])}
     assert ops["intervention-impact"] == "https://w3id.org/sg-fhir/OperationDefinition/intervention-impact"
+
+
+# -- the access policy (docs/security.md, "Derived views") ----------------------------------------------
+
+R_LABEL = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+
+
+@pytest.fixture
+def as_caller(app, settings):
+    """Callers with authentication on, on the same database connection as ``client`` (which loaded the
+    population with authentication off): a social worker of another authority (purpose CAREMGT: no
+    restricted records released) and a MASH practitioner (purpose safeguarding: released)."""
+    from fhir_server import create_app
+
+    conn = app.extensions["fhir"].repo._bound
+    auth_app = create_app(settings.with_overrides(auth_enabled=True, auth_dev_issuer=True), connection=conn)
+    service, http = auth_app.extensions["fhir"].auth, auth_app.test_client()
+
+    def call(role: str, purpose: str, path: str, body: dict | None = None):
+        token = service.mint_dev_token(client_id=f"{role}-app", scope="system/*.rs", agency="la:999", role=role)
+        headers = {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": purpose}
+        if body is None:
+            return http.get(path, headers=headers)
+        return http.post(path, json=body, headers=headers, content_type="application/fhir+json")
+    return call
+
+
+def _restrict(client, res_type: str, res_id: str) -> None:
+    content = client.get(f"/fhir/{res_type}/{res_id}").get_json()
+    content["meta"] = {**content.get("meta", {}), "security": [R_LABEL]}
+    assert client.put(f"/fhir/{res_type}/{res_id}", json=content, content_type="application/fhir+json").status_code == 200
+
+
+def test_restricted_children_are_not_identified_to_a_caller_not_cleared(client, population, as_caller):
+    """evaluate: the effect figures (aggregates over at least MIN_TREATED children) are the same for
+    both callers; a restricted child's episode is listed only to the caller cleared for it. estimate:
+    a restricted child is answered as an unknown one (404), not as "forbidden"."""
+    query = f"{URL}?mode=evaluate&intervention=parenting-programme&outcome=cp-plan"
+    episodes = [_value(p)["reference"] for p in _parts(_results(client.get(query).get_json())[0])["episode"]]
+    hidden = episodes[0].split("/", 1)[1]
+    child = client.get(f"/fhir/EpisodeOfCare/{hidden}").get_json()["patient"]["reference"]
+    _restrict(client, "EpisodeOfCare", hidden)
+    _restrict(client, *child.split("/", 1))
+
+    cleared = as_caller("mash-practitioner", "safeguarding", query)
+    worker = as_caller("social-worker", "CAREMGT", query)
+    assert cleared.status_code == worker.status_code == 200, worker.get_json()
+    (full,), (partial,) = _results(cleared.get_json()), _results(worker.get_json())
+    listed = [_value(p)["reference"] for p in _parts(partial).get("episode", [])]
+    assert f"EpisodeOfCare/{hidden}" in [_value(p)["reference"] for p in _parts(full)["episode"]]
+    assert f"EpisodeOfCare/{hidden}" not in listed and len(listed) == len(_parts(full)["episode"]) - 1
+    assert _outcome(partial, "cp-plan") == _outcome(full, "cp-plan")  # the aggregates include every child
+
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "mode", "valueCode": "estimate"}, {"name": "intervention", "valueCode": "parenting-programme"},
+        {"name": "patient", "valueReference": {"reference": child}}, {"name": "outcome", "valueCode": "cp-plan"}]}
+    assert as_caller("mash-practitioner", "safeguarding", URL, body).status_code == 200
+    refused = as_caller("social-worker", "CAREMGT", URL, body)
+    assert refused.status_code == 404
+    assert "not a child known" in refused.get_json()["issue"][0]["diagnostics"]

@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from fhir_server.cli import alembic_config, current_revision, head_revision
 from fhir_server.storage.db import make_engine
@@ -96,3 +97,22 @@ def test_upgrade_is_idempotent(empty_database_url: str) -> None:
     command.upgrade(config, "head")
     command.upgrade(config, "head")
     assert schema_differences(empty_database_url) == []
+
+
+def test_the_migrated_audit_trail_is_append_only(empty_database_url: str) -> None:
+    """Migration 0012: the migrated database (not only create_all's) refuses to rewrite the trail,
+    and lets the sealer set an unsealed row's chain values once."""
+    command.upgrade(alembic_config(empty_database_url), "head")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO audit_event (event_id, recorded, content) "
+                              "VALUES ('e1', '2026-11-25 20:00:00', '{\"resourceType\": \"AuditEvent\"}')"))
+            conn.execute(text("UPDATE audit_event SET chain_pos = 1, prev_hash = 'p', hash = 'h' WHERE event_id = 'e1'"))
+        for statement in ("UPDATE audit_event SET hash = 'forged'", "DELETE FROM audit_event"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(text(statement))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT hash FROM audit_event")).scalar_one() == "h"
+    finally:
+        engine.dispose()

@@ -124,10 +124,8 @@ def sub_app(engine: Engine, settings: Settings):
     runtime.uninstall(services.engine)
     time.sleep(0.1)
     services.engine.dispose()
-    from fhir_server.storage.tables import metadata
-    with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+    from fhir_server.storage.db import empty_schema
+    empty_schema(engine)
 
 
 @pytest.fixture

@@ -1,0 +1,98 @@
+"""The database itself refuses to rewrite the audit trail (issue 4: "the audit trail is append-only").
+
+The hash chain (fhir_server/audit/chain.py) *detects* a changed or removed row; these triggers stop
+one happening through ordinary SQL in the first place, whoever sends it (the application's own
+database role included):
+
+- ``DELETE`` (and, on PostgreSQL, ``TRUNCATE``) of ``audit_event`` is refused;
+- ``UPDATE`` is refused unless it is the sealer's one permitted change: an unsealed row
+  (``chain_pos IS NULL``) receives its chain values, and nothing it recorded (``seq``,
+  ``event_id``, ``recorded``, ``content``) changes. A sealed row can never be updated again.
+
+A database superuser can still disable triggers (``session_replication_role = replica``, ``DROP
+TRIGGER``); that is the attacker the hash chain and ``$verify-audit`` are for (docs/security.md).
+Retention purges are such a deliberate, privileged act (:func:`bypassed`).
+
+The same statements serve ``metadata.create_all`` (tests, via the table's ``after_create`` event) and
+the alembic migration 0012, so the two schemas cannot drift apart.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import DDL, Connection, Table, event
+
+TRIGGER = "audit_event_append_only"
+MESSAGE = "audit_event is append-only: an AuditEvent cannot be changed or removed once recorded"
+
+POSTGRESQL_CREATE = (
+    f"""CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.chain_pos IS NULL
+       AND NEW.seq = OLD.seq AND NEW.event_id = OLD.event_id AND NEW.recorded = OLD.recorded
+       AND NEW.content::text = OLD.content::text THEN
+        RETURN NEW;  -- sealing: an unsealed row receives its chain values, once
+    END IF;
+    RAISE EXCEPTION USING MESSAGE = '{MESSAGE} (' || TG_OP || ' refused)',
+                          ERRCODE = 'insufficient_privilege';
+END
+$$""",
+    f"CREATE TRIGGER {TRIGGER} BEFORE UPDATE OR DELETE ON audit_event "
+    f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER}()",
+    f"CREATE TRIGGER {TRIGGER}_truncate BEFORE TRUNCATE ON audit_event "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER}()",
+)
+POSTGRESQL_DROP = (
+    f"DROP TRIGGER IF EXISTS {TRIGGER}_truncate ON audit_event",
+    f"DROP TRIGGER IF EXISTS {TRIGGER} ON audit_event",
+    f"DROP FUNCTION IF EXISTS {TRIGGER}()",
+)
+
+SQLITE_CREATE = (
+    f"""CREATE TRIGGER {TRIGGER}_delete BEFORE DELETE ON audit_event
+BEGIN SELECT RAISE(ABORT, '{MESSAGE} (DELETE refused)'); END""",
+    f"""CREATE TRIGGER {TRIGGER}_update BEFORE UPDATE ON audit_event
+WHEN OLD.chain_pos IS NOT NULL OR NEW.seq IS NOT OLD.seq OR NEW.event_id IS NOT OLD.event_id
+     OR NEW.recorded IS NOT OLD.recorded OR NEW.content IS NOT OLD.content
+BEGIN SELECT RAISE(ABORT, '{MESSAGE} (UPDATE refused)'); END""",
+)
+SQLITE_DROP = (
+    f"DROP TRIGGER IF EXISTS {TRIGGER}_delete",
+    f"DROP TRIGGER IF EXISTS {TRIGGER}_update",
+)
+
+
+def create_statements(dialect: str) -> tuple[str, ...]:
+    return POSTGRESQL_CREATE if dialect == "postgresql" else SQLITE_CREATE if dialect == "sqlite" else ()
+
+
+def drop_statements(dialect: str) -> tuple[str, ...]:
+    return POSTGRESQL_DROP if dialect == "postgresql" else SQLITE_DROP if dialect == "sqlite" else ()
+
+
+def attach(table: Table) -> None:
+    """Create the triggers whenever ``metadata.create_all`` creates ``table``."""
+    for dialect in ("postgresql", "sqlite"):
+        for statement in create_statements(dialect):
+            event.listen(table, "after_create", DDL(statement).execute_if(dialect=dialect))
+
+
+@contextmanager
+def bypassed(conn: Connection) -> Iterator[None]:
+    """Inside the caller's transaction, let privileged maintenance (a retention purge, emptying a
+    test database) change the trail: PostgreSQL skips triggers for this transaction
+    (``session_replication_role``, superuser only); SQLite drops them and creates them again."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        yield
+        # (after an error the transaction rolls back, which ends the SET LOCAL too)
+        conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
+        return
+    for statement in drop_statements(dialect):
+        conn.exec_driver_sql(statement)
+    yield
+    # (after an error the caller's rollback brings the triggers back: SQLite's DDL is transactional)
+    for statement in create_statements(dialect):
+        conn.exec_driver_sql(statement)
