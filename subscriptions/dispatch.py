@@ -9,7 +9,7 @@
 3. A job runs :class:`~subscriptions.delivery.Deliverer` for its subscription. With a broker the
    job is the Celery task ``subscriptions.deliver`` (subscriptions/tasks.py); without one, a
    background thread of this process runs them (:class:`LocalScheduler`).
-4. The sweep (Celery beat ``subscriptions.sweep``, or the local thread's timer) re-sends a job for
+4. The sweep (Celery beat ``subscriptions.sweep``, or the process's local beat) re-sends a job for
    every subscription with undelivered events, a handshake or a heartbeat due: what a lost job, a
    dead worker or a broker outage left behind.
 """
@@ -169,17 +169,15 @@ class CeleryScheduler(Scheduler):
 
 
 class LocalScheduler(Scheduler):
-    """No broker: one daemon thread per process runs delivery jobs, their backoff retries and the
-    periodic sweep. Jobs for the same subscription coalesce (one run delivers all it finds)."""
+    """No broker: one daemon thread per process runs delivery jobs and their backoff retries (the
+    periodic sweep runs on the process's local beat, fhir_server/periodic.py). Jobs for the same
+    subscription coalesce (one run delivers all it finds)."""
 
-    def __init__(self, deliverer_factory: Callable[[], Deliverer], sweep_seconds: float) -> None:
+    def __init__(self, deliverer_factory: Callable[[], Deliverer]) -> None:
         self._deliverer_factory = deliverer_factory
-        self._sweep_seconds = sweep_seconds
         self._cond = threading.Condition()
         self._due: list[tuple[float, str]] = []  # heap of (monotonic time, sub_id)
         self._thread: threading.Thread | None = None
-        self.sweeper: Callable[[], int] | None = None
-        self._next_sweep = time.monotonic() + sweep_seconds
         self._stopped = False
 
     def stop(self) -> None:
@@ -211,17 +209,8 @@ class LocalScheduler(Scheduler):
                         self._due = [d for d in self._due if not (d[1] == sub_id and d[0] <= now)]
                         heapq.heapify(self._due)
                         break
-                    if now >= self._next_sweep:
-                        sub_id = ""
-                        self._next_sweep = now + self._sweep_seconds
-                        break
-                    wait = min(self._next_sweep, self._due[0][0] if self._due else self._next_sweep) - now
-                    self._cond.wait(timeout=max(wait, 0.01))
+                    self._cond.wait(timeout=max(self._due[0][0] - now, 0.01) if self._due else None)
             try:
-                if not sub_id:
-                    if self.sweeper is not None:
-                        self.sweeper()
-                    continue
                 outcome = deliverer.run(sub_id)
                 if outcome.kind == "failed" and outcome.retry_in is not None:
                     self.send(sub_id, None, delay=outcome.retry_in)

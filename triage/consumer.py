@@ -27,13 +27,13 @@ from fhir_server.worker import OutboxEvent, register_consumer
 
 from . import store
 from .config import load_config
+from .recompute import ADVISORY_LOCK
 from .service import Scorer, Stats
 
 if TYPE_CHECKING:
     from fhir_server.repository.sql import SqlRepository
 
 log = logging.getLogger(__name__)
-ADVISORY_LOCK = 0x5F7269736B  # "_risk"
 SUBJECT_ELEMENT = {"Observation": "subject", "EpisodeOfCare": "patient", "RelatedPerson": "patient"}
 RELEVANT = frozenset({"Patient", *SUBJECT_ELEMENT})
 
