@@ -13,7 +13,6 @@ a job for an event already delivered finds nothing to send.
 """
 from __future__ import annotations
 
-import json
 import logging
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.errors import FhirError
+from fhir_server.fhir import jsonio
 from fhir_server.fhir.instants import utcnow
 from fhir_server.repository.context import RequestContext
 
@@ -86,7 +86,8 @@ class Deliverer:
                 return Outcome("sent" if sent else "idle", sent=sent)
             shown = replace(state, status="active") if state.status == "error" else state
             bundle = notification_bundle(self.base_url, shown, kind, events, resources)
-            error = self._post(state, json.dumps(bundle, separators=(",", ":")).encode("utf-8"))
+            # jsonio: stored resources hold exact Decimals (a Flag's score), which json cannot write
+            error = self._post(state, jsonio.dumps(bundle).encode("utf-8"))
             if error is None:
                 with self.engine.begin() as conn:
                     store.delivered(conn, sub_id, owner, through=events[-1].number if events else None,
