@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from fhir_server.search.compartment import patient_compartment_params
-from fhir_server.storage.tables import idx_reference, resource, resource_history
+from fhir_server.storage.tables import idx_reference, resource
 from fhir_server.worker import OutboxEvent
 
 from . import store
@@ -62,12 +62,17 @@ class Dispatcher:
         now = datetime.utcnow()
         subs = [s for s in subs if not s.spec.ended(now)]  # its end has passed: nothing more is recorded
         by_sub: dict[str, list[dict[str, Any]]] = {}
+        candidates_of = {event.id: [s for s in subs if s.spec.topic in self.topics
+                                    and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
+                         for event in events}
+        # every version a filter may test, read in one query per type rather than one per event
+        contents = store.contents_at(conn, {_version_key(e) for e in events if candidates_of[e.id]})
         for event in events:
-            candidates = [s for s in subs if s.spec.topic in self.topics
-                          and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
+            candidates = candidates_of[event.id]
             if not candidates:
                 continue
-            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)})
+            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)},
+                               contents.get(_version_key(event)))
             if facts is None:
                 continue
             for sub in candidates:
@@ -78,12 +83,10 @@ class Dispatcher:
         for sub_id, found in sorted(by_sub.items()):  # one lock order for concurrent drains
             jobs.extend((sub_id, n) for n in store.add_events(conn, sub_id, found))
 
-    def facts(self, conn: Connection, event: OutboxEvent, wanted: set[str]) -> EventFacts | None:
-        """What the filters test, read at the event's own version (for a deletion: the version it deleted)."""
-        version = event.version_id - 1 if event.event == "delete" else event.version_id
-        content = conn.execute(select(resource_history.c.content).where(
-            resource_history.c.res_type == event.res_type, resource_history.c.res_id == event.res_id,
-            resource_history.c.version_id == version)).scalar()
+    def facts(self, conn: Connection, event: OutboxEvent, wanted: set[str],
+              content: dict[str, Any] | None) -> EventFacts | None:
+        """What the filters test, from ``content``: the event's own version (for a deletion: the version
+        it deleted; see :func:`_version_key`)."""
         if content is None:
             return None
         patients = self._patients(event.res_type, event.res_id, content)
@@ -125,6 +128,10 @@ class Dispatcher:
         for state in due:
             self.scheduler.send(state.sub_id, state.event_count or None)
         return len(due)
+
+
+def _version_key(event: OutboxEvent) -> tuple[str, str, int]:
+    return (event.res_type, event.res_id, event.version_id - 1 if event.event == "delete" else event.version_id)
 
 
 def _open_episode_people(conn: Connection, patients: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
