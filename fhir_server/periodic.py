@@ -29,6 +29,7 @@ class _Job:
     seconds: float
     fn: Callable[[], object]
     due: float
+    owner: object = None
     running: bool = False
     runs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,12 +46,13 @@ class LocalBeat:
         self._jobs: dict[str, _Job] = {}
         self._thread: threading.Thread | None = None
 
-    def every(self, name: str, seconds: float, fn: Callable[[], object]) -> None:
-        """Run ``fn`` every ``seconds`` (first ``seconds`` from now); a job of the same name is replaced."""
+    def every(self, name: str, seconds: float, fn: Callable[[], object], *, owner: object = None) -> None:
+        """Run ``fn`` every ``seconds`` (first ``seconds`` from now); a job of the same name is replaced.
+        ``owner`` (e.g. the engine the job uses) lets :meth:`cancel_owned` stop all of its jobs."""
         if seconds <= 0:
             raise ValueError(f"period of {name} must be positive, not {seconds}")
         with self._cond:
-            self._jobs[name] = _Job(seconds, fn, self._clock() + seconds)
+            self._jobs[name] = _Job(seconds, fn, self._clock() + seconds, owner)
             if self._threaded and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="local-beat", daemon=True)
                 self._thread.start()
@@ -60,6 +62,22 @@ class LocalBeat:
         with self._cond:
             self._jobs.pop(name, None)
             self._cond.notify()
+
+    def cancel_owned(self, owner: object) -> None:
+        """Stop every job registered with ``owner`` (an engine being disposed: its jobs would reconnect)."""
+        with self._cond:
+            for name in [n for n, j in self._jobs.items() if j.owner is owner]:
+                del self._jobs[name]
+            self._cond.notify()
+
+    def finished_runs(self, name: str) -> int:
+        """How many runs of ``name`` have ended (successfully or not)."""
+        with self._cond:
+            job = self._jobs.get(name)
+        if job is None:
+            return 0
+        with job.lock:
+            return job.runs
 
     def scheduled(self) -> list[str]:
         with self._cond:

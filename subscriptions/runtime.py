@@ -37,7 +37,8 @@ def install(services: "Services") -> "Dispatcher":
 
         dispatcher = Dispatcher(services, LocalScheduler(lambda: Deliverer(services)))
         # the same period as the Celery beat entry "sweep-subscriptions" (fhir_server/worker.py)
-        local_beat.every(_sweep_job(services.engine), services.settings.subscription_sweep_seconds, dispatcher.sweep)
+        local_beat.every(_sweep_job(services.engine), services.settings.subscription_sweep_seconds, dispatcher.sweep,
+                         owner=services.engine)
     else:
         dispatcher = Dispatcher(services, CeleryScheduler())
     with _lock:

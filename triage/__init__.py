@@ -42,4 +42,4 @@ def register_triage(services: "Services", *, schedule: bool = False) -> None:
     seconds = services.settings.risk_recompute_seconds
     if schedule and seconds > 0 and celery.conf.task_always_eager:
         local_beat.every(f"risk-recompute-{id(services.engine):x}", seconds,
-                         lambda: scheduled_recompute(services.repo))
+                         lambda: scheduled_recompute(services.repo), owner=services.engine)
