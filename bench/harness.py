@@ -143,11 +143,12 @@ class Server:
         return out
 
 
-def server_command(port: int, workers: int) -> list[str]:
-    """``fhir-server serve`` when the CLI exists; gunicorn on the WSGI app otherwise."""
+def server_command(port: int, workers: int, threads: int | None = None) -> list[str]:
+    """``fhir-server serve`` when the CLI exists; gunicorn on the WSGI app otherwise. ``threads``: per
+    worker (default: the server's own)."""
     if _cli_has("serve"):
         return cli("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                   "--timeout", "600")
+                   "--timeout", "600", *(["--threads", str(threads)] if threads else []))
     app = "fhir_server.wsgi:app" if (REPO_ROOT / "fhir_server" / "wsgi.py").exists() else "fhir_server:create_app()"
     gunicorn = str(VENV_BIN / "gunicorn") if (VENV_BIN / "gunicorn").exists() else shutil.which("gunicorn") or "gunicorn"
     return [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
@@ -155,9 +156,10 @@ def server_command(port: int, workers: int) -> list[str]:
 
 
 @contextmanager
-def running_server(url: str, *, port: int = 8090, workers: int = 2, log: Path | None = None) -> Iterator[Server]:
+def running_server(url: str, *, port: int = 8090, workers: int = 2, log: Path | None = None,
+                   threads: int | None = None) -> Iterator[Server]:
     """Start the server on database ``url``, wait until /healthz answers, stop it afterwards."""
-    command = server_command(port, workers)
+    command = server_command(port, workers, threads)
     # The benchmarks measure storage and search; auth overhead is measured on its own (docs/benchmarks.md).
     env = {**os.environ, "FHIR_DATABASE_URL": url, "FHIR_BASE_URL": f"http://127.0.0.1:{port}/fhir",
            "FHIR_AUTH_ENABLED": os.environ.get("FHIR_AUTH_ENABLED", "0")}

@@ -70,7 +70,7 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     # -- end record linkage --
     # -- risk summary (triage/): $triage, rescoring on write (after linkage's consumer), escalation Flags --
     from triage import register_triage
-    register_triage(services)
+    register_triage(services, schedule=connection is None)
     # -- end risk summary --
     # -- subscriptions (subscriptions/): Subscription checks, $status/$events, delivery after drain --
     from subscriptions import register_subscriptions

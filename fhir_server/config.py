@@ -76,6 +76,9 @@ class Settings:
     subscription_max_backoff: int = 3600
     # Endpoints must be https unless this is on (development, tests, a receiver on localhost).
     subscription_allow_http: bool = False
+    # -- risk scores (triage/; docs/triage.md) -----------------------------------------------------
+    # How often every child is rescored without a write (recency decay, expiring triggers); 0: never.
+    risk_recompute_seconds: float = 86400.0
     # -- audit trail (fhir_server/audit; docs/security.md) ------------------------------------------
     # An AuditEvent for every interaction and a Provenance for every write. Off only to measure it.
     audit_enabled: bool = True
@@ -114,6 +117,7 @@ class Settings:
                                              or base.subscription_sweep_seconds),
             subscription_max_backoff=_env_int("FHIR_SUBSCRIPTION_MAX_BACKOFF", base.subscription_max_backoff),
             subscription_allow_http=_env_bool("FHIR_SUBSCRIPTION_ALLOW_HTTP", base.subscription_allow_http),
+            risk_recompute_seconds=float(os.environ.get("FHIR_RISK_RECOMPUTE_SECONDS") or base.risk_recompute_seconds),
             audit_enabled=_env_bool("FHIR_AUDIT_ENABLED", base.audit_enabled),
             audit_durable_reads=_env_bool("FHIR_AUDIT_DURABLE_READS", base.audit_durable_reads),
             access_policy_enabled=_env_bool("FHIR_ACCESS_POLICY_ENABLED", base.access_policy_enabled),

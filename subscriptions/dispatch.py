@@ -10,7 +10,7 @@
 3. A job runs :class:`~subscriptions.delivery.Deliverer` for its subscription. With a broker the
    job is the Celery task ``subscriptions.deliver`` (subscriptions/tasks.py); without one, a
    background thread of this process runs them (:class:`LocalScheduler`).
-4. The sweep (Celery beat ``subscriptions.sweep``, or the local thread's timer) re-sends a job for
+4. The sweep (Celery beat ``subscriptions.sweep``, or the process's local beat) re-sends a job for
    every subscription with undelivered events, a handshake or a heartbeat due: what a lost job, a
    dead worker or a broker outage left behind.
 """
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from fhir_server.search.compartment import patient_compartment_params
-from fhir_server.storage.tables import idx_reference, resource, resource_history
+from fhir_server.storage.tables import idx_reference, resource
 from fhir_server.worker import OutboxEvent
 
 from . import criteria, store
@@ -64,13 +64,17 @@ class Dispatcher:
         subs = [s for s in subs if not s.spec.ended(now)]  # its end has passed: nothing more is recorded
         by_sub: dict[str, list[dict[str, Any]]] = {}
         registry, base_url = self.services.repo.registry, self.services.settings.base_url
+        candidates_of = {event.id: [s for s in subs if s.spec.topic in self.topics
+                                    and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
+                         for event in events}
+        # every version a filter may test, read in one query per type rather than one per event
+        contents = store.contents_at(conn, {_version_key(e) for e in events if candidates_of[e.id]})
         for event in events:
             matched = [s.sub_id for s in subs if criteria.may_match(s.spec, event.res_type, event.event)
                        and criteria.matches(conn, registry, s.spec, event, base_url=base_url)]
-            candidates = [s for s in subs if s.spec.topic in self.topics
-                          and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
-            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)}) \
-                if candidates else None
+            candidates = candidates_of[event.id]
+            facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)},
+                               contents.get(_version_key(event))) if candidates else None
             if facts is not None:
                 matched += [s.sub_id for s in candidates if matches(s.spec.topic, s.spec.filters, facts)]
             for sub_id in matched:
@@ -80,12 +84,10 @@ class Dispatcher:
         for sub_id, found in sorted(by_sub.items()):  # one lock order for concurrent drains
             jobs.extend((sub_id, n) for n in store.add_events(conn, sub_id, found))
 
-    def facts(self, conn: Connection, event: OutboxEvent, wanted: set[str]) -> EventFacts | None:
-        """What the filters test, read at the event's own version (for a deletion: the version it deleted)."""
-        version = event.version_id - 1 if event.event == "delete" else event.version_id
-        content = conn.execute(select(resource_history.c.content).where(
-            resource_history.c.res_type == event.res_type, resource_history.c.res_id == event.res_id,
-            resource_history.c.version_id == version)).scalar()
+    def facts(self, conn: Connection, event: OutboxEvent, wanted: set[str],
+              content: dict[str, Any] | None) -> EventFacts | None:
+        """What the filters test, from ``content``: the event's own version (for a deletion: the version
+        it deleted; see :func:`_version_key`)."""
         if content is None:
             return None
         patients = self._patients(event.res_type, event.res_id, content)
@@ -127,6 +129,10 @@ class Dispatcher:
         for state in due:
             self.scheduler.send(state.sub_id, state.event_count or None)
         return len(due)
+
+
+def _version_key(event: OutboxEvent) -> tuple[str, str, int]:
+    return (event.res_type, event.res_id, event.version_id - 1 if event.event == "delete" else event.version_id)
 
 
 def _open_episode_people(conn: Connection, patients: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -171,17 +177,15 @@ class CeleryScheduler(Scheduler):
 
 
 class LocalScheduler(Scheduler):
-    """No broker: one daemon thread per process runs delivery jobs, their backoff retries and the
-    periodic sweep. Jobs for the same subscription coalesce (one run delivers all it finds)."""
+    """No broker: one daemon thread per process runs delivery jobs and their backoff retries (the
+    periodic sweep runs on the process's local beat, fhir_server/periodic.py). Jobs for the same
+    subscription coalesce (one run delivers all it finds)."""
 
-    def __init__(self, deliverer_factory: Callable[[], Deliverer], sweep_seconds: float) -> None:
+    def __init__(self, deliverer_factory: Callable[[], Deliverer]) -> None:
         self._deliverer_factory = deliverer_factory
-        self._sweep_seconds = sweep_seconds
         self._cond = threading.Condition()
         self._due: list[tuple[float, str]] = []  # heap of (monotonic time, sub_id)
         self._thread: threading.Thread | None = None
-        self.sweeper: Callable[[], int] | None = None
-        self._next_sweep = time.monotonic() + sweep_seconds
         self._stopped = False
 
     def stop(self) -> None:
@@ -213,17 +217,8 @@ class LocalScheduler(Scheduler):
                         self._due = [d for d in self._due if not (d[1] == sub_id and d[0] <= now)]
                         heapq.heapify(self._due)
                         break
-                    if now >= self._next_sweep:
-                        sub_id = ""
-                        self._next_sweep = now + self._sweep_seconds
-                        break
-                    wait = min(self._next_sweep, self._due[0][0] if self._due else self._next_sweep) - now
-                    self._cond.wait(timeout=max(wait, 0.01))
+                    self._cond.wait(timeout=max(self._due[0][0] - now, 0.01) if self._due else None)
             try:
-                if not sub_id:
-                    if self.sweeper is not None:
-                        self.sweeper()
-                    continue
                 outcome = deliverer.run(sub_id)
                 if outcome.kind == "failed" and outcome.retry_in is not None:
                     self.send(sub_id, None, delay=outcome.retry_in)

@@ -33,14 +33,21 @@ def install(services: "Services") -> "Dispatcher":
     from .dispatch import CeleryScheduler, Dispatcher, LocalScheduler
 
     if celery.conf.task_always_eager:
-        scheduler = LocalScheduler(lambda: Deliverer(services), services.settings.subscription_sweep_seconds)
-        dispatcher = Dispatcher(services, scheduler)
-        scheduler.sweeper = dispatcher.sweep
+        from fhir_server.periodic import local_beat
+
+        dispatcher = Dispatcher(services, LocalScheduler(lambda: Deliverer(services)))
+        # the same period as the Celery beat entry "sweep-subscriptions" (fhir_server/worker.py)
+        local_beat.every(_sweep_job(services.engine), services.settings.subscription_sweep_seconds, dispatcher.sweep,
+                         owner=services.engine)
     else:
         dispatcher = Dispatcher(services, CeleryScheduler())
     with _lock:
         _by_engine[services.engine] = dispatcher
     return dispatcher
+
+
+def _sweep_job(engine: Engine) -> str:
+    return f"subscriptions-sweep-{id(engine):x}"
 
 
 def dispatcher_for(engine: Engine) -> "Dispatcher | None":
@@ -105,6 +112,9 @@ def after_drain() -> None:
 
 def uninstall(engine: Engine) -> None:
     """Stop the dispatcher serving ``engine`` (its local delivery thread, if any)."""
+    from fhir_server.periodic import local_beat
+
+    local_beat.cancel(_sweep_job(engine))
     with _lock:
         found = _by_engine.pop(engine, None)
     stop = getattr(found.scheduler, "stop", None) if found is not None else None

@@ -188,25 +188,34 @@ def due(conn: Connection) -> list[State]:
 
 def versions(conn: Connection, events: list[Event]) -> dict[tuple[str, str, int], dict[str, Any]]:
     """The exact versions that raised ``events`` (a deletion's is the one before it)."""
-    wanted = {(e.res_type, e.res_id, e.version_id - 1 if e.interaction == "delete" else e.version_id)
-              for e in events}
-    found: dict[tuple[str, str, int], dict[str, Any]] = {}
-    by_type: dict[str, set[str]] = {}
-    for res_type, res_id, _ in wanted:
-        by_type.setdefault(res_type, set()).add(res_id)
-    for res_type, ids in by_type.items():
-        rows = conn.execute(select(resource_history.c.res_id, resource_history.c.version_id,
-                                   resource_history.c.content).where(
-            resource_history.c.res_type == res_type, resource_history.c.res_id.in_(sorted(ids)),
-            resource_history.c.version_id.in_(sorted({v for t, _, v in wanted if t == res_type}))))
-        for res_id, version, content in rows:
-            if (res_type, res_id, version) in wanted and content is not None:
-                found[(res_type, res_id, version)] = content
+    found = contents_at(conn, {(e.res_type, e.res_id, e.version_id - 1 if e.interaction == "delete" else e.version_id)
+                               for e in events})
     for e in events:  # a deletion is shown with the content it deleted, under its own version
         if e.interaction == "delete" and (e.res_type, e.res_id, e.version_id - 1) in found:
             found[(e.res_type, e.res_id, e.version_id)] = found[(e.res_type, e.res_id, e.version_id - 1)]
     return found
 
 
+def contents_at(conn: Connection, wanted: set[tuple[str, str, int]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(type, id, version) → the stored content of that version, one query per resource type (per
+    chunk of ids), whatever the number of versions asked."""
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    by_type: dict[str, set[str]] = {}
+    for res_type, res_id, _ in wanted:
+        by_type.setdefault(res_type, set()).add(res_id)
+    for res_type, ids in by_type.items():
+        numbers = sorted({v for t, _, v in wanted if t == res_type})
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 1000):
+            rows = conn.execute(select(resource_history.c.res_id, resource_history.c.version_id,
+                                       resource_history.c.content).where(
+                resource_history.c.res_type == res_type, resource_history.c.res_id.in_(ordered[start:start + 1000]),
+                resource_history.c.version_id.in_(numbers)))
+            for res_id, version, content in rows:
+                if (res_type, res_id, version) in wanted and content is not None:
+                    found[(res_type, res_id, version)] = content
+    return found
+
+
 __all__ = ["State", "Event", "get", "live", "save", "set_status", "add_events", "events", "claim", "delivered",
-           "failed", "release", "due", "versions"]
+           "failed", "release", "due", "versions", "contents_at"]

@@ -117,6 +117,8 @@ def committing_app(engine: Engine, settings: Settings):
     # the in-process outbox drain runs on a thread after each commit: its writes (linked masters, risk
     # scores, the sealed audit trail) would land after the cleanup, or lock SQLite
     wait_for_background_drains(timeout=120)
+    from fhir_server.periodic import local_beat
+    local_beat.cancel_owned(application.extensions["fhir"].engine)  # the sweep, the scheduled recompute
     application.extensions["fhir"].engine.dispose()
     from fhir_server.storage.db import empty_schema
     empty_schema(engine)

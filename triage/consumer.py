@@ -3,7 +3,8 @@ change touches â€” the child (resolved to its master record) and its siblings â€
 transaction, so the score, RiskAssessment, Flag and Provenance commit with the outbox rows being marked
 processed, and a failure leaves the rows pending for the next drain.
 
-A change touches the Patients it is about, in the version written and in the one before it (a
+The siblings are found on every linked record of the touched children (store.py: a shared parent or
+a shared home). A change touches the Patients it is about, in the version written and in the one before it (a
 subject that changed rescores both children): a Patient itself, an Observation's ``subject``, an
 EpisodeOfCare's ``patient``, a RelatedPerson's ``patient``. The server's own RiskAssessments, Flags
 and Provenance are not evidence, so writing them never loops. It is registered after record linkage,
@@ -26,13 +27,13 @@ from fhir_server.worker import OutboxEvent, register_consumer
 
 from . import store
 from .config import load_config
+from .recompute import ADVISORY_LOCK
 from .service import Scorer, Stats
 
 if TYPE_CHECKING:
     from fhir_server.repository.sql import SqlRepository
 
 log = logging.getLogger(__name__)
-ADVISORY_LOCK = 0x5F7269736B  # "_risk"
 SUBJECT_ELEMENT = {"Observation": "subject", "EpisodeOfCare": "patient", "RelatedPerson": "patient"}
 RELEVANT = frozenset({"Patient", *SUBJECT_ELEMENT})
 
@@ -68,14 +69,14 @@ def rescore_touched(conn: Connection, repo: "SqlRepository", events: list[Outbox
     if conn.dialect.name == "postgresql":
         # two drains rescoring one child at once would both raise its Flag
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
+    now = utcnow()
     children = store.children_of(conn, patients, base_url)
-    records = set(patients)
-    for child in children:
-        records.add(child)
-    siblings = {s for found in store.sibling_records(conn, sorted(records)).values() for s in found}
+    # every record of every touched child: a shared parent or home may be on another agency's record
+    records = set(patients) | {r for recs in store.records_of(conn, children, base_url).values() for r in recs}
+    siblings = {s for found in store.sibling_records(conn, sorted(records), now).values() for s in found}
     children |= store.children_of(conn, siblings, base_url)
     stale = sorted(p for p in patients if p not in children)
-    scorer = Scorer(UnitOfWork(conn, repo), load_config(repo.settings.profiles_dir), utcnow())
+    scorer = Scorer(UnitOfWork(conn, repo), load_config(repo.settings.profiles_dir), now)
     return scorer.rescore(sorted(children), stale=stale)
 
 

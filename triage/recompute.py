@@ -15,7 +15,7 @@ from datetime import datetime
 from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from fhir_server.fhir.instants import utcnow
 from fhir_server.repository.bulk import DeferredCreates
@@ -23,7 +23,7 @@ from fhir_server.repository.sql import UnitOfWork
 from fhir_server.storage.tables import risk_score
 
 from . import store
-from .config import RiskConfig
+from .config import RiskConfig, load_config
 from .service import Scorer, Stats
 
 if TYPE_CHECKING:
@@ -31,11 +31,14 @@ if TYPE_CHECKING:
     from fhir_server.repository.sql import SqlRepository
 
 DEFAULT_BATCH = 2000
+ADVISORY_LOCK = 0x5F7269736B  # "_risk", shared with rescoring on write (consumer.py)
+SCHEDULED_LOCK = ADVISORY_LOCK + 1  # one scheduled recompute at a time across processes
 
 
 def recompute_all(repo: "SqlRepository", config: RiskConfig, *, batch: int = DEFAULT_BATCH, jobs: int = 1,
-                  progress: Callable[[int, int], None] | None = None) -> Stats:
-    now = utcnow()
+                  progress: Callable[[int, int], None] | None = None, now: datetime | None = None) -> Stats:
+    """Rescore every child as of ``now`` (default: the current time); see the module docstring."""
+    now = now or utcnow()
     base_url = repo.settings.base_url
     with repo.engine.connect() as conn:
         children = store.all_children(conn, base_url)
@@ -67,9 +70,32 @@ def recompute_all(repo: "SqlRepository", config: RiskConfig, *, batch: int = DEF
 
 def score_batch(repo: "SqlRepository", config: RiskConfig, now: datetime, part: list[str], stale: list[str]) -> Stats:
     with repo.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # rescoring on write holds this lock exclusively: a drain and a batch scoring the same child
+            # at once would both raise its Flag; batches (disjoint children) share it
+            conn.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": ADVISORY_LOCK})
         uow = UnitOfWork(conn, repo)
         with DeferredCreates(uow, background=False) as writer:
             return Scorer(uow, config, now, writer=writer).rescore(part, stale=stale)
+
+
+def scheduled_recompute(repo: "SqlRepository", *, now: datetime | None = None) -> Stats | None:
+    """The periodic recompute (``FHIR_RISK_RECOMPUTE_SECONDS``, daily by default): scores decay and
+    triggers expire with time alone, so without it a child nobody writes about keeps yesterday's
+    score and an escalation whose evidence has aged out stays open. Idempotent: a second run at the
+    same time writes nothing; on PostgreSQL a run already going in another process makes this one
+    return ``None`` at once (each server process runs its own local beat without a broker)."""
+    config = load_config(repo.settings.profiles_dir)
+    if repo.engine.dialect.name != "postgresql":
+        return recompute_all(repo, config, now=now)
+    with repo.engine.connect() as guard:
+        if not guard.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": SCHEDULED_LOCK}).scalar():
+            return None
+        try:
+            return recompute_all(repo, config, now=now)
+        finally:
+            guard.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEDULED_LOCK})
+            guard.commit()
 
 
 _repo: Any = None

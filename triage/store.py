@@ -4,8 +4,16 @@ A *child* is the unit scored: the master Patient of record linkage (``linkage/``
 are its ``Patient.link`` targets, or an agency Patient that no master links. Everything a batch of
 children needs is read in a fixed number of queries whatever the batch size: their records, the
 Observations and EpisodeOfCare pointing at them (``Observation-subject``, ``EpisodeOfCare-patient``),
-and their siblings — other children whose RelatedPersons share an identifier with one of theirs (the
-same parent known to the same agency) — with the siblings' episodes.
+and their siblings, with the siblings' episodes.
+
+Siblings are other children (not the child's own linked records) who share, on any of either child's
+linked agency records (the master's ``Patient.link`` targets, so a parent known to the police and a
+plan held by the local authority still meet):
+
+* a RelatedPerson identifier (the same parent known to the same agency), or
+* a home: the same normalised postcode and first line of a current address (not ``use`` old, not
+  ended; ``single_view.family.address_keys``), both being under 18 — the household window. A postcode
+  alone covers a street, not a home, so it never makes siblings.
 """
 from __future__ import annotations
 
@@ -16,8 +24,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, false, insert, select, update
 
+from fhir_server.single_view.family import ADULT_AGE, address_keys, postcode_search_values
 from fhir_server.single_view.links import MASTER_PERSON_SYSTEM, is_master, link_targets
-from fhir_server.storage.tables import idx_reference, idx_token, resource, risk_score, risk_score_history
+from fhir_server.storage.tables import (idx_reference, idx_string, idx_token, resource, risk_score,
+                                        risk_score_history)
 
 from . import facts
 from .model import ChildInput, Episode
@@ -45,6 +55,16 @@ def children_of(conn: Connection, patient_ids: Iterable[str], base_url: str) -> 
         for pid in part:
             if pid not in masters:
                 out |= linked.get(pid) or {pid}
+    return out
+
+
+def records_of(conn: Connection, child_ids: Iterable[str], base_url: str) -> dict[str, list[str]]:
+    """child id → its Patient records: itself and, for a master, the agency records it links."""
+    out: dict[str, list[str]] = {}
+    for part in chunks(sorted(set(child_ids))):
+        for res_id, content in conn.execute(select(resource.c.res_id, resource.c.content).where(
+                resource.c.res_type == PATIENT, resource.c.res_id.in_(part), resource.c.deleted == false())):
+            out[res_id] = [res_id, *(link_targets(content, base_url) if content and is_master(content) else [])]
     return out
 
 
@@ -118,7 +138,7 @@ def load_inputs(conn: Connection, child_ids: Sequence[str], base_url: str, now: 
             child.evidence.extend(facts.observation_evidence(content))
         elif (ep := facts.episode_of(content, now)) is not None:
             child.episodes.append(ep)
-    for child, episodes in _sibling_episodes(conn, owner, now).items():
+    for child, episodes in _sibling_episodes(conn, owner, now, base_url).items():
         inputs[child].sibling_episodes = episodes
     return inputs, authority
 
@@ -139,7 +159,53 @@ def _pointing_at(conn: Connection, record_ids: Sequence[str]) -> Iterator[tuple[
                     yield target, res_type, content
 
 
-def sibling_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, set[str]]:
+def sibling_records(conn: Connection, record_ids: Sequence[str], now: datetime) -> dict[str, set[str]]:
+    """record id → Patient records of other people sharing a parent or a home with it (see the module
+    docstring). The caller maps them to children and drops the record's own."""
+    out = _shared_parent_records(conn, record_ids)
+    for record, others in _shared_home_records(conn, record_ids, now).items():
+        out.setdefault(record, set()).update(others)
+    return out
+
+
+def _shared_home_records(conn: Connection, record_ids: Sequence[str], now: datetime) -> dict[str, set[str]]:
+    """record id → other Patient records, under 18, with a current address equal to one of its own
+    (normalised postcode and first line). Candidates come from the ``address-postalcode`` index; the
+    first line and the address's period are compared on the content."""
+    out: dict[str, set[str]] = defaultdict(set)
+    today = now.date()
+    homes: dict[str, set[tuple[str, str]]] = {}
+    for part in chunks(sorted(set(record_ids))):
+        for res_id, content in conn.execute(select(resource.c.res_id, resource.c.content).where(
+                resource.c.res_type == PATIENT, resource.c.res_id.in_(part), resource.c.deleted == false())):
+            if content and _is_child(content, today) and (keys := set(address_keys(content, today=today))):
+                homes[res_id] = keys
+    postcodes = sorted({v for keys in homes.values() for pc, _line in keys for v in postcode_search_values(pc)})
+    by_home: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for part in chunks(postcodes):
+        pks = select(idx_string.c.resource_pk).where(
+            idx_string.c.res_type == PATIENT, idx_string.c.param == "address-postalcode",
+            idx_string.c.value_norm.in_(part))
+        for res_id, content in conn.execute(select(resource.c.res_id, resource.c.content).where(
+                resource.c.pk.in_(pks), resource.c.res_type == PATIENT, resource.c.deleted == false())):
+            if content and _is_child(content, today):
+                for key in address_keys(content, today=today):
+                    by_home[key].add(res_id)
+    for record, keys in homes.items():
+        for key in keys:
+            out[record] |= by_home.get(key, set()) - {record}
+    return out
+
+
+def _is_child(content: dict[str, Any], today: Any) -> bool:
+    """Under 18 today, or of unknown age (an agency record without a birth date)."""
+    born = facts.birth_date(content)
+    if born is None:
+        return True
+    return (today.year - born.year - ((today.month, today.day) < (born.month, born.day))) < ADULT_AGE
+
+
+def _shared_parent_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, set[str]]:
     """record id → Patient records of other children sharing a RelatedPerson identifier with it."""
     out: dict[str, set[str]] = defaultdict(set)
     if not record_ids:
@@ -168,12 +234,26 @@ def sibling_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, se
     return out
 
 
-def _sibling_episodes(conn: Connection, owner: dict[str, str], now: datetime) -> dict[str, list[Episode]]:
-    siblings = sibling_records(conn, sorted(owner))
+def _sibling_episodes(conn: Connection, owner: dict[str, str], now: datetime, base_url: str
+                      ) -> dict[str, list[Episode]]:
+    """child → the open episodes held on any linked record of each of its siblings (a shared parent
+    found on a police record, a plan held on the local authority's)."""
+    siblings = sibling_records(conn, sorted(owner), now)
+    found = sorted({o for others in siblings.values() for o in others if o not in owner})
+    # a sibling record → every record of the sibling child it belongs to (master and linked records)
+    masters = masters_linking(conn, found, base_url)
+    kin_child = {record: min(masters[record]) if masters.get(record) else record for record in found}
+    kin_records = records_of(conn, set(kin_child.values()), base_url)
+    for record, child in owner.items():  # siblings scored in the same batch
+        kin_records.setdefault(child, []).append(record)
     wanted: dict[str, set[str]] = defaultdict(set)  # child → sibling records (not its own)
     for record, others in siblings.items():
         child = owner[record]
-        wanted[child] |= {o for o in others if owner.get(o) != child}
+        for other in others:
+            if owner.get(other) == child:
+                continue
+            sibling = kin_child.get(other, owner.get(other, other))
+            wanted[child] |= {other, *kin_records.get(sibling, [sibling])}
     every = sorted({o for others in wanted.values() for o in others})
     episodes: dict[str, list[Episode]] = defaultdict(list)
     for part in chunks(every):

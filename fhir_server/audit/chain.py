@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
@@ -92,13 +92,17 @@ def seal(conn: Connection, indexer: "Indexer", *, limit: int = SEAL_BATCH) -> in
     pos, prev = (head.chain_pos, head.hash) if head is not None else (0, GENESIS)
     now = utcnow()
     published: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
     for row in pending:
         pos += 1
         digest = link_hash(prev, row.content)
-        conn.execute(update(audit_event).where(audit_event.c.seq == row.seq)
-                     .values(chain_pos=pos, prev_hash=prev, hash=digest, sealed_at=now))
+        links.append({"b_seq": row.seq, "b_pos": pos, "b_prev": prev, "b_hash": digest, "b_now": now})
         published.append(served_copy(row.content, pos, prev, digest))
         prev = digest
+    # one executemany, not a round trip per row: the seal holds the lock every drain waits for
+    conn.execute(update(audit_event).where(audit_event.c.seq == bindparam("b_seq")).values(
+        chain_pos=bindparam("b_pos"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash"),
+        sealed_at=bindparam("b_now")), links)
     _publish(conn, indexer, published, now)
     return len(pending)
 
@@ -122,9 +126,9 @@ def _publish(conn: Connection, indexer: "Indexer", bodies: list[dict[str, Any]],
     trail is not a change to anyone's record)."""
     for body in bodies:
         body["meta"] = {**(body.get("meta") or {}), "versionId": "1", "lastUpdated": format_instant(now)}
-    pks = [conn.execute(insert(resource).values(
-        res_type="AuditEvent", res_id=b["id"], version_id=1, last_updated=now, deleted=False, content=b,
-    ).returning(resource.c.pk)).scalar_one() for b in bodies]
+    pks = conn.execute(insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), [
+        {"res_type": "AuditEvent", "res_id": b["id"], "version_id": 1, "last_updated": now, "deleted": False,
+         "content": b} for b in bodies]).scalars().all()
     conn.execute(insert(resource_history), [
         {"resource_pk": pk, "version_id": 1, "res_type": "AuditEvent", "res_id": b["id"], "last_updated": now,
          "method": "POST", "deleted": False, "content": b} for pk, b in zip(pks, bodies)])

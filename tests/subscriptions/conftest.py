@@ -122,6 +122,8 @@ def sub_app(engine: Engine, settings: Settings):
     yield application
     services = application.extensions["fhir"]
     runtime.uninstall(services.engine)
+    from fhir_server.periodic import local_beat
+    local_beat.cancel_owned(services.engine)
     time.sleep(0.1)
     services.engine.dispose()
     from fhir_server.storage.db import empty_schema
