@@ -119,6 +119,7 @@ def load_patients(url: str, records: list[dict[str, Any]]) -> float:
 def agency_patients(directory: Path) -> list[dict[str, Any]]:
     from mappings.core import SourceFile
     from mappings.formats import mapper
+    from mappings.loader import criteria
 
     from linkage.record import AGENCY_TAG_SYSTEM
 
@@ -136,8 +137,8 @@ def agency_patients(directory: Path) -> list[dict[str, Any]]:
                 resource = {k: v for k, v in upsert.resource.items() if k not in ("managingOrganization",
                                                                                  "generalPractitioner")}
                 resource["meta"] = {"tag": [{"system": AGENCY_TAG_SYSTEM, "code": f"{agency.kind}/{agency.code}"}]}
-                patients[upsert.match] = evaluate.combine(patients.get(upsert.match), resource,
-                                                          merge=getattr(upsert, "merge", False))
+                key = criteria(upsert, agency)
+                patients[key] = evaluate.combine(patients.get(key), resource, merge=getattr(upsert, "merge", False))
     cached.write_text(json.dumps(list(patients.values())), encoding="utf-8")
     return list(patients.values())
 

@@ -53,9 +53,12 @@ def generate(families: int, seed: int, out: Path) -> Path:
 
 
 def load_dataset(directory: Path) -> Dataset:
-    """Agency Patients from the manifest's files, each with its true person."""
+    """Agency Patients from the manifest's files, each with its true person: one per conditional-update
+    key of the loader (the agency's own identifier within the agency's records, so the same UPN in
+    two LAs' school censuses is two Patients, as stored)."""
     from mappings.core import SourceFile
     from mappings.formats import mapper
+    from mappings.loader import criteria
 
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     truth: dict[tuple[str, str], str] = {}
@@ -78,7 +81,7 @@ def load_dataset(directory: Path) -> Dataset:
         for upsert in result.upserts:
             if upsert.resource_type != "Patient":
                 continue
-            key = upsert.match
+            key = criteria(upsert, agency)  # the loader's conditional update: scoped to the agency
             resource = dict(upsert.resource)
             meta = dict(resource.get("meta") or {})
             meta["tag"] = [*(meta.get("tag") or []), {"system": AGENCY_TAG_SYSTEM,
@@ -96,15 +99,13 @@ def load_dataset(directory: Path) -> Dataset:
 
 
 def combine(stored: dict[str, Any] | None, new: dict[str, Any], *, merge: bool) -> dict[str, Any]:
-    """What the loader stores for a second upsert of one record: the new content, or (``merge``, for
-    records another format of the same agency writes too) the stored one completed by the new one."""
+    """What the loader stores for a second upsert of one record: the new content, or (``merge``) the
+    stored one completed by the new one (:func:`mappings.merge.merge_resource`)."""
     if stored is None or not merge:
         return new
-    out = {**stored, **{k: v for k, v in new.items() if v not in (None, [], {})}}
-    seen = {(i.get("system"), i.get("value")) for i in stored.get("identifier") or []}
-    out["identifier"] = [*(stored.get("identifier") or []),
-                         *(i for i in new.get("identifier") or [] if (i.get("system"), i.get("value")) not in seen)]
-    return out
+    from mappings.merge import merge_resource
+
+    return merge_resource(stored, new)
 
 
 @dataclass
