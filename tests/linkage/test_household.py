@@ -158,3 +158,20 @@ def test_linking_on_write_links_a_moved_family_through_http(client, drain):
                                                         gender="male", postcode=NEW)},
         {"name": "onlyCertainMatches", "valueBoolean": True}]}))
     assert {e["resource"]["id"] for e in answer["entry"] if e["search"]["mode"] == "match"} >= {gp_chidi}
+
+
+def test_a_record_certain_with_two_children_never_merges_them():
+    """Transitive closure stops at a cluster-level conflict: a record sharing a UPN with one child's
+    cluster and a police id with another's joins one of them; the clusters, whose members hold two
+    different valid NHS numbers, are not merged, and the other goes to review."""
+    police = "https://w3id.org/sg-fhir/Id/06/person"
+    store = _link_in_order(
+        person("gp-1", "Amara", "Okafor", "2015-03-04", postcode=OLD, nhs="9434765919"),
+        person("school-1", "Amara", "Okafor", "2015-03-04", postcode=OLD, ids=((UPN, "A330200214002"),)),
+        person("gp-2", "Amara", "Okafor", "2015-03-04", postcode=NEW, nhs="9434765870"),
+        person("police-2", "Amara", "Okafor", "2015-03-04", postcode=NEW, ids=((police, "GMP1"),)),
+        person("mixed", "Amara", "Okafor", "2015-03-04", ids=((UPN, "A330200214002"), (police, "GMP1"))),
+    )
+    assert _together(store, "gp-1", "school-1") and _together(store, "gp-2", "police-2")
+    assert not _together(store, "gp-1", "gp-2")
+    assert any(pair & {"mixed"} for pair in store.reviews)
