@@ -16,6 +16,7 @@ records at the two addresses through the store.
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable
 
 from . import compare
@@ -66,11 +67,25 @@ def corroborating_pair(model: Model, record: PersonRecord, candidate: PersonReco
     others_here = [r for r in here if r.id not in pair_ids and other_person(r, record) and other_person(r, candidate)]
     others_there = [r for r in there if r.id not in pair_ids and other_person(r, record)
                     and other_person(r, candidate)]
+    # only pairs that could be one person are scored: the same birth date (a moved pair needs it) or a
+    # shared identifier — a tower block's postcode must not cost a score per pair of its residents
+    by_birth: dict[dt.date | None, list[PersonRecord]] = {}
+    by_identifier: dict[tuple[str, str], list[PersonRecord]] = {}
+    for b in others_there:
+        by_birth.setdefault(b.birth_date, []).append(b)
+        for key in _identifiers(b):
+            by_identifier.setdefault(key, []).append(b)
     for a in others_here:
-        for b in others_there:
+        near = {b.id: b for b in by_birth.get(a.birth_date, []) if a.birth_date is not None}
+        near.update({b.id: b for key in _identifiers(a) for b in by_identifier.get(key, [])})
+        for b in near.values():
             if a.id == b.id or set(a.postcodes) & set(b.postcodes):
                 continue
             s = score(a, b)
             if s.grade == CERTAIN or moved_pair(model, s) or (same_master(a, b) and s.grade is not None):
                 return a, b, s
     return None
+
+
+def _identifiers(record: PersonRecord) -> set[tuple[str, str]]:
+    return set(record.identifiers) | ({("nhs", record.nhs)} if record.nhs else set())
