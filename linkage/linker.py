@@ -58,6 +58,8 @@ class LinkStore(Protocol):
     def rejected(self, a: str, b: str) -> bool:
         """Whether a practitioner answered a review of this pair "not the same person"."""
 
+    def close_reviews(self, a: str, b: str, master_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Match:
@@ -204,15 +206,19 @@ class Matcher:
         if ma and ma == mb:
             return
         if ma and mb:
-            if self._compatible(ma, mb, Match(b, s)):
-                self.store.merge(ma, mb, a, s)
-            return
-        if ma or mb:
+            if not self._compatible(ma, mb, Match(b, s)):
+                return
+            self.store.merge(ma, mb, a, s)
+            master_id = ma
+        elif ma or mb:
             master_id, joining, partner = (ma, b, a) if ma else (mb, a, b)
-            if self._compatible(master_id, f"record:{joining.id}", Match(joining, s)):
-                self.store.link(joining, partner, master_id, s)
-            return
-        self.store.link(a, b, None, s)
+            if not self._compatible(master_id, f"record:{joining.id}", Match(joining, s)):
+                return
+            self.store.link(joining, partner, master_id, s)
+        else:
+            master_id = self.store.link(a, b, None, s)
+        # the pair had gone to review when it arrived with nothing to support it: that is answered now
+        self.store.close_reviews(a.id, b.id, master_id)
 
     def _compatible(self, master_id: str, other_key: str, other: Match) -> bool:
         mine = self.store.members(master_id)

@@ -22,6 +22,7 @@ class MemoryStore:
         self.split: dict[str, set[str]] = {}
         self.reviews: dict[frozenset[str], Score] = {}
         self.not_same: set[frozenset[str]] = set()  # reviews answered "not the same person"
+        self.closed_reviews: set[frozenset[str]] = set()  # reviews answered by a later automatic link
         self.links: list[tuple[str, str, Score]] = []
         self._masters = itertools.count(1)
         for record in records:
@@ -78,6 +79,9 @@ class MemoryStore:
 
     def reviewed(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.reviews
+
+    def close_reviews(self, a: str, b: str, master_id: str) -> None:
+        self.closed_reviews.add(frozenset((a, b)))
 
     def rejected(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.not_same

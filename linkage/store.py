@@ -205,6 +205,13 @@ class SqlLinkStore:
         found = self.uow.read_many([("Task", i) for i in ids])
         return any((task.get("businessStatus") or {}).get("text") == "not-linked" for task in found.values())
 
+    def close_reviews(self, a: str, b: str, master_id: str) -> None:
+        """Complete the open review Tasks of a pair this system has just linked (businessStatus linked)."""
+        for task_id in self.review_tasks(a, b):
+            task = dict(self.uow.read("Task", task_id).content or {})
+            if task.get("status") not in ("completed", "cancelled"):
+                self.uow.update(self.ctx, "Task", task_id, golden.completed_task(task, "linked", master_id, None))
+
     def at_postcodes(self, postcodes: Sequence[str]) -> list[PersonRecord]:
         """Agency Patients with an address at any of ``postcodes`` (index ``address-postalcode``);
         at most :data:`MAX_HOUSEHOLD` of them (a postcode covers about 15 addresses)."""

@@ -43,8 +43,11 @@ def _moved_family() -> list:
 def test_siblings_showing_the_same_move_link_both_children():
     store = _link_in_order(*_moved_family())
     assert _together(store, "gp-amara", "school-amara")
-    # the first sibling went to review when it arrived; the second one's link brings it in too
+    # the first sibling went to review when it arrived; the second one's link brings it in too, and
+    # answers that review
     assert _together(store, "gp-chidi", "school-chidi")
+    assert frozenset(("gp-amara", "school-amara")) in store.reviews
+    assert store.closed_reviews == {frozenset(("gp-amara", "school-amara"))}
     assert not _together(store, "gp-amara", "gp-chidi")
     assert len(store.clusters) == 2
 
@@ -152,6 +155,14 @@ def test_linking_on_write_links_a_moved_family_through_http(client, drain):
                if p["resource"]["activity"]["coding"][0]["code"] == "auto-link"]
     assert any("household moved" in r for r in reasons)
     assert any("corroborates the household's move" in r for r in reasons)
+    # Amara's pair had been put to review; the link that brought it in completed that Task
+    tasks = [e["resource"] for e in body(client.get("/fhir/Task?code=https://w3id.org/sg-fhir/CodeSystem/"
+                                                    "linkage|link-review"))["entry"]]
+    amara = [t for t in tasks if {t["for"]["reference"], t["focus"]["reference"]} ==
+             {f"Patient/{gp_amara}", f"Patient/{school_amara}"}]
+    assert len(amara) == 1 and amara[0]["status"] == "completed"
+    assert amara[0]["businessStatus"]["text"] == "linked" and amara[0]["output"][0]["valueReference"]["reference"] \
+        in {f"Patient/{m['id']}" for m in masters}
     # $match answers the same: the school record of Chidi is a certain match for his GP record
     answer = body(client.post("/fhir/Patient/$match", json={"resourceType": "Parameters", "parameter": [
         {"name": "resource", "resource": agency_patient("education/352", "Chidi", "Okafor", "2012-07-21",
