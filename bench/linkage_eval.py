@@ -3,7 +3,8 @@
 ``quality`` generates ``--families`` families with the synthetic generator (or reads ``--data``),
 maps the agency files without a server, links the agency Patients in load order exactly as linking
 on write does (linkage.linker over an in-memory store) and prints pairwise precision, recall, F1,
-the false-merge rate for children, what review Tasks would add, and the missed pairs by agency pair
+the false-merge rate for children, what review Tasks would add, the true pairs no rule could link
+(:func:`linkage.evaluate.unlinkable_pairs`, counted apart, never dropped) and the missed pairs by cause
 and agreement pattern. ``--model em`` (default) estimates m/u by EM on the evaluated records
 themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM on another seed).
 
@@ -35,7 +36,7 @@ if __package__ in (None, ""):
 from bench import harness  # noqa: E402
 from linkage import evaluate  # noqa: E402
 from linkage.linker import Matcher  # noqa: E402
-from linkage.model import Model, train  # noqa: E402
+from linkage.model import COMPARISONS, Model, train  # noqa: E402
 
 CHILDREN_PER_FAMILY = 1.87  # the generator's mean (1,870 children in 1,000 families, seed 7)
 
@@ -59,15 +60,16 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     predicted = evaluate.cluster_pairs(store.clusters.values())
     by_id = {r.id: r for r in data.records}
     matcher = Matcher(model, store)
-    missed: Counter[tuple[Any, ...]] = Counter()
+    unlinkable = evaluate.unlinkable_pairs(data, truth)
+    causes: Counter[tuple[str, str, str]] = Counter()
     for pair in truth - predicted:
         a, b = (by_id[i] for i in sorted(pair))
-        kinds = tuple(sorted(((a.agency or "?").split("/")[0], (b.agency or "?").split("/")[0])))
+        kinds = " + ".join(sorted(((a.agency or "?").split("/")[0], (b.agency or "?").split("/")[0])))
         score = matcher.score(a, b)
-        named = bool(a.family and b.family)
-        missed[(kinds, "named" if named else "no name", score.grade or "-")] += 1
-    rows = [(" + ".join(k[0]), k[1], k[2], n) for k, n in missed.most_common(12)]
-    harness.print_table("Missed true pairs by agency pair", ("agencies", "names", "grade given", "pairs"), rows)
+        vector = dict(zip((c.name for c in COMPARISONS), score.vector))
+        causes[(evaluate.miss_cause(a, b, vector, pair in unlinkable), kinds, score.grade or "-")] += 1
+    rows = [(*k, n) for k, n in sorted(causes.items(), key=lambda kv: (kv[0][0], -kv[1]))]
+    harness.print_table("Missed true pairs by cause", ("cause", "agencies", "grade given", "pairs"), rows)
     named_truth = {p for p in truth if all(by_id[i].family for i in p)}
     named_tp = len(named_truth & predicted)
     named_pred = {p for p in predicted if all(by_id[i].family for i in p)}
@@ -76,6 +78,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     print(f"pairs where both records carry a name: precision {named_precision:.5f} recall {named_recall:.5f} "
           f"F1 {2 * named_precision * named_recall / (named_precision + named_recall):.5f}")
     result = {"precision": report.precision, "recall": report.recall, "f1": report.f1,
+              "unlinkable_pairs": report.unlinkable, "recall_linkable": report.recall_linkable,
+              "f1_linkable": report.f1_linkable, "children_false_merged": report.children_false_merged,
               "false_merge_rate": report.false_merge_rate, "reviews": report.reviews,
               "named_recall": named_recall, "named_precision": named_precision}
     if args.save_model:
@@ -115,6 +119,7 @@ def load_patients(url: str, records: list[dict[str, Any]]) -> float:
 def agency_patients(directory: Path) -> list[dict[str, Any]]:
     from mappings.core import SourceFile
     from mappings.formats import mapper
+    from mappings.loader import criteria
 
     from linkage.record import AGENCY_TAG_SYSTEM
 
@@ -132,8 +137,8 @@ def agency_patients(directory: Path) -> list[dict[str, Any]]:
                 resource = {k: v for k, v in upsert.resource.items() if k not in ("managingOrganization",
                                                                                  "generalPractitioner")}
                 resource["meta"] = {"tag": [{"system": AGENCY_TAG_SYSTEM, "code": f"{agency.kind}/{agency.code}"}]}
-                patients[upsert.match] = evaluate.combine(patients.get(upsert.match), resource,
-                                                          merge=getattr(upsert, "merge", False))
+                key = criteria(upsert, agency)
+                patients[key] = evaluate.combine(patients.get(key), resource, merge=getattr(upsert, "merge", False))
     cached.write_text(json.dumps(list(patients.values())), encoding="utf-8")
     return list(patients.values())
 

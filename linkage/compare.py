@@ -267,12 +267,15 @@ def normalise_postcode(value: str | None) -> str | None:
 
 
 def compare_postcodes(a: str | None, b: str | None) -> str | None:
-    """Postcodes: ``exact``; ``sector`` (outward code and inward digit: M40 6); ``district`` (outward
-    code: M40); else ``different``."""
+    """Postcodes: ``exact``; ``near`` (one character keyed wrongly: M40 6WP ~ M40 7WP, the commonest
+    postcode error); ``sector`` (outward code and inward digit: M40 6); ``district`` (outward code:
+    M40); else ``different``."""
     if not a or not b:
         return None
     if a == b:
         return "exact"
+    if len(a) == len(b) and a.find(" ") == b.find(" ") and sum(x != y for x, y in zip(a, b)) == 1:
+        return "near"
     oa, _, ia = a.partition(" ")
     ob, _, ib = b.partition(" ")
     if oa != ob:

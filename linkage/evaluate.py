@@ -53,9 +53,12 @@ def generate(families: int, seed: int, out: Path) -> Path:
 
 
 def load_dataset(directory: Path) -> Dataset:
-    """Agency Patients from the manifest's files, each with its true person."""
+    """Agency Patients from the manifest's files, each with its true person: one per conditional-update
+    key of the loader (the agency's own identifier within the agency's records, so the same UPN in
+    two LAs' school censuses is two Patients, as stored)."""
     from mappings.core import SourceFile
     from mappings.formats import mapper
+    from mappings.loader import criteria
 
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     truth: dict[tuple[str, str], str] = {}
@@ -78,7 +81,7 @@ def load_dataset(directory: Path) -> Dataset:
         for upsert in result.upserts:
             if upsert.resource_type != "Patient":
                 continue
-            key = upsert.match
+            key = criteria(upsert, agency)  # the loader's conditional update: scoped to the agency
             resource = dict(upsert.resource)
             meta = dict(resource.get("meta") or {})
             meta["tag"] = [*(meta.get("tag") or []), {"system": AGENCY_TAG_SYSTEM,
@@ -96,15 +99,13 @@ def load_dataset(directory: Path) -> Dataset:
 
 
 def combine(stored: dict[str, Any] | None, new: dict[str, Any], *, merge: bool) -> dict[str, Any]:
-    """What the loader stores for a second upsert of one record: the new content, or (``merge``, for
-    records another format of the same agency writes too) the stored one completed by the new one."""
+    """What the loader stores for a second upsert of one record: the new content, or (``merge``) the
+    stored one completed by the new one (:func:`mappings.merge.merge_resource`)."""
     if stored is None or not merge:
         return new
-    out = {**stored, **{k: v for k, v in new.items() if v not in (None, [], {})}}
-    seen = {(i.get("system"), i.get("value")) for i in stored.get("identifier") or []}
-    out["identifier"] = [*(stored.get("identifier") or []),
-                         *(i for i in new.get("identifier") or [] if (i.get("system"), i.get("value")) not in seen)]
-    return out
+    from mappings.merge import merge_resource
+
+    return merge_resource(stored, new)
 
 
 @dataclass
@@ -119,6 +120,8 @@ class Report:
     children: int
     children_false_merged: int
     seconds_linking: float
+    unlinkable: int = 0  # true pairs nothing in the records connects (:func:`unlinkable_pairs`)
+    linkable_true_positives: int = 0
     model: dict[str, Any] = field(default_factory=dict)
     missed: list[tuple[str, str, str]] = field(default_factory=list)
     false: list[tuple[str, str, str]] = field(default_factory=list)
@@ -137,6 +140,18 @@ class Report:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     @property
+    def recall_linkable(self) -> float:
+        """Recall over the true pairs the records can support (unlinkable ones left out, not hidden:
+        :attr:`unlinkable` says how many)."""
+        linkable = self.true_pairs - self.unlinkable
+        return self.linkable_true_positives / linkable if linkable else 1.0
+
+    @property
+    def f1_linkable(self) -> float:
+        p, r = self.precision, self.recall_linkable
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
     def false_merge_rate(self) -> float:
         return self.children_false_merged / self.children if self.children else 0.0
 
@@ -150,6 +165,9 @@ class Report:
             f"blocking recall {self.blocking_recall:.4f}",
             f"auto-linked pairs: {self.predicted_pairs:,} (true {self.true_positives:,})",
             f"precision {self.precision:.5f}  recall {self.recall:.5f}  F1 {self.f1:.5f}",
+            f"unlinkable true pairs (no name, no shared identifier on one side): {self.unlinkable:,}; over the "
+            f"{self.true_pairs - self.unlinkable:,} linkable ones: recall {self.recall_linkable:.5f}  "
+            f"F1 {self.f1_linkable:.5f}",
             f"children false-merged: {self.children_false_merged} of {self.children:,} "
             f"({self.false_merge_rate:.5f})",
             f"review tasks: {self.reviews:,} ({self.reviews_true:,} true matches); recall if all true ones are "
@@ -164,6 +182,55 @@ def true_pairs(data: Dataset) -> set[frozenset[str]]:
     for record in data.records:
         by_person[data.person[record.id]].append(record.id)
     return {frozenset(p) for ids in by_person.values() for p in combinations(ids, 2)}
+
+
+def unlinkable_pairs(data: Dataset, truth: set[frozenset[str]]) -> set[frozenset[str]]:
+    """True pairs that nothing in the records can connect, even through the person's other records.
+
+    Two records of one person are *connectable* when they share an identifier (any system, the NHS
+    number included) or both carry a name (forename and surname) to compare. A true pair is
+    unlinkable when its records fall in different connected components of that relation: one side
+    is then a record with no name and no identifier in common with any other record of the child — in
+    practice a CIN census record (no names in the DfE return) of a child without a UPN — which only
+    its birth date and sex describe. No rule that respects the wrong-merge guard can link it."""
+    def named(r: PersonRecord) -> bool:
+        return bool(r.given and r.family)
+
+    def connectable(a: PersonRecord, b: PersonRecord) -> bool:
+        return bool(a.identifiers & b.identifiers) or bool(a.nhs and a.nhs == b.nhs) or (named(a) and named(b))
+
+    by_person: dict[str, list[PersonRecord]] = defaultdict(list)
+    for record in data.records:
+        by_person[data.person[record.id]].append(record)
+    component: dict[str, str] = {}
+    for records in by_person.values():
+        parent = {r.id: r.id for r in records}
+
+        def root(x: str) -> str:
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for a, b in combinations(records, 2):
+            if connectable(a, b):
+                parent[root(a.id)] = root(b.id)
+        component.update({r.id: root(r.id) for r in records})
+    return {p for p in truth if len({component[i] for i in p}) > 1}
+
+
+def miss_cause(a: PersonRecord, b: PersonRecord, vector: dict[str, str | None], unlinkable: bool) -> str:
+    """Why a true pair was not linked, in words (docs/linkage.md, "What limits recall")."""
+    if unlinkable:
+        return "unlinkable: a record with no name and no shared identifier (birth date and sex only)"
+    if not (a.given and a.family and b.given and b.family):
+        return "one record without a name; its other records not linked to the named one"
+    if vector["dob"] not in ("exact", "transposed", "near"):
+        return "named; birth date differs"
+    if vector["surname"] not in ("exact", "close", "part") or vector["forename"] in ("different", "initial"):
+        return "named; name changed (surname or forename disagree)"
+    if vector["postcode"] in ("different", "district"):
+        return "named; same name and birth date, different address, no shared identifier or household evidence"
+    return "named; other (below the certain threshold)"
 
 
 def cluster_pairs(clusters: Iterable[set[str]]) -> set[frozenset[str]]:
@@ -195,6 +262,7 @@ def evaluate(data: Dataset, model: Model) -> Report:
     store, seconds = link_all(data, model)
     predicted = cluster_pairs(store.clusters.values())
     tp = predicted & truth
+    unlinkable = unlinkable_pairs(data, truth)
     reviews_true = sum(1 for pair in store.reviews if pair in truth and pair not in predicted)
     merged_children = set()
     for members in store.clusters.values():
@@ -213,6 +281,7 @@ def evaluate(data: Dataset, model: Model) -> Report:
         records=len(data.records), true_pairs=len(truth), predicted_pairs=len(predicted), true_positives=len(tp),
         reviews=len(store.reviews), reviews_true=reviews_true, blocking_recall=blocking_recall(data, truth),
         children=len(children), children_false_merged=len(merged_children), seconds_linking=seconds,
+        unlinkable=len(unlinkable), linkable_true_positives=len(tp - unlinkable),
         model={"matches_per_record": model.matches_per_record, "population": model.population},
         missed=[describe(p) for p in sorted(truth - predicted, key=sorted)[:40]],
         false=[describe(p) for p in sorted(predicted - truth, key=sorted)[:40]])

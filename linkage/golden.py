@@ -118,6 +118,18 @@ def pair_key(a: str, b: str) -> str:
     return "~".join(sorted((a, b)))
 
 
+def completed_task(task: dict[str, Any], outcome: str, master_id: str | None, owner: str | None) -> dict[str, Any]:
+    """A review Task answered (task.html#statemachine: requested → completed): ``businessStatus``
+    linked / not-linked, the practitioner as ``owner``, the master as ``output``."""
+    done = {**task, "status": "completed", "lastModified": format_instant(utcnow()), "businessStatus": {"text": outcome}}
+    if owner:
+        done["owner"] = {"reference": owner}
+    if master_id:
+        done["output"] = [{"type": {"coding": [{"system": LINKAGE_CODES, "code": "master"}]},
+                           "valueReference": {"reference": f"Patient/{master_id}"}}]
+    return done
+
+
 def review_task(record_id: str, candidate_id: str, master_id: str | None, score: Score) -> dict[str, Any]:
     """A Task asking a practitioner whether two records are the same person (task.html): ``for`` is
     the arriving record, ``focus`` the candidate; inputs carry both, the score, grade and master."""

@@ -15,9 +15,10 @@ already put to review (whatever the answer) is not put again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from . import household
 from .blocking import BlockingQuery, query_for
 from .model import CERTAIN, CERTAINLY_NOT, POSSIBLE, PROBABLE, Model, Score, certainly_not, score_pair
 from .record import PersonRecord
@@ -48,6 +49,16 @@ class LinkStore(Protocol):
                        score: Score) -> None: ...
 
     def merge(self, into: str, other: str, via: PersonRecord, score: Score) -> None: ...
+
+    def at_postcodes(self, postcodes: Sequence[str]) -> list[PersonRecord]:
+        """Agency records with an address at any of ``postcodes`` (a household and its neighbours)."""
+
+    def at_records(self, record_ids: Sequence[str]) -> list[PersonRecord]: ...
+
+    def rejected(self, a: str, b: str) -> bool:
+        """Whether a practitioner answered a review of this pair "not the same person"."""
+
+    def close_reviews(self, a: str, b: str, master_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class Matcher:
                 continue
             if s.grade == CERTAINLY_NOT and not _looks_alike(self.model, record, candidate):
                 continue
+            if s.grade == PROBABLE and household.moved_pair(self.model, s):
+                s = self._household(record, candidate, s)
             out.append(Match(candidate, s))
         out.sort(key=lambda m: (*_rank(m.score), m.record.id))
         return out
@@ -129,6 +142,8 @@ class Matcher:
             master_id = key if not key.startswith("record:") else None
             master_id = self.store.link(record, best.record, master_id, best.score)
             decision = Decision("linked", master_id, best)
+            if best.score.household:
+                self._join_household(best.score.household, best.score)
             to_review = probable[:1]
             for other_key, other in certain[1:]:
                 # certain with two clusters: by transitivity they are one person, unless any of their
@@ -152,6 +167,58 @@ class Matcher:
         if decision.action == "none" and decision.reviews:
             decision.action = "review"
         return decision
+
+    def _household(self, record: PersonRecord, candidate: PersonRecord, s: Score) -> Score:
+        """``s`` made certain when another person of the household shows the same move
+        (:mod:`linkage.household`); unchanged otherwise."""
+        if self.store.rejected(record.id, candidate.id):
+            return s
+        found = household.corroborating_pair(
+            self.model, record, candidate, self.store.at_postcodes(record.postcodes),
+            self.store.at_postcodes(candidate.postcodes), self.score, self._same_master)
+        if found is None:
+            return s
+        a, b, _ = found
+        return replace(s, grade=CERTAIN, household=(a.id, b.id),
+                       reason=f"certain: the household moved ({'/'.join(record.postcodes)} ~ "
+                              f"{'/'.join(candidate.postcodes)}), as Patient/{a.id} ~ Patient/{b.id} show")
+
+    def _same_master(self, a: PersonRecord, b: PersonRecord) -> bool:
+        masters = self.store.masters_of([a.id, b.id])
+        return bool(masters.get(a.id)) and masters.get(a.id) == masters.get(b.id)
+
+    def _join_household(self, pair: tuple[str, str], via: Score) -> None:
+        """Link the pair that corroborated a move (it is corroborated in turn by the pair just
+        linked), unless it is already one person, a practitioner split either off, or any member of
+        their clusters is certainly not the other."""
+        ids = list(pair)
+        records = {r.id: r for r in self.store.at_records(ids)}
+        if len(records) != 2 or self.store.rejected(*ids):
+            return
+        a, b = records[ids[0]], records[ids[1]]
+        s = self.score(a, b)
+        if s.grade not in (CERTAIN, PROBABLE):
+            return
+        s = replace(s, grade=CERTAIN, reason=f"certain: corroborates the household's move of a linked sibling "
+                                             f"({via.reason})")
+        masters = self.store.masters_of(ids)
+        ma, mb = masters.get(a.id), masters.get(b.id)
+        if ma and ma == mb:
+            return
+        if ma and mb:
+            if not self._compatible(ma, mb, Match(b, s)):
+                return
+            self.store.merge(ma, mb, a, s)
+            master_id = ma
+        elif ma or mb:
+            master_id, joining, partner = (ma, b, a) if ma else (mb, a, b)
+            if not self._compatible(master_id, f"record:{joining.id}", Match(joining, s)):
+                return
+            self.store.link(joining, partner, master_id, s)
+        else:
+            master_id = self.store.link(a, b, None, s)
+        # the pair had gone to review when it arrived with nothing to support it: that is answered now
+        self.store.close_reviews(a.id, b.id, master_id)
 
     def _compatible(self, master_id: str, other_key: str, other: Match) -> bool:
         mine = self.store.members(master_id)

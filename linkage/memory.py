@@ -16,10 +16,13 @@ class MemoryStore:
         self.records: dict[str, PersonRecord] = {}
         self._index: dict[str, set[str]] = {}
         self._tf: dict[str, Counter[str]] = {"forename": Counter(), "surname": Counter()}
+        self._postcodes: dict[str, set[str]] = {}
         self.master_of: dict[str, str] = {}
         self.clusters: dict[str, set[str]] = {}
         self.split: dict[str, set[str]] = {}
         self.reviews: dict[frozenset[str], Score] = {}
+        self.not_same: set[frozenset[str]] = set()  # reviews answered "not the same person"
+        self.closed_reviews: set[frozenset[str]] = set()  # reviews answered by a later automatic link
         self.links: list[tuple[str, str, Score]] = []
         self._masters = itertools.count(1)
         for record in records:
@@ -31,6 +34,8 @@ class MemoryStore:
         self.records[record.id] = record
         for key in stored_keys(record):
             self._index.setdefault(key, set()).add(record.id)
+        for postcode in record.postcodes:
+            self._postcodes.setdefault(postcode, set()).add(record.id)
         for name in self._tf:
             if key := tf_key(record, name):
                 self._tf[name][key] += 1
@@ -39,6 +44,8 @@ class MemoryStore:
         record = self.records.pop(record_id)
         for key in stored_keys(record):
             self._index.get(key, set()).discard(record_id)
+        for postcode in record.postcodes:
+            self._postcodes.get(postcode, set()).discard(record_id)
         for name in self._tf:
             if key := tf_key(record, name):
                 self._tf[name][key] -= 1
@@ -72,6 +79,19 @@ class MemoryStore:
 
     def reviewed(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.reviews
+
+    def close_reviews(self, a: str, b: str, master_id: str) -> None:
+        self.closed_reviews.add(frozenset((a, b)))
+
+    def rejected(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.not_same
+
+    def at_postcodes(self, postcodes: Sequence[str]) -> list[PersonRecord]:
+        ids = set().union(*(self._postcodes.get(p, ()) for p in postcodes)) if postcodes else set()
+        return [self.records[i] for i in sorted(ids)]
+
+    def at_records(self, record_ids: Sequence[str]) -> list[PersonRecord]:
+        return [self.records[i] for i in record_ids if i in self.records]
 
     def link(self, record: PersonRecord, partner: PersonRecord, master_id: str | None, score: Score) -> str:
         if master_id is None:

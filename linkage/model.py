@@ -77,11 +77,11 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("gender", ("exact", "different"),
                lambda a, b: None if not a.gender or not b.gender else
                ("exact" if a.gender == b.gender else "different")),
-    Comparison("postcode", ("exact", "sector", "district", "different"), lambda a, b: _best_postcode(a, b)),
+    Comparison("postcode", ("exact", "near", "sector", "district", "different"), lambda a, b: _best_postcode(a, b)),
 )
 BY_NAME = {c.name: c for c in COMPARISONS}
 
-_POSTCODE_ORDER = ("exact", "sector", "district", "different")
+_POSTCODE_ORDER = BY_NAME["postcode"].levels
 
 
 def _best_postcode(a: PersonRecord, b: PersonRecord) -> str | None:
@@ -195,6 +195,8 @@ class Score:
     grade: str | None  # certain | probable | possible | certainly-not | None (not a candidate)
     vector: Vector
     reason: str = ""  # why certainly-not, or why not certain although the probability is high
+    # another person's two records that corroborate a move (linkage.household), linked with this pair
+    household: tuple[str, str] | None = None
 
     def explain(self) -> str:
         agreed = ", ".join(f"{c.name} {lvl}" for c, lvl in zip(COMPARISONS, self.vector) if lvl is not None)
@@ -244,11 +246,14 @@ def grade(model: Model, probability: float, vector: Vector) -> tuple[str | None,
 
 
 def corroborated(vector: Vector) -> bool:
-    """A shared identifier, or the same postcode sector with forenames that agree."""
+    """A shared identifier, or the same postcode sector (or a postcode one keying error away) with
+    forenames that agree and birth dates that agree but for a keying error. Siblings given the same
+    name live at one address too: a birth date that differs outright keeps them apart."""
     v = dict(zip((c.name for c in COMPARISONS), vector))
     if v["nhs"] == "exact" or v["local_id"] == "exact":
         return True
-    return v["postcode"] in ("exact", "sector") and v["forename"] in ("exact", "equivalent", "close", "similar")
+    return (v["dob"] in ("exact", "transposed", "near") and v["postcode"] in ("exact", "near", "sector")
+            and v["forename"] in ("exact", "equivalent", "close", "similar"))
 
 
 # -- estimation -------------------------------------------------------------------------------------------

@@ -198,13 +198,7 @@ def _complete_tasks(uow: "UnitOfWork", req: FhirRequest, task_ids: set[str], out
         task = dict(uow.read("Task", task_id).content or {})
         if task.get("status") in ("completed", "cancelled"):
             continue
-        task.update(status="completed", lastModified=format_instant(utcnow()), businessStatus={"text": outcome})
-        if req.ctx.practitioner:
-            task["owner"] = {"reference": req.ctx.practitioner}
-        if master_id:
-            task["output"] = [{"type": {"coding": [{"system": LINKAGE_CODES, "code": "master"}]},
-                               "valueReference": {"reference": f"Patient/{master_id}"}}]
-        uow.update(req.ctx, "Task", task_id, task)
+        uow.update(req.ctx, "Task", task_id, golden.completed_task(task, outcome, master_id, req.ctx.practitioner))
 
 
 def _result(master_id: str | None, note: str) -> FhirResponse:

@@ -22,12 +22,13 @@ from fhir_server.repository.sql import UnitOfWork
 from fhir_server.storage.tables import idx_date, idx_reference, idx_string, idx_token, resource
 
 from . import golden
-from .blocking import BlockingQuery
+from .blocking import BlockingQuery, index_form
 from .model import Score
 from .record import PersonRecord, from_patient, is_master
 
 PATIENT = "Patient"
 MAX_CANDIDATES = 1000
+MAX_HOUSEHOLD = 200
 _CACHE_SECONDS = 300.0
 
 
@@ -197,6 +198,39 @@ class SqlLinkStore:
 
     def review_tasks(self, a: str, b: str) -> list[str]:
         return self.uow.find("Task", [("identifier", f"{golden.REVIEW_SYSTEM}|{golden.pair_key(a, b)}")])
+
+    def rejected(self, a: str, b: str) -> bool:
+        """A review of the pair that a practitioner completed as "not the same person" ($unlink)."""
+        ids = self.review_tasks(a, b)
+        found = self.uow.read_many([("Task", i) for i in ids])
+        return any((task.get("businessStatus") or {}).get("text") == "not-linked" for task in found.values())
+
+    def close_reviews(self, a: str, b: str, master_id: str) -> None:
+        """Complete the open review Tasks of a pair this system has just linked (businessStatus linked)."""
+        for task_id in self.review_tasks(a, b):
+            task = dict(self.uow.read("Task", task_id).content or {})
+            if task.get("status") not in ("completed", "cancelled"):
+                self.uow.update(self.ctx, "Task", task_id, golden.completed_task(task, "linked", master_id, None))
+
+    def at_postcodes(self, postcodes: Sequence[str]) -> list[PersonRecord]:
+        """Agency Patients with an address at any of ``postcodes`` (index ``address-postalcode``);
+        at most :data:`MAX_HOUSEHOLD` of them (a postcode covers about 15 addresses)."""
+        if not postcodes:
+            return []
+        at = select(idx_string.c.resource_pk).where(
+            idx_string.c.res_type == PATIENT, idx_string.c.param == "address-postalcode",
+            idx_string.c.value_norm.in_(sorted({index_form(p) for p in postcodes})))
+        rows = self.conn.execute(
+            select(resource.c.res_id, resource.c.content)
+            .where(resource.c.pk.in_(at), resource.c.res_type == PATIENT, resource.c.deleted.is_(False))
+            .limit(MAX_HOUSEHOLD)).all()
+        found = [(res_id, content) for res_id, content in rows if content is not None and not is_master(content)]
+        self.contents.update(found)
+        return [from_patient(content, res_id) for res_id, content in found]
+
+    def at_records(self, record_ids: Sequence[str]) -> list[PersonRecord]:
+        found = self.uow.read_many([(PATIENT, i) for i in record_ids])
+        return [from_patient(found[(PATIENT, i)], i) for i in record_ids if (PATIENT, i) in found]
 
     # -- writes ---------------------------------------------------------------------------------------
 

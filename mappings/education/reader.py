@@ -135,6 +135,8 @@ class _Reader:
                 and gender != pupil.gender:
             row.warning("gender", f"{gender_text!r} differs from {pupil.gender_text!r} in another row of this pupil; "
                         "the most recent record's is kept")
+        if postcode and postcode not in pupil.postcodes_seen:
+            pupil.postcodes_seen.append(postcode)
         latest = pupil.as_of is None or (when is not None and when >= pupil.as_of)
         if latest and when is not None:
             pupil.as_of = when

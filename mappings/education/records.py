@@ -32,6 +32,7 @@ class Pupil:
     gender: str | None = None  # R4 administrative gender
     gender_text: str = ""  # the value as written, kept when it is not a known code
     postcode: str = ""
+    postcodes_seen: list[str] = field(default_factory=list)  # every postcode of their rows, first seen first
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,14 @@ def _school(school: School) -> Upsert:
 
 
 def _patient(pupil: Pupil, agency: Agency) -> Upsert:
-    """The pupil, by UPN; an unknown gender is kept as text, as the CIN mapping does."""
+    """The pupil, by UPN; an unknown gender is kept as text, as the CIN mapping does. The postcodes of
+    their older rows follow the current one as addresses of ``use`` old (datatypes.html#Address: "this
+    address is no longer in use"): the census is often the only record of where a family lived, and
+    record linkage compares every address an agency knows (docs/linkage.md)."""
     elements, extensions = demographics(pupil, gender_label="gender")
+    old = [{"use": "old", "postalCode": code} for code in pupil.postcodes_seen if code != pupil.postcode]
+    if old:
+        elements["address"] = [*elements.get("address", []), *old]
     return patient(systems.UPN, pupil.upn, use="official", record=pupil.upn, extensions=extensions, managing=agency,
                    **elements)
 

@@ -60,7 +60,9 @@ def test_postcodes():
     assert compare.normalise_postcode("not a postcode") is None
     assert compare.compare_postcodes("M40 6WP", "M40 6WP") == "exact"
     assert compare.compare_postcodes("M40 6WP", "M40 6XX") == "sector"
-    assert compare.compare_postcodes("M40 6WP", "M40 7WP") == "district"
+    assert compare.compare_postcodes("M40 6WP", "M40 7WP") == "near"  # one digit keyed wrongly
+    assert compare.compare_postcodes("M41 6WP", "M40 6WP") == "near"
+    assert compare.compare_postcodes("M40 6WP", "M40 7XP") == "district"
     assert compare.compare_postcodes("M40 6WP", "B8 5BA") == "different"
 
 

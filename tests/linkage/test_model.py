@@ -118,3 +118,12 @@ def test_train_on_records_estimates_a_prior():
     model = train(records, u_pairs=20_000)
     assert 0.5 < model.matches_per_record < 2.0
     assert model.m["dob"]["exact"] > 0.9 and model.m["forename"]["exact"] > 0.9
+
+
+def test_siblings_with_the_same_name_at_one_address_are_not_certain():
+    """Two children of one household given the same name (born a year or more apart): name and
+    address agree, the birth date does not — never linked without a shared identifier."""
+    model = _model().for_population(100_000)
+    s = score_pair(model, person("a", "Ishaan", "Nair", "2013-08-23"), person("b", "Ishaan", "Nair", "2014-10-11"),
+                   tf=lambda field, value: 1e-5)
+    assert s.grade != CERTAIN

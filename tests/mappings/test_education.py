@@ -197,6 +197,8 @@ def test_pupil_details_come_from_the_most_recent_record():
     ruby = patients["H201400600001"]
     assert (ruby["name"][0]["given"], ruby["birthDate"], ruby["address"][0]["postalCode"]) == \
         (["Ruby"], "2014-01-10", "LS1 4AB")
+    # the older row's postcode is kept as an old address (record linkage compares every address)
+    assert ruby["address"] == [{"use": "home", "postalCode": "LS1 4AB"}, {"use": "old", "postalCode": "LS2 9ZZ"}]
     assert patients["H201400600002"]["gender"] == "unknown"
     assert patients["H201400600002"]["address"][0]["postalCode"] == "LS11 5XY"
     assert [(i.severity, i.field, i.location) for i in result.issues] == [
