@@ -103,3 +103,15 @@ class Unprocessable(FhirError):
 
 class NotImplementedFeature(FhirError):
     status, code = 501, "not-supported"
+
+
+class ServiceUnavailable(FhirError):
+    """A transient condition: the client may try again after ``retry_after`` seconds (RFC 9110 §15.6.4)."""
+
+    status, code = 503, "transient"
+    retry_after = 1
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """The embedded (SQLite) database stayed locked by another writer past the busy timeout; the
+    transaction was rolled back and may be run again whole (``storage.db.retry_when_busy``)."""

@@ -27,11 +27,12 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import FhirError, Issue, Unprocessable, operation_outcome
+from fhir_server.errors import DatabaseBusy, FhirError, Issue, Unprocessable, operation_outcome
 from fhir_server.repository.context import RequestContext
 from fhir_server.rest.bundles import process_bundle
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.router import Router
+from fhir_server.storage.db import retry_when_busy
 
 from . import systems
 from .core import Agency, MappingResult, SourceFile, Upsert, agency_scope, identifier_match
@@ -42,6 +43,9 @@ from .writer import CREATED, RETIRED, UNCHANGED, UPDATED, PutEntry, write_transa
 PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
                        "code": "transform", "display": "Transform/Translate Record Lifecycle Event"}
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+# How long an import waits, in all, for the embedded database's write lock held by another writer
+# (another import holds it for its whole transaction: up to the minutes of a large file).
+LOCK_WAIT = 30 * 60.0
 
 
 @dataclass
@@ -155,7 +159,10 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
         return summary
     retirement = _retirement(result, upserts, agency, source, ctx.client_id)
     try:
-        outcomes = write_file(router, ctx, upserts, agency, source, retirement=retirement)
+        outcomes = retry_when_busy(lambda: write_file(router, ctx, upserts, agency, source, retirement=retirement),
+                                   within=LOCK_WAIT)
+    except DatabaseBusy:
+        raise  # still locked after LOCK_WAIT: a 503 (try again), not a rejected file
     except FhirError as exc:
         summary.issues += exc.issues
         return summary

@@ -137,6 +137,7 @@ class Retirement:
 
     def find(self, uow: UnitOfWork, local: Mapping[str, str]) -> list[tuple[Current, dict[str, Any]]]:
         out: list[tuple[Current, dict[str, Any]]] = []
+        self.retired = []  # a transaction run again (retry_when_busy) finds them again
         only_this_agency = (("_tag", systems.AGENCY_TAG_SYSTEM, self.agency_tag["code"]),)
         for snap in self.snapshots:
             if not any(url in local for url in snap.spans):
