@@ -169,6 +169,13 @@ class MappingResult:
         if not self.file_rejected:
             self.issues.append(SourceIssue("error", file, "", field, message, "required"))
 
+    def answer(self, agency: Agency, records: int) -> tuple[Agency | None, MappingResult]:
+        """A mapper's answer (``formats.Mapper``) once its upserts are in: ``records`` read, the
+        rejected ones counted, and no agency when a file-level error rejects the whole import."""
+        self.records = records
+        self.count_rejected()
+        return (None if self.file_rejected else agency), self
+
     def count_rejected(self, records: set[str] | None = None) -> None:
         """``rejected_records``: the records with errors (only those among ``records``, when a
         mapper's issues also name records that are not source records)."""

@@ -27,9 +27,7 @@ def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Ag
         return None, result
     agency = children_services(ret.la_code)
     result.upserts, result.snapshots = to_fhir(ret, agency, result.issues)
-    result.records = len(ret.keys)
-    result.count_rejected()
-    return (None if result.file_rejected else agency), result
+    return result.answer(agency, len(ret.keys))
 
 
 MAPPERS = {FORMAT: map_files}
