@@ -48,7 +48,7 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     from .worker import install_outbox_drain
 
     settings = settings or Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
     registry = SearchRegistry.load(settings.profiles_dir)
     repo = SqlRepository(engine, registry, settings, connection=connection)
     router = Router(repo, register_builtin_operations(settings, registry), settings)

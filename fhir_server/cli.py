@@ -95,7 +95,7 @@ def database(settings: Settings) -> Iterator[Engine]:
     """An engine for ``settings.database_url``; a connection failure becomes a :class:`CliError`."""
     from .storage.db import make_engine
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
     try:
         yield engine
     except OperationalError as exc:

@@ -37,6 +37,8 @@ class Settings:
     """Runtime configuration of one server process (gunicorn worker, Celery worker or CLI)."""
 
     database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    # SQLite: how long a connection waits for another's write lock before SQLITE_BUSY (seconds).
+    sqlite_busy_timeout: float = 30.0
     # None means "no broker": post-commit work (outbox drain) runs in-process.
     broker_url: str | None = None
     # The Celery queue tasks go to and workers read (separate deployments sharing one Redis).
@@ -94,6 +96,7 @@ class Settings:
         base = cls()
         return cls(
             database_url=os.environ.get("FHIR_DATABASE_URL") or base.database_url,
+            sqlite_busy_timeout=float(os.environ.get("FHIR_SQLITE_BUSY_TIMEOUT") or base.sqlite_busy_timeout),
             broker_url=os.environ.get("FHIR_BROKER_URL") or None,
             celery_queue=os.environ.get("FHIR_CELERY_QUEUE") or base.celery_queue,
             base_url=(os.environ.get("FHIR_BASE_URL") or base.base_url).rstrip("/"),

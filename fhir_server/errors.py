@@ -111,6 +111,13 @@ class NotImplementedFeature(FhirError):
 
 
 class ServiceUnavailable(FhirError):
-    """Try again shortly (e.g. the Consents kept changing while a request ran)."""
+    """A transient condition (e.g. the Consents kept changing while a request ran): the client may
+    try again after ``retry_after`` seconds (RFC 9110 §15.6.4)."""
 
     status, code = 503, "transient"
+    retry_after = 1
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """The embedded (SQLite) database stayed locked by another writer past the busy timeout; the
+    transaction was rolled back and may be run again whole (``storage.db.retry_when_busy``)."""

@@ -15,16 +15,19 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from .errors import FhirError, Gone, Issue, NotFound, operation_outcome
 from .fhir.instants import utcnow
 from .rest.messages import FhirRequest, FhirResponse
+from .storage.db import write_retrying
 from .storage.tables import async_job, async_job_input
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+LOCK_WAIT = 30 * 60.0  # seconds a job's state update waits, in all, for SQLite's write lock
 
 STATUS_LINE = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 422: "422 Unprocessable Entity",
                500: "500 Internal Server Error"}
@@ -69,27 +72,36 @@ def job_inputs(conn: Connection, job_id: str) -> list[tuple[str, bytes]]:
     return [(name, bytes(content)) for name, content in rows]
 
 
+def _write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """One short write of the job's state, which must not be lost because another writer (an import)
+    holds the embedded database's lock: run again, whole, until it gets its turn (storage/db.py)."""
+    return write_retrying(engine, work, within=LOCK_WAIT)
+
+
 def claim(engine: Engine, job_id: str) -> Job | None:
     """Move an accepted job to in-progress; None if another runner has it or it was cancelled."""
-    with engine.begin() as conn:
+    def work(conn: Connection) -> Job | None:
         done = conn.execute(update(async_job).where(async_job.c.id == job_id, async_job.c.status == "accepted")
                             .values(status="in-progress", updated=utcnow()))
         return get_job(conn, job_id) if done.rowcount == 1 else None
 
+    return _write(engine, work)
+
 
 def set_progress(engine: Engine, job_id: str, progress: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(async_job).where(async_job.c.id == job_id)
-                     .values(progress=progress[:255], updated=utcnow()))
+    _write(engine, lambda conn: conn.execute(update(async_job).where(async_job.c.id == job_id)
+                                             .values(progress=progress[:255], updated=utcnow())))
 
 
 def finish(engine: Engine, job_id: str, status: int, body: dict[str, Any]) -> None:
     """Record the response; the inputs are no longer needed and are dropped."""
-    with engine.begin() as conn:
+    def work(conn: Connection) -> None:
         conn.execute(update(async_job).where(async_job.c.id == job_id).values(
             status="completed" if status < 400 else "failed", result_status=status, result=body,
             updated=utcnow()))
         conn.execute(delete(async_job_input).where(async_job_input.c.job_id == job_id))
+
+    _write(engine, work)
 
 
 def run(engine: Engine, job_id: str, work: Callable[[Job, list[tuple[str, bytes]]], FhirResponse]) -> None:

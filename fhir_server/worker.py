@@ -160,7 +160,7 @@ def get_engine() -> Engine:
     with _engine_lock:
         if _engine is None:
             from .storage.db import make_engine
-            _engine = make_engine(settings.database_url)
+            _engine = make_engine(settings.database_url, busy_timeout=settings.sqlite_busy_timeout)
         return _engine
 
 

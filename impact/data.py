@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Connection
 
 from fhir_server.storage.tables import idx_date, idx_reference, idx_token, outbox, resource
@@ -120,7 +121,7 @@ def _concern_events(conn: Connection, records: Records) -> list[tuple[str, date,
              .join(when, and_(when.c.resource_pk == code.c.resource_pk, when.c.param == "date"))
              .outerjoin(tag, and_(tag.c.resource_pk == code.c.resource_pk, tag.c.param == "_tag",
                                   tag.c.system == systems.AGENCY_TAG_SYSTEM))
-             .where(concern))
+             .where(concern, ~_entered_in_error(code.c.resource_pk)))
     seen: set[int] = set()
     out = []
     for pk, patient_id, low, agency in conn.execute(query):
@@ -141,7 +142,7 @@ def _episodes(conn: Connection, records: Records) -> list[Episode]:
              .join(when, and_(when.c.resource_pk == kind.c.resource_pk, when.c.param == "date"))
              .outerjoin(org, and_(org.c.resource_pk == kind.c.resource_pk, org.c.param == "organization"))
              .where(kind.c.res_type == "EpisodeOfCare", kind.c.param == "type", kind.c.system == EPISODE_TYPE,
-                    ~resource.c.deleted))
+                    ~resource.c.deleted, ~_entered_in_error(kind.c.resource_pk)))
     out = []
     for res_id, code, patient_id, low, high, organization in conn.execute(query):
         if low is None or not patient_id:
@@ -149,6 +150,14 @@ def _episodes(conn: Connection, records: Records) -> list[Episode]:
         out.append(Episode(records.unit(patient_id), code, _day(low), _day(high) if high is not None else None,
                            organization, res_id))
     return out
+
+
+def _entered_in_error(resource_pk: Any) -> Any:
+    """The record says it should never have existed (status entered-in-error: a corrected agency
+    return retires the old record so, mappings/snapshot.py): not a concern, not an exposure."""
+    status = idx_token.alias("status")
+    return exists().where(status.c.resource_pk == resource_pk, status.c.param == "status",
+                          status.c.code == "entered-in-error")
 
 
 def _agency_kind(tag_code: str | None) -> int:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from fhir_server.errors import Issue
 
 from . import systems
+from .snapshot import Snapshot
 
 # Lawful bases (AGENCY_FORMATS.md §6), as policy URIs for Provenance.policy and Consent.policy.uri.
 LAWFUL_BASIS = {
@@ -141,12 +142,14 @@ class Upsert:
 
 @dataclass
 class MappingResult:
-    """Everything one file yields: resources to upsert, issues, and how many records were read."""
+    """Everything one file yields: resources to upsert, issues, and how many records were read;
+    for a full return, what it is the whole account of (``snapshots``, :mod:`.snapshot`)."""
 
     upserts: list[Upsert] = field(default_factory=list)
     issues: list[SourceIssue] = field(default_factory=list)
     records: int = 0
     rejected_records: int = 0
+    snapshots: list[Snapshot] = field(default_factory=list)
 
     @property
     def has_errors(self) -> bool:
@@ -165,6 +168,13 @@ class MappingResult:
         """The file-level error of a file whose records name no agency (unless it has one already)."""
         if not self.file_rejected:
             self.issues.append(SourceIssue("error", file, "", field, message, "required"))
+
+    def answer(self, agency: Agency, records: int) -> tuple[Agency | None, MappingResult]:
+        """A mapper's answer (``formats.Mapper``) once its upserts are in: ``records`` read, the
+        rejected ones counted, and no agency when a file-level error rejects the whole import."""
+        self.records = records
+        self.count_rejected()
+        return (None if self.file_rejected else agency), self
 
     def count_rejected(self, records: set[str] | None = None) -> None:
         """``rejected_records``: the records with errors (only those among ``records``, when a

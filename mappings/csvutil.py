@@ -40,6 +40,9 @@ GENDERS = {"m": "male", "male": "male", "1": "male",
 RecordKey = Callable[[dict[str, str]], str]
 
 UK_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}")  # the shape of a UK postcode, upper case
+# DfE unique pupil number: a check letter and 12 digits, or (a temporary UPN) 11 digits and a letter
+UPN_FORM = re.compile(r"[A-Z]\d{12}|[A-Z]\d{11}[A-Z]")
+UPN_UNKNOWN = frozenset(f"UN{n}" for n in range(1, 8))  # "why no UPN" codes some files put in its place
 
 _ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _UK_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{2,4})")
@@ -346,6 +349,20 @@ class Row:
         self.warning(name, f"unknown code {text!r} (not in CodeSystem {code_system}); kept as text",
                      "code-invalid")
         return {"text": text}
+
+
+def optional_upn(row: Row, column: str) -> str | None:
+    """The UPN in ``column``, upper-cased without spaces; None when blank or an unknown-reason code
+    (UN1–UN7), and also, with a warning, when it is not the shape of a UPN: a malformed UPN is not
+    used as an identifier, where it could link the child to someone else."""
+    upn = row.get(column).upper().replace(" ", "")
+    if not upn or upn in UPN_UNKNOWN:
+        return None
+    if not UPN_FORM.fullmatch(upn):
+        row.warning(column, f"{row.get(column)!r} is not a UPN (a letter and 12 digits, or 11 digits and a "
+                    "letter); not used as an identifier")
+        return None
+    return upn
 
 
 class CsvTable:

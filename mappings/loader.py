@@ -27,20 +27,25 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhir_server.errors import FhirError, Issue, Unprocessable, operation_outcome
+from fhir_server.errors import DatabaseBusy, FhirError, Issue, Unprocessable, operation_outcome
 from fhir_server.repository.context import RequestContext
 from fhir_server.rest.bundles import process_bundle
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.router import Router
+from fhir_server.storage.db import retry_when_busy
 
 from . import systems
 from .core import Agency, MappingResult, SourceFile, Upsert, agency_scope, identifier_match
 from .merge import merge_resource, union
-from .writer import CREATED, UNCHANGED, UPDATED, PutEntry, write_transaction
+from .snapshot import Retirement, kept_keys
+from .writer import CREATED, RETIRED, UNCHANGED, UPDATED, PutEntry, write_transaction
 
 PROVENANCE_ACTIVITY = {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle",
                        "code": "transform", "display": "Transform/Translate Record Lifecycle Event"}
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+# How long an import waits, in all, for the embedded database's write lock held by another writer
+# (another import holds it for its whole transaction: up to the minutes of a large file).
+LOCK_WAIT = 30 * 60.0
 
 
 @dataclass
@@ -55,6 +60,7 @@ class ImportSummary:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    retired: int = 0  # stored records a full return no longer lists, now entered-in-error
     issues: list[Issue] = field(default_factory=list)
     written: bool = False
 
@@ -62,7 +68,8 @@ class ImportSummary:
         headline = Issue("information", "informational",
                          f"{self.file} ({self.format}): {self.records} records, {self.rejected_records} rejected; "
                          f"{self.resources} resources: {self.created} created, {self.updated} updated, "
-                         f"{self.unchanged} unchanged" + ("" if self.written else "; nothing written"))
+                         f"{self.unchanged} unchanged, {self.retired} retired"
+                         + ("" if self.written else "; nothing written"))
         return operation_outcome([headline, *self.issues])
 
 
@@ -150,8 +157,12 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
                             len(upserts), issues=[i.to_issue() for i in result.issues])
     if not upserts:
         return summary
+    retirement = _retirement(result, upserts, agency, source, ctx.client_id)
     try:
-        outcomes = write_file(router, ctx, upserts, agency, source)
+        outcomes = retry_when_busy(lambda: write_file(router, ctx, upserts, agency, source, retirement=retirement),
+                                   within=LOCK_WAIT)
+    except DatabaseBusy:
+        raise  # still locked after LOCK_WAIT: a 503 (try again), not a rejected file
     except FhirError as exc:
         summary.issues += exc.issues
         return summary
@@ -159,19 +170,39 @@ def import_file(router: Router, ctx: RequestContext, result: MappingResult, agen
     summary.created = outcomes.count(CREATED)
     summary.updated = outcomes.count(UPDATED)
     summary.unchanged = outcomes.count(UNCHANGED)
+    summary.retired = outcomes.count(RETIRED)
+    summary.issues += [Issue("information", "informational",
+                             f"{reference} ({key}) is no longer in this full return: now entered-in-error",
+                             (reference,)) for reference, key in (retirement.retired if retirement else [])]
     return summary
 
 
+def _retirement(result: MappingResult, upserts: list[Upsert], agency: Agency, source: SourceFile,
+                client_id: str | None) -> Retirement | None:
+    """The retirement step of a full return (:mod:`.snapshot`), for the children still loaded
+    (lenient mode leaves out a child with errors: nothing of theirs is retired)."""
+    if not result.snapshots:
+        return None
+    loaded = {u.full_url for u in upserts}
+    for snap in result.snapshots:
+        snap.spans = {url: span for url, span in snap.spans.items() if url in loaded}
+    kept = kept_keys([u.resource for u in upserts], {s.system for s in result.snapshots})
+    provenance = _provenance_entry([], agency_organization(agency), agency, source, client_id, None)
+    return Retirement(result.snapshots, kept, agency.tag, provenance, source.name)
+
+
 def write_file(router: Router, ctx: RequestContext, upserts: list[Upsert], agency: Agency, source: SourceFile,
-               *, recorded: datetime | None = None, org: Upsert | None = None) -> list[str]:
+               *, recorded: datetime | None = None, org: Upsert | None = None,
+               retirement: Retirement | None = None) -> list[str]:
     """The transaction of :func:`transaction_bundle` (the agency Organization, every upsert, one
     Provenance), written batched by :func:`.writer.write_transaction`; each merging upsert combined
-    with the stored resource it matched. Returns what happened to each upsert (created, updated,
-    unchanged). Raises a FhirError (nothing written) if any entry fails."""
+    with the stored resource it matched; for a full return, the ``retirement`` of what it no
+    longer lists. Returns what happened to each upsert (created, updated, unchanged), then
+    ``retired`` for each record retired. Raises a FhirError (nothing written) if any entry fails."""
     org = org or agency_organization(agency)
     puts = [_put(u, agency) for u in (org, *upserts)]
     provenance = _provenance_entry(upserts, org, agency, source, ctx.client_id, recorded)
-    return write_transaction(router, ctx, puts, provenance)[1:]
+    return write_transaction(router, ctx, puts, provenance, stale=retirement)[1:]
 
 
 def _put(upsert: Upsert, agency: Agency) -> PutEntry:

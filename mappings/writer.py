@@ -20,14 +20,18 @@ answer to each entry and the first error, named ``Bundle.entry[n]`` — but batc
    :func:`~fhir_server.repository.bulk.write_resources` (a few multi-row statements, COPY on
    PostgreSQL, in a background thread while the next batch is validated: ``QueuedWrites``).
 
+5. optionally (``stale``: a full return, :mod:`.snapshot`), the stored records the file no longer
+   lists are found after step 1, locked, and written after the PUTs as new versions, with one
+   Provenance of their own — as ``PUT Type/id`` and ``POST Provenance`` entries would be.
+
 All in one unit of work: the first error rolls everything back (nothing partial is written).
 """
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import BadRequest, NotFound, PreconditionFailed
@@ -46,7 +50,7 @@ from fhir_server.rest.router import Router
 
 from .prevalidate import Prevalidated
 
-CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+CREATED, UPDATED, UNCHANGED, RETIRED = "created", "updated", "unchanged", "retired"
 DEFAULT_BATCH = 500  # resources per multi-row write
 # What the import asks of every entry's answer (mappings.loader.load sent the same header).
 PREFER = {"prefer": "return=OperationOutcome"}
@@ -67,6 +71,17 @@ class PutEntry:
         return f"{self.res_type}?{self.criteria}"
 
 
+class StaleRecords(Protocol):
+    """Stored resources a transaction also replaces, found once its PUTs' targets are known."""
+
+    def find(self, uow: UnitOfWork, local: Mapping[str, str]) -> list[tuple[Current, dict[str, Any]]]:
+        """The rows to replace (locked) and each one's next version, given the transaction's
+        fullUrl → ``Type/id``."""
+
+    def provenance(self, targets: list[str]) -> dict[str, Any]:
+        """The Provenance recording the replacement of ``targets`` (versioned references)."""
+
+
 @dataclass
 class _Put:
     entry: PutEntry
@@ -80,13 +95,14 @@ class _Put:
 
 
 def write_transaction(router: Router, ctx: RequestContext, puts: list[PutEntry], create: dict[str, Any],
-                      *, batch_size: int | None = None) -> list[str]:
+                      *, batch_size: int | None = None, stale: StaleRecords | None = None) -> list[str]:
     """Run ``puts`` (``Bundle.entry[0…n-1]``) and the conditional create ``create`` (a Bundle entry:
-    fullUrl, resource, request with ``ifNoneExist``; ``Bundle.entry[n]``) as one transaction.
-    Returns what each PUT did: ``created``, ``updated`` or ``unchanged``. Raises the FhirError of
-    the first entry that fails, nothing written."""
+    fullUrl, resource, request with ``ifNoneExist``; ``Bundle.entry[n]``) as one transaction, and
+    replace the ``stale`` records. Returns what each PUT did: ``created``, ``updated`` or
+    ``unchanged``, then ``retired`` once per stale record replaced. Raises the FhirError of the first
+    entry that fails, nothing written."""
     with router.repo.unit_of_work() as uow, QueuedWrites(uow, batch_size=batch_size or DEFAULT_BATCH) as writes:
-        return _Transaction(router, ctx, uow, writes).run(puts, create)
+        return _Transaction(router, ctx, uow, writes).run(puts, create, stale)
 
 
 class _Transaction:
@@ -99,11 +115,14 @@ class _Transaction:
         self._creates: dict[tuple[str, frozenset[tuple[str, str]]], str] = {}
         self._conditional_refs: dict[str, str] = {}
 
-    def run(self, puts: list[PutEntry], create: dict[str, Any]) -> list[str]:
+    def run(self, puts: list[PutEntry], create: dict[str, Any], stale: StaleRecords | None = None) -> list[str]:
         # The order of a transaction's processing (http.html#trules), as rest/bundles.py does it:
         # resolve the POST and every PUT, rewrite references, then run the POST, then the PUTs.
         create_id, existing = self._resolve_create(len(puts), create)
         planned = self._resolve_puts(puts)
+        targets = {(p.entry.res_type, p.res_id) for p in planned}
+        replaced = [(row, body) for row, body in (stale.find(self.uow, self.local) if stale else [])
+                    if (row.res_type, row.res_id) not in targets]
         for n, put in enumerate(planned):
             with failing_at_entry(n, "PUT", put.entry.url, put.entry.res_type):
                 rewrite_references(cast(dict[str, Any], put.resource), self.local,
@@ -119,9 +138,11 @@ class _Transaction:
             for n, put in enumerate(planned):
                 with failing_at_entry(n, "PUT", put.entry.url, put.entry.res_type):
                     outcomes.append(self._run_put(put, checks))
-            return outcomes
         finally:
             checks.close()
+        if replaced and stale is not None:
+            self._replace(len(puts) + 1, replaced, stale)
+        return outcomes + [RETIRED] * len(replaced)
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -277,6 +298,37 @@ class _Transaction:
         self.writes.add(row.pk, stored)
         self._guard_after(req, stored, 200, f"Updated {stored.reference}")
         return UPDATED
+
+    def _replace(self, index: int, replaced: list[tuple[Current, dict[str, Any]]], stale: StaleRecords) -> None:
+        """``PUT Type/id`` of each stale record's next version (``Bundle.entry[index…]``), then
+        ``POST Provenance`` naming the versions written."""
+        targets: list[str] = []
+        for n, (row, next_version) in enumerate(replaced, start=index):
+            url = f"{row.res_type}/{row.res_id}"
+            with failing_at_entry(n, "PUT", url, row.res_type):
+                body = {**next_version, "id": row.res_id}
+                req = FhirRequest("PUT", url, self.ctx, [], dict(PREFER), body, "application/fhir+json")
+                self._guard_before(req)
+                body = self._checked(self.ctx, row.content,
+                                     validate_resource(body, expected_type=row.res_type, expected_id=row.res_id))
+                now = max(utcnow(), row.last_updated)
+                version = row.version_id + 1
+                stored = Stored(row.res_type, row.res_id, version, now, False,
+                                _with_server_meta(body, row.res_id, version, now), "PUT")
+                self.writes.add(row.pk, stored)
+                self._guard_after(req, stored, 200, f"Updated {stored.reference}")
+                targets.append(f"{url}/_history/{version}")
+        provenance = stale.provenance(targets)
+        with failing_at_entry(index + len(replaced), "POST", "Provenance", "Provenance"):
+            rewrite_references(provenance, self.local, where=f"Bundle.entry[{index + len(replaced)}].resource",
+                               conditional=self._resolve_conditional, reject_unresolved=True)
+            req = FhirRequest("POST", "Provenance", self.ctx, [], dict(PREFER), provenance, "application/fhir+json")
+            self._guard_before(req)
+            body = self._checked(self.ctx, None, validate_resource(provenance, expected_type="Provenance"))
+            res_id, now = str(uuid.uuid4()), utcnow()
+            stored = Stored("Provenance", res_id, 1, now, False, _with_server_meta(body, res_id, 1, now), "POST")
+            self.writes.add(None, stored)
+            self._guard_after(req, stored, 201, f"Created {stored.reference}")
 
     def _guard_before(self, req: FhirRequest) -> None:
         # What Router.dispatch does around every entry: the authorisation guards, then the access

@@ -20,7 +20,9 @@ def outcome_response(status: int, outcome: dict, headers: dict[str, str] | None 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def _fhir_error(exc: FhirError) -> Response:
-        return outcome_response(exc.status, exc.outcome())
+        retry_after = getattr(exc, "retry_after", None)
+        return outcome_response(exc.status, exc.outcome(),
+                                {"Retry-After": str(retry_after)} if retry_after is not None else None)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..auth.access import classify
 from ..errors import FhirError, MethodNotAllowed, RunAgain
 from ..fhir.instants import utcnow
+from ..storage.db import retry_when_busy, write_retrying
 from . import balp, chain, provenance
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ..rest.messages import FhirRequest, FhirResponse
 
 log = logging.getLogger(__name__)
+AUDIT_LOCK_WAIT = 60.0  # seconds an audited read on SQLite waits, in all, to write its AuditEvent
 
 WRITES = frozenset({"create", "update", "patch", "delete"})
 # Types whose writes get no automatic Provenance: a Provenance is its own; AuditEvents are refused.
@@ -122,9 +124,12 @@ class AuditRecorder:
         item = interaction_of(req, response)
         if uow is None:  # an operation that ran its own transactions
             event = balp.audit_event(req.ctx, [item], utcnow())
-            try:
+            def append() -> None:
                 with self.repo.unit_of_work() as own:
                     chain.append(own.conn, [event])
+
+            try:  # its own transaction: run again whole while SQLite is locked by another writer
+                retry_when_busy(append, within=AUDIT_LOCK_WAIT)
             except SQLAlchemyError as exc:
                 raise AuditUnavailable("The audit trail could not be written; the answer is withheld") from exc
             return
@@ -225,8 +230,8 @@ class _Session:
             read = conn.get_execution_options().get("readonly") and repo._bound is None
             if read and conn.dialect.name == "sqlite":
                 # a read on SQLite holds a read snapshot: write from a writer transaction of its own
-                with repo.engine.begin() as writer:
-                    chain.append(writer, [event])
+                # (waiting its turn behind another writer, such as an import: storage/db.py)
+                write_retrying(repo.engine, lambda writer: chain.append(writer, [event]), within=AUDIT_LOCK_WAIT)
             elif read and not repo.settings.audit_durable_reads:
                 version = getattr(self.uow.access, "consent_version", None)
                 written = self.recorder.read_audit_writer().append(event, consent_version=version)

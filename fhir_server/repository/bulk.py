@@ -414,17 +414,29 @@ def current_rows(uow: UnitOfWork, res_type: str, ids: list[str], *, lock: bool =
             for r in uow.conn.execute(query)]
 
 
+def find_token_system(uow: UnitOfWork, res_type: str, param: str, system: str,
+                      filters: tuple[tuple[str, str, str], ...] = (),
+                      *, lock: bool = False) -> list[tuple[str, Current]]:
+    """Every current resource with a ``param`` token in ``system`` (any code: ``param=system|``,
+    search.html#token) that also has each of the ``filters`` tokens, with the code it has; locked
+    as in :func:`find_token_matches`. A resource with two codes in the system comes twice."""
+    rows = uow.conn.execute(_match_query(uow, res_type, param, system, filters, None, lock=lock))
+    return [(row.code, Current(row.pk, res_type, row.res_id, row.version_id, row.last_updated, row.content))
+            for row in rows]
+
+
 def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
-                 filters: tuple[tuple[str, str, str], ...], codes: list[str], *, lock: bool) -> Any:
+                 filters: tuple[tuple[str, str, str], ...], codes: list[str] | None, *, lock: bool) -> Any:
     # The same conditions as the search's token clause (search/query.py ``_token``) on the same rows.
     # The identifier matches come first, in a materialised CTE on PostgreSQL: during a bulk load the
     # statistics lag, and the planner would otherwise start from the filter (every resource of the
     # agency) and probe the identifiers for each one — 20 s a query at 100,000 children.
     postgres = uow.conn.dialect.name == "postgresql"
-    m = (select(idx_token.c.code, idx_token.c.resource_pk)
-         .where(idx_token.c.res_type == res_type, idx_token.c.param == param, idx_token.c.system == system,
-                idx_token.c.code.in_(codes))
-         .cte("m"))
+    tokens = (select(idx_token.c.code, idx_token.c.resource_pk)
+              .where(idx_token.c.res_type == res_type, idx_token.c.param == param, idx_token.c.system == system))
+    if codes is not None:
+        tokens = tokens.where(idx_token.c.code.in_(codes))
+    m = tokens.cte("m")
     if postgres:
         m = m.prefix_with("MATERIALIZED")
     query = (select(m.c.code, resource.c.pk, resource.c.res_id, resource.c.version_id, resource.c.last_updated,

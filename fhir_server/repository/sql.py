@@ -25,6 +25,7 @@ from ..search.engine import execute_search, find_matches
 from ..search.indexer import Indexer
 from ..search.model import SearchResult
 from ..search.registry import SearchRegistry
+from ..storage.db import busy_as_unavailable
 from ..storage.tables import INDEX_TABLES, outbox, resource, resource_history
 from .context import RequestContext
 
@@ -86,7 +87,7 @@ class SqlRepository:
                 yield uow
                 uow.run_before_commit()
         elif write:
-            with self.engine.begin() as conn:
+            with busy_as_unavailable(), self.engine.begin() as conn:
                 uow = UnitOfWork(conn, self)
                 yield uow
                 uow.run_before_commit()

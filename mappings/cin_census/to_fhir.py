@@ -7,8 +7,9 @@ factor an Observation; per child protection plan a Flag (active while the plan i
 Business identifiers (the conditional-update keys) are natural keys: the LA's child id plus the
 date that starts the thing — the referral date for a CIN episode, the plan or enquiry start date,
 the assessment start date and factor code for a factor. They survive re-ordering, a later census
-year repeating the same episode, and corrections of anything but the start date itself (a corrected
-start date is a new key: the old resource stays and must be retired by hand; see the format doc).
+year repeating the same episode, and corrections of anything but the start date itself. A corrected
+start date is a new key; the census is a full-year return, so the import retires the resource made
+from the old date (``full_return`` in __init__.py, :mod:`mappings.snapshot`).
 Codes outside our CodeSystems are kept as CodeableConcept text and reported, never dropped.
 """
 from __future__ import annotations

@@ -25,9 +25,7 @@ def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Ag
         return None, result
     agency = education_service(census.la_code)
     result.upserts = to_fhir(census, agency, result.issues)
-    result.records = len(census.keys)
-    result.count_rejected()
-    return (None if result.file_rejected else agency), result
+    return result.answer(agency, len(census.keys))
 
 
 MAPPERS = {FORMAT: map_files}

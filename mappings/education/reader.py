@@ -11,7 +11,7 @@ import re
 from datetime import date
 
 from ..core import SourceFile, SourceIssue
-from ..csvutil import UK_POSTCODE, CsvTable, Row
+from ..csvutil import UK_POSTCODE, UPN_FORM, CsvTable, Row
 from .records import (ATTENDANCE, CME, EHE, PERMANENT_EXCLUSION, RECORD_TYPES, SUSPENSION, Attendance, CensusFile,
                       Exclusion, MissingEducation, Pupil, School)
 
@@ -22,7 +22,6 @@ OPTIONAL = ("school_urn", "school_name", "forename", "surname", "gender", "postc
 
 _LA_CODE = re.compile(r"\d{3}")
 _URN = re.compile(r"\d{6}")
-_UPN = re.compile(r"[A-Z]\d{12}|[A-Z]\d{11}[A-Z]")
 _TERM = re.compile(r"\d{4}-(autumn|spring|summer)")
 # exclusion_category that contradicts record_type
 _CATEGORY_FOR = {SUSPENSION: {"FIXD", "LNCH"}, PERMANENT_EXCLUSION: {"PERM"}}
@@ -95,7 +94,7 @@ class _Reader:
         if row.required("upn") is None:
             return None
         upn = upn_key(row.values)
-        if not _UPN.fullmatch(upn):
+        if not UPN_FORM.fullmatch(upn):
             row.error("upn", f"{row.get('upn')!r} is not a UPN (a letter and 12 digits, or 11 digits and a letter)")
             return None
         return upn

@@ -29,9 +29,7 @@ def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Ag
         return None, result
     agency = children_services(found.la_code)
     result.upserts = to_fhir(found, agency, day)
-    result.records = len(found.keys)
-    result.count_rejected()
-    return (None if result.file_rejected else agency), result
+    return result.answer(agency, len(found.keys))
 
 
 MAPPERS = {FORMAT: map_files}

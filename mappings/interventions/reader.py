@@ -13,7 +13,7 @@ from datetime import date
 
 from .. import codes
 from ..core import SourceFile, SourceIssue
-from ..csvutil import UK_POSTCODE, CsvTable, Row
+from ..csvutil import UK_POSTCODE, CsvTable, Row, optional_upn
 from .records import END_REASONS, Child, Concept, Intervention, InterventionsFile, LeadProfessional, Provider
 
 REQUIRED = ("la_code", "episode_id", "child_id", "intervention_type", "start_date")
@@ -25,8 +25,6 @@ INTERVENTION_TYPES = ("early-help", "family-support", "parenting-programme", "su
                       "domestic-abuse-service", "family-group-conference", "school-attendance-support", "mentoring")
 
 _LA_CODE = re.compile(r"\d{3}")
-_UPN = re.compile(r"[A-Z]\d{12}|[A-Z]\d{11}[A-Z]")
-_UPN_UNKNOWN = {f"UN{n}" for n in range(1, 8)}
 
 
 def read_files(files: list[SourceFile], issues: list[SourceIssue], today: date) -> InterventionsFile | None:
@@ -208,7 +206,7 @@ class _Reader:
         gender_text = row.get("gender")
         gender = row.gender("gender")
         nhs = row.nhs_number("nhs_number")
-        upn = self._upn(row)
+        upn = optional_upn(row, "upn")
         postcode = row.get("postcode").upper()
         if postcode and not UK_POSTCODE.fullmatch(postcode):
             row.warning("postcode", f"{row.get('postcode')!r} is not a UK postcode; kept as written")
@@ -229,12 +227,3 @@ class _Reader:
         if gender_text and (latest or not child.gender_text):
             child.gender_text, child.gender = gender_text, gender
 
-    def _upn(self, row: Row) -> str | None:
-        upn = row.get("upn").upper().replace(" ", "")
-        if not upn or upn in _UPN_UNKNOWN:
-            return None
-        if not _UPN.fullmatch(upn):
-            row.warning("upn", f"{row.get('upn')!r} is not a UPN (a letter and 12 digits, or 11 digits and a "
-                        "letter); not used as an identifier")
-            return None
-        return upn

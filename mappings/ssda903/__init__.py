@@ -26,10 +26,8 @@ def map_files(files: list[SourceFile], *, today: date | None = None) -> tuple[Ag
     if ret is None or ret.la_code is None:
         return None, result
     agency = children_services(ret.la_code)
-    result.upserts = to_fhir(ret, agency, result.issues)
-    result.records = len(ret.keys)
-    result.count_rejected()
-    return (None if result.file_rejected else agency), result
+    result.upserts, result.snapshots = to_fhir(ret, agency, result.issues)
+    return result.answer(agency, len(ret.keys))
 
 
 MAPPERS = {FORMAT: map_files}

@@ -24,13 +24,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from ..core import SourceFile, SourceIssue
-from ..csvutil import CsvTable, Row, Where, read_header
+from ..csvutil import CsvTable, Row, Where, optional_upn, read_header
 from .records import ChildHeader, Concept, Episode, MissingEpisode, Return
 
 _LA_CODE = re.compile(r"\d{3}")
 _LA_IN_NAME = re.compile(r"(\d{3})[_\-. ]")
-_UPN = re.compile(r"[A-Z]\d{12}|[A-Z]\d{11}[A-Z]")
-_UPN_UNKNOWN = {f"UN{n}" for n in range(1, 8)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ class _Reader:
         gender = row.gender("SEX")
         birth = row.date("DOB", required=True, not_after=self.today)
         record = ChildHeader(row.where, child_id, gender, sex, birth,
-                             _coded(row, "ETHNIC", "cin-ethnicity"), self._upn(row))
+                             _coded(row, "ETHNIC", "cin-ethnicity"), optional_upn(row, "UPN"))
         earlier = ret.children.get(child_id)
         if earlier is None:
             ret.children[child_id] = record
@@ -188,15 +186,6 @@ class _Reader:
             row.error("CHILD", f"the child is listed again (first at line {earlier.where.line}) with different "
                       "details", "duplicate")
 
-    def _upn(self, row: Row) -> str | None:
-        upn = row.get("UPN").upper().replace(" ", "")
-        if not upn or upn in _UPN_UNKNOWN:
-            return None
-        if not _UPN.fullmatch(upn):
-            row.warning("UPN", f"{row.get('UPN')!r} is not a UPN (a letter and 12 digits, or 11 digits and a "
-                        "letter); not used as an identifier")
-            return None
-        return upn
 
     # -- Episodes ----------------------------------------------------------------------------------
 

@@ -13,7 +13,9 @@ same shape (merged by the loader: each return adds what it knows).
 Business identifiers (conditional-update keys), under ``source_record_system(LA, kind)``:
 ``CHILD/DECOM`` for an episode, ``CHILD`` for the flag, ``CHILD/MIS_START/M|A`` for a missing
 episode (``#2``… for a second one starting the same day, ordered by end date). A corrected start date
-is a new key: the old resource stays (see the format doc).
+is a new key; the return is a full account of each child's episodes and missing episodes from the
+earliest one it lists (:func:`full_return`), so the import retires the resource made from the old
+date (:mod:`mappings.snapshot`, docs/formats/ssda903-csv.md).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .. import codes, systems
 from ..core import Agency, SourceIssue, Upsert
 from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
                            organization_reference, patient, period, source_record)
+from ..snapshot import Snapshot, Span
 from .records import ChildHeader, Episode, MissingEpisode, Return
 
 EXT_REASON_NEW_EPISODE = f"{EXTENSION}/ssda903-reason-new-episode"
@@ -41,9 +44,10 @@ KIND_EPISODE, KIND_FLAG, KIND_MISSING = "ssda903-episode", "ssda903-looked-after
 MISSING_CODES = {"M": "missing-episode", "A": "away-from-placement"}
 
 
-def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> list[Upsert]:
-    """Every resource of the return. Records whose child is not in the Header table were reported
-    by the reader and are skipped here (they would have no Patient to refer to)."""
+def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> tuple[list[Upsert], list[Snapshot]]:
+    """Every resource of the return, and what the return is the full account of. Records whose
+    child is not in the Header table were reported by the reader and are skipped here (they would
+    have no Patient to refer to)."""
     patients = {child_id: _patient(child, agency) for child_id, child in ret.children.items()}
     out = list(patients.values())
     by_child: dict[str, list[Episode]] = defaultdict(list)
@@ -56,7 +60,20 @@ def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> list[Upse
         out += [_episode(ep, subject, agency) for ep in episodes]
         out.append(_flag(child_id, episodes, subject, agency))
     out += _missing(ret.missing, patients, agency, issues)
-    return out
+    return out, full_return(ret, patients, agency)
+
+
+def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> list[Snapshot]:
+    """The return lists every care episode and missing episode of each child it names from the
+    start of the earliest one it lists (an episode that ended the day that one began is history:
+    kept). A child with no rows in a table is not covered for that table."""
+    episodes = Snapshot("EpisodeOfCare", systems.source_record_system(agency.code, KIND_EPISODE), "patient")
+    missing = Snapshot("Observation", systems.source_record_system(agency.code, KIND_MISSING), "subject")
+    for snapshot, rows in ((episodes, ret.episodes), (missing, ret.missing)):
+        for row in rows:
+            if row.child_id in patients:
+                snapshot.cover(patients[row.child_id].full_url, Span(row.start))
+    return [episodes, missing]
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:

@@ -1,0 +1,160 @@
+"""A full return that corrects a record's start date (its key) retires the record made from the old
+date: one current episode, the old one entered-in-error in its history, a Provenance saying so.
+
+Through $import-agency-data over HTTP into the real database (SQLite and PostgreSQL). The fixtures
+are the synthetic CIN census and SSDA903 files of test_cin_census.py and test_ssda903.py, with a
+date changed.
+"""
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+from mappings.snapshot import Snapshot, Span, stale
+
+from ..functional.test_crud import body
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BASE = "https://w3id.org/sg-fhir"
+CIN_EPISODE = f"{BASE}/Id/202/cin-episode"
+CIN_FACTOR = f"{BASE}/Id/202/cin-assessment-factor"
+LA_EPISODE = f"{BASE}/Id/201/ssda903-episode"
+CURRENT = "status:not=entered-in-error"
+
+
+def _cin(lea: str = "202", referral: str = "2022-06-01", assessment: str = "2022-06-02") -> bytes:
+    xml = (FIXTURES / "cin" / "la202_2023.xml").read_text(encoding="utf-8")
+    xml = xml.replace("<LEA>202</LEA>", f"<LEA>{lea}</LEA>")
+    xml = xml.replace("<CINreferralDate>2022-06-01<", f"<CINreferralDate>{referral}<")
+    xml = xml.replace("<AssessmentActualStartDate>2022-06-02<", f"<AssessmentActualStartDate>{assessment}<")
+    return xml.encode()
+
+
+def _post_cin(client, data: bytes, name: str = "cin.xml"):
+    res = client.post(f"/fhir/$import-agency-data?format=cin-census-xml&filename={name}", data=data,
+                      content_type="application/xml")
+    assert res.status_code == 200, res.data
+    return body(res)
+
+
+def _search(client, query: str) -> list[dict]:
+    bundle = body(client.get(f"/fhir/{query}"))
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def _headline(outcome: dict) -> str:
+    return outcome["issue"][0]["diagnostics"]
+
+
+def test_a_corrected_cin_referral_date_leaves_one_current_episode(client):
+    _post_cin(client, _cin(), "cin_2023.xml")
+    (old,) = _search(client, f"EpisodeOfCare?identifier={CIN_EPISODE}|C001/2022-06-01")
+    outcome = _post_cin(client, _cin(referral="2022-05-30"), "cin_2023_corrected.xml")
+    assert "1 retired" in _headline(outcome)
+    patient = old["patient"]["reference"]
+
+    current = _search(client, f"EpisodeOfCare?patient={patient}&{CURRENT}&identifier={CIN_EPISODE}|")
+    assert [e["period"]["start"] for e in current] == ["2022-05-30"]
+
+    history = body(client.get(f"/fhir/EpisodeOfCare/{old['id']}/_history"))["entry"]
+    assert [h["resource"]["status"] for h in history] == ["entered-in-error", "active"]
+    assert any(old["id"] in i.get("expression", [""])[0] for i in outcome["issue"][1:])
+
+    provenance = _search(client, f"Provenance?target=EpisodeOfCare/{old['id']}")
+    nullify = [p for p in provenance if p["activity"]["coding"][0]["code"] == "NULLIFY"]
+    assert len(nullify) == 1
+    assert {"reference": f"EpisodeOfCare/{old['id']}/_history/2"} in nullify[0]["target"]
+    assert nullify[0]["entity"][0]["what"]["display"] == "cin_2023_corrected.xml"
+
+
+def test_factors_of_a_corrected_assessment_are_retired_and_the_rest_is_untouched(client):
+    _post_cin(client, _cin(), "a.xml")
+    factors_before = _search(client, f"Observation?identifier={CIN_FACTOR}|&_count=100")
+    others = _search(client, "EpisodeOfCare?_count=100")
+    outcome = _post_cin(client, _cin(assessment="2022-06-03"), "b.xml")
+    assert "3 retired" in _headline(outcome)  # the three factors of the one assessment
+    factors = _search(client, f"Observation?identifier={CIN_FACTOR}|&{CURRENT}&_count=100")
+    assert len(factors) == len(factors_before)
+    assert all("/2022-06-03/" in f["identifier"][0]["value"] for f in factors if "C001" in f["identifier"][0]["value"])
+    # episodes, plans and the other child keep their versions
+    assert [(e["id"], e["meta"]["versionId"]) for e in _search(client, "EpisodeOfCare?_count=100")] == \
+        [(e["id"], e["meta"]["versionId"]) for e in others]
+
+
+def test_the_same_corrected_file_again_changes_nothing(client):
+    _post_cin(client, _cin(), "a.xml")
+    _post_cin(client, _cin(referral="2022-05-30"), "b.xml")
+    provenances = body(client.get("/fhir/Provenance?_summary=count"))["total"]
+    again = _post_cin(client, _cin(referral="2022-05-30"), "b.xml")
+    assert ": 0 created, 0 updated" in _headline(again) and "0 retired" in _headline(again)
+    assert body(client.get("/fhir/Provenance?_summary=count"))["total"] == provenances
+
+
+def test_another_agencys_episode_with_the_same_child_id_is_never_touched(client):
+    _post_cin(client, _cin(lea="203"), "la203.xml")
+    _post_cin(client, _cin(), "a.xml")
+    _post_cin(client, _cin(referral="2022-05-30"), "b.xml")
+    (theirs,) = _search(client, f"EpisodeOfCare?identifier={BASE}/Id/203/cin-episode|C001/2022-06-01")
+    assert theirs["status"] == "active" and theirs["meta"]["versionId"] == "1"
+
+
+def test_a_file_rejected_for_errors_retires_nothing(client):
+    _post_cin(client, _cin(), "a.xml")
+    bad = _cin(referral="2022-05-30").replace(b"<PersonBirthDate>2012-04-17", b"<PersonBirthDate>2012-13-45")
+    res = client.post("/fhir/$import-agency-data?format=cin-census-xml", data=bad, content_type="application/xml")
+    assert res.status_code == 422
+    assert not _search(client, "EpisodeOfCare?status=entered-in-error")
+
+
+def _ssda903(client, episodes: bytes, name: str = "201_episodes.csv"):
+    files = [(n, (FIXTURES / "ssda903" / n).read_bytes()) for n in ("201_header.csv", "201_missing.csv")]
+    files.append((name, episodes))
+    data = {"file": [(io.BytesIO(content), n) for n, content in files]}
+    res = client.post("/fhir/$import-agency-data?format=ssda903-csv", data=data, content_type="multipart/form-data")
+    assert res.status_code == 200, res.data
+    return body(res)
+
+
+def test_a_corrected_ssda903_start_date_retires_the_old_episode_and_keeps_history(client):
+    episodes = (FIXTURES / "ssda903" / "201_episodes.csv").read_bytes()
+    _ssda903(client, episodes)
+    (old,) = _search(client, f"EpisodeOfCare?identifier={LA_EPISODE}|C1002/2021-01-10")
+    outcome = _ssda903(client, episodes.replace(b"C1002,10/01/2021", b"C1002,11/01/2021"))
+    assert "1 retired" in _headline(outcome)
+    current = _search(client, f"EpisodeOfCare?patient={old['patient']['reference']}&{CURRENT}")
+    assert [e["period"]["start"] for e in current] == ["2021-01-11"]
+    assert _search(client, f"EpisodeOfCare/{old['id']}/_history")[0]["status"] == "entered-in-error"
+    # C1001's two episodes, one ending the day the next began, are both current and unchanged
+    c1001 = _search(client, f"EpisodeOfCare?identifier={LA_EPISODE}|C1001/2022-04-01,{LA_EPISODE}|C1001/2022-09-15")
+    assert [(e["status"], e["meta"]["versionId"]) for e in c1001] == [("finished", "1"), ("active", "1")]
+
+
+# -- the rule, pure --------------------------------------------------------------------------------
+
+class _Row:
+    def __init__(self, res_id: str, content: dict) -> None:
+        self.res_id, self.res_type, self.content = res_id, "EpisodeOfCare", content
+
+
+def _episode(start: str, end: str | None = None, patient: str = "Patient/p1", status: str = "active") -> dict:
+    return {"status": status, "patient": {"reference": patient},
+            "period": {"start": start, **({"end": end} if end else {})}}
+
+
+def test_only_records_of_named_children_in_the_span_and_not_kept_are_stale():
+    snap = Snapshot("EpisodeOfCare", "sys", "patient", {"urn:uuid:1": Span(date(2022, 3, 31), date(2023, 3, 31))})
+    rows = [("k-kept", _Row("kept", _episode("2022-06-01"))),
+            ("k-moved", _Row("moved", _episode("2022-06-01"))),
+            ("k-closed-before", _Row("old", _episode("2021-01-01", "2022-03-31"))),  # closed before the year
+            ("k-later", _Row("later", _episode("2023-04-01"))),  # started after the reference date
+            ("k-other-child", _Row("other", _episode("2022-06-01", patient="Patient/p2"))),
+            ("k-retired", _Row("retired", _episode("2022-06-01", status="entered-in-error")))]
+    found = stale(snap, rows, {"k-kept"}, {"urn:uuid:1": "Patient/p1", "urn:uuid:2": "Patient/p2"})  # type: ignore
+    assert [r.res_id for r in found] == ["moved"]
+
+
+def test_a_span_from_the_earliest_listed_start_keeps_the_episode_that_ended_that_day():
+    span = Span(date(2022, 4, 1))
+    assert not span.covers(date(2021, 1, 1), date(2022, 4, 1))
+    assert span.covers(date(2021, 1, 1), date(2022, 4, 2)) and span.covers(date(2021, 1, 1), None)
