@@ -1,10 +1,9 @@
 """``[base]/$intervention-impact`` (profiles/operations/intervention-impact.json): parameters in, a
-Parameters resource out. The study data are rebuilt when the database has changed since the last
-call (the outbox's highest id is the version), so a busy server does not re-read 100,000 children
+Parameters resource out, or with ``output=measure-report`` a MeasureReport (impact/measure_report.py).
+The study data are rebuilt when the database has changed since the last call (the outbox's highest id is the version), so a busy server does not re-read 100,000 children
 for every question, and no answer is ever computed from stale data."""
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from mappings import systems
 
 from . import design as d
 from .analysis import Evaluation, estimate, evaluate
-from .chart import trajectory_svg
+from .chart import trajectory_attachment
 from .data import EPISODE_TYPE, SOCIAL_CARE, data_version, read_records
 from .estimators import Effect
+from .measure_report import measure_report
 
 if TYPE_CHECKING:
     from fhir_server import Services
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFINITION_FILE = "intervention-impact.json"
 MODES = ("estimate", "evaluate")
+OUTPUTS = ("parameters", "measure-report")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
            "and is not recorded here. On the synthetic benchmark, where offers follow a risk the agencies only "
@@ -89,6 +90,8 @@ def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
             for code in args["intervention"]:
                 results.append(evaluate(h, {code}, args["outcome"], horizon=args["horizon"],
                                         provider=args["provider"], start=args["start"], end=args["end"]))
+        if args["output"] == "measure-report":
+            return FhirResponse(200, measure_report(args["mode"], results, method=METHOD, caution=CAUTION))
         return FhirResponse(200, _parameters(args["mode"], results))
 
     return handle
@@ -98,7 +101,7 @@ def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
 
 def _arguments(req: FhirRequest, known_types: frozenset[str]) -> dict[str, Any]:
     pairs = _pairs(req)
-    known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end"}
+    known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end", "output"}
     for name, _value in pairs:
         if name not in known and name not in ("_format", "_pretty"):
             raise BadRequest(f"$intervention-impact has no parameter '{name}'", expression=name)
@@ -139,12 +142,15 @@ def _arguments(req: FhirRequest, known_types: frozenset[str]) -> dict[str, Any]:
             raise BadRequest("provider must be an Organization reference such as Organization/123",
                              expression="provider")
         provider = provider.split("/", 1)[1]
+    output = _single(values, "output") or OUTPUTS[0]
+    if output not in OUTPUTS:
+        raise BadRequest(f"output must be one of {', '.join(OUTPUTS)}, not '{output}'", expression="output")
     horizon = _single(values, "horizon")
     if horizon is not None and (not horizon.isdigit() or not 1 <= int(horizon) <= 120):
         raise BadRequest("horizon must be a whole number of months from 1 to 120", expression="horizon")
     return {"mode": mode, "intervention": list(dict.fromkeys(interventions)), "outcome": list(dict.fromkeys(outcomes)),
             "patient": patients, "horizon": int(horizon) if horizon else d.DEFAULT_HORIZON, "provider": provider,
-            "start": _date(values, "start"), "end": _date(values, "end")}
+            "start": _date(values, "start"), "end": _date(values, "end"), "output": output}
 
 
 def _pairs(req: FhirRequest) -> list[tuple[str, str]]:
@@ -226,8 +232,6 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
                                                       {"name": "description", "valueString": d.OUTCOMES[o.outcome]},
                                                       *_effect_parts(o.effect)]})
         if ev.did is not None:
-            title = f"{ev.intervention[0]}: concern events a month around the start"
-            svg = trajectory_svg(title, ev.did.offsets, ev.did.treated_means, ev.did.comparison_means)
             traj: list[dict[str, Any]] = [*_effect_parts(ev.did.effect),
                                           {"name": "pre-trend", "valueString": ev.did.pre_trend_statement}]
             if ev.did.pre_trend_p is not None:
@@ -239,9 +243,8 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
                 if c is not None:
                     point.append({"name": "comparison", "valueDecimal": round(c, 4)})
                 traj.append({"name": "point", "part": point})
-            traj.append({"name": "chart", "valueAttachment": {
-                "contentType": "image/svg+xml", "title": title,
-                "data": base64.b64encode(svg.encode("utf-8")).decode("ascii")}})
+            traj.append({"name": "chart", "valueAttachment": trajectory_attachment(
+                ev.intervention[0], ev.did.offsets, ev.did.treated_means, ev.did.comparison_means)})
             parts.append({"name": "trajectory", "part": traj})
         params.append({"name": "result", "part": parts})
     return {"resourceType": "Parameters", "parameter": params}
