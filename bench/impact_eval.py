@@ -15,7 +15,8 @@ Prints one row per intervention and outcome, then the summary: mean bias, the sh
 that contain the truth, and whether the zero-effect intervention (mentoring) was reported as
 significant. ``--time`` also reports how long one evaluation of all types takes.
 
-    python bench/impact_eval.py --families 2000 --seeds 1 2
+    python bench/impact_eval.py --families 1500 --seeds 1 2 --keep
+    python bench/impact_eval.py --families 1500 --seeds 1 2 --reuse   # again, on the kept databases
 """
 from __future__ import annotations
 
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="PostgreSQL server (a database per seed)")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the databases a --keep run left (bench_impact_eval_SEED) instead of importing "
+                             "again; the files are generated again (the generator is deterministic) for the truth")
     args = parser.parse_args(argv)
     print(harness.machine_summary())
     from synthetic.interventions import CATALOGUE, ZERO_EFFECT
@@ -142,14 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
         manifest = generate(args.families, seed, directory)
         name = f"bench_impact_eval_{seed}"
-        url = harness.create_database(args.pg_url, name)
-        loaded = load(directory, url)
+        if args.reuse and harness.database_exists(args.pg_url, name):
+            url, loaded = harness.db_url(args.pg_url, name), 0.0
+        else:
+            url = harness.create_database(args.pg_url, name)
+            loaded = load(directory, url)
         months = int(manifest["months"])
         true = truth(directory, months)
         app = server(url)
         events, settled = settle(app)
         found, elapsed = evaluate_all(app, kinds)
-        print(f"seed {seed}: {args.families:,} families imported in {loaded:.0f} s, {events:,} after-commit events "
+        imported = f"imported in {loaded:.0f} s" if loaded else "reused (imported by an earlier --keep run)"
+        print(f"seed {seed}: {args.families:,} families {imported}, {events:,} after-commit events "
               f"(linkage, scoring) in {settled:.0f} s; "
               f"evaluation of {len(kinds)} interventions x {len(OUTCOMES)} outcomes in {elapsed:.1f} s")
         for (kind, outcome), values in sorted(found.items()):
