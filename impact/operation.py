@@ -34,12 +34,14 @@ OUTPUTS = ("parameters", "measure-report")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
            "and is not recorded here. On the synthetic benchmark, where offers follow a risk the agencies only "
-           "partly see, the intervals held the true effect in 1 of 5 cases (docs/benchmarks.md): treat these "
-           "figures as exploratory, not as evidence to decide on.")
+           "partly see, 2 of the 4 intervals given held the true effect and the estimates leaned towards harm "
+           "(docs/benchmarks.md): treat these figures as exploratory, not as evidence to decide on.")
 METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
-          "by agency, open episodes and history), weighted regression adjustment, standard errors clustered by "
-          "child; evaluate adds difference-in-differences on the monthly concern-event trajectory with a pre-trend "
-          "check. Comparison cases: child-months with no intervention started within 6 months.")
+          "by agency, A&E attendances, school absence, open and recently closed episodes and history, all as known "
+          "at the end of the month before the start), weighted regression adjustment, standard errors clustered by "
+          "family; evaluate adds difference-in-differences on the monthly concern-event trajectory with a "
+          "pre-trend check. Comparison cases: child-months when the child could have started an intervention "
+          "and did not (at home, none open in the 3 months before), whatever happened later.")
 
 
 def register_impact_operation(services: "Services") -> None:
