@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 if __package__ in (None, ""):

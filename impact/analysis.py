@@ -101,7 +101,8 @@ def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, hori
     y, eligible = d.outcome(h, name, study.rows, study.month, horizon)
     unit = {"cp-plan": " (probability)", "looked-after": " (probability)", "referrals": " referrals a child",
             "concern-rate-6m": " concern events a month", "risk-score-6m": " risk score points"}[name]
-    return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible], h.family[study.rows[eligible]],
+    return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible],
+               h.family[study.rows[eligible]],
                d.COVARIATES, unit=unit)
 
 

@@ -114,7 +114,8 @@ def read_records(conn: Connection) -> Records:
     records.attendance = _attendance(conn, records)
     patients = conn.execute(select(resource.c.res_id).where(resource.c.res_type == "Patient",
                                                             ~resource.c.deleted)).scalars().all()
-    records.siblings = sorted({(records.unit(a), records.unit(b)) for a, others in sibling_records(conn, patients).items()
+    pairs = sibling_records(conn, patients)
+    records.siblings = sorted({(records.unit(a), records.unit(b)) for a, others in pairs.items()
                                for b in others if records.unit(a) != records.unit(b)})
     records.scores = [(records.unit(child), _day(when), float(score)) for child, when, score in conn.execute(
         select(risk_score_history.c.child_id, risk_score_history.c.scored_at, risk_score_history.c.score)

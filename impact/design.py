@@ -44,7 +44,8 @@ ADULT_AGE = 18
 STEP_DOWN_MONTHS = 3  # a CIN episode closed this recently is a covariate (step-down to early help)
 
 COVARIATES = ("age", "concerns-1m", "concerns-3m", "concerns-4-12m", *(f"concerns-12m-{k}" for k in AGENCY_KINDS),
-              "ed-3m", "ed-12m", "any-incident-3m", "school-absence", "no-school-record", "open-cin", "cin-closed-3m", "stepped-down", "referrals-12m",
+              "ed-3m", "ed-12m", "any-incident-3m", "school-absence", "no-school-record", "open-cin", "cin-closed-3m",
+              "stepped-down", "referrals-12m",
               "open-cp-plan", "looked-after", "previous-cp-plan", "previous-interventions")
 
 OUTCOMES = {
@@ -152,9 +153,9 @@ def build_histories(records: Records, today: date | None = None) -> Histories:
             ended = None if e.end is None else month_index(origin, e.end)
             interventions[row].append((start, e.kind, e.organization, e.resource_id, ended))
     for lst in interventions:
-        lst.sort()
-    return Histories(units, row_of, origin, months, birth, concerns, ed, absence, open_cin, closed_cin, stepped_down, open_cp,
-                     lac, score, _families(records, row_of), cp_start, lac_start, referrals, interventions)
+        lst.sort(key=lambda e: (e[0], e[1], e[3]))  # start, type, id: the provider or end may be None
+    return Histories(units, row_of, origin, months, birth, concerns, ed, absence, open_cin, closed_cin, stepped_down,
+                     open_cp, lac, score, _families(records, row_of), cp_start, lac_start, referrals, interventions)
 
 
 def _latest_absence(records: Records, row_of: dict[str, int], origin: date, n: int, months: int) -> np.ndarray:

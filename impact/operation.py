@@ -1,7 +1,8 @@
 """``[base]/$intervention-impact`` (profiles/operations/intervention-impact.json): parameters in, a
 Parameters resource out, or with ``output=measure-report`` a MeasureReport (impact/measure_report.py).
-The study data are rebuilt when the database has changed since the last call (the outbox's highest id is the version), so a busy server does not re-read 100,000 children
-for every question, and no answer is ever computed from stale data."""
+The study data are rebuilt when the database has changed since the last call (the outbox's highest id
+is the version), so a busy server does not re-read 100,000 children for every question, and no answer
+is ever computed from stale data."""
 from __future__ import annotations
 
 import json
