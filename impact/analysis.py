@@ -29,6 +29,7 @@ class Evaluation:
     did: DiD | None
     treated_episodes: list[str]
     data_through: date
+    data_from: date
     comparable: int | None = None  # estimate mode: treated cases comparable to the children asked about
     children: list[str] = field(default_factory=list)
 
@@ -44,9 +45,9 @@ def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: i
     results = [OutcomeResult(name, _effect(h, study, weights, name, horizon)) for name in outcomes]
     values, observed = d.trajectory(h, study.rows, study.month)
     offsets = np.arange(*d.TRAJECTORY)
-    did = difference_in_differences(values, observed, offsets, study.treated, weights, study.rows, study.X,
+    did = difference_in_differences(values, observed, offsets, study.treated, weights, h.family[study.rows], study.X,
                                     d.COVARIATES)
-    return Evaluation(tuple(sorted(kinds)), results, did, study.episode_ids, _through(h))
+    return Evaluation(tuple(sorted(kinds)), results, did, study.episode_ids, _through(h), h.origin)
 
 
 def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[str], *,
@@ -59,7 +60,7 @@ def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[st
         keep = np.ones(len(study.treated), dtype=bool)
         comparable = 0
     else:
-        now = np.full(len(rows), h.months - 1)
+        now = np.full(len(rows), h.months)  # as if offered at the end of the data: what is known now
         mine = np.clip(model(d.covariates(h, np.array(rows), now)), 1e-6, 1 - 1e-6)
         logit, logit_mine = np.log(ps / (1 - ps)), np.log(mine / (1 - mine))
         width = CALIPER * logit.std()
@@ -69,7 +70,7 @@ def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[st
         weights = att_weights(study.treated, ps)
     sub = d.Study(study.rows[keep], study.month[keep], study.treated[keep], study.X[keep], [])
     results = [OutcomeResult(name, _effect(h, sub, weights[keep], name, horizon)) for name in outcomes]
-    return Evaluation(tuple(sorted(kinds)), results, None, [], _through(h), comparable,
+    return Evaluation(tuple(sorted(kinds)), results, None, [], _through(h), h.origin, comparable,
                       [h.units[r] for r in rows])
 
 
@@ -99,8 +100,9 @@ def _weights(study: d.Study) -> np.ndarray:
 def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, horizon: int) -> Effect:
     y, eligible = d.outcome(h, name, study.rows, study.month, horizon)
     unit = {"cp-plan": " (probability)", "looked-after": " (probability)", "referrals": " referrals a child",
-            "concern-rate-6m": " concern events a month"}[name]
-    return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible], study.rows[eligible],
+            "concern-rate-6m": " concern events a month", "risk-score-6m": " risk score points"}[name]
+    return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible],
+               h.family[study.rows[eligible]],
                d.COVARIATES, unit=unit)
 
 

@@ -3,6 +3,8 @@ month, for the children who received the intervention and the weighted compariso
 text: two polylines, axes and labels, no plotting library needed for that much."""
 from __future__ import annotations
 
+import base64
+from typing import Any
 from xml.sax.saxutils import escape
 
 WIDTH, HEIGHT, MARGIN = 640, 360, 56
@@ -51,3 +53,12 @@ def trajectory_svg(title: str, offsets: list[int], treated: list[float | None],
         parts.append(f'<text x="{x1 - 155}" y="{y1 + 9 + 14 * n}">{label}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def trajectory_attachment(intervention: str, offsets: list[int], treated: list[float | None],
+                          comparison: list[float | None]) -> dict[str, Any]:
+    """The chart as a FHIR Attachment (``image/svg+xml``, base64 data), titled by the intervention."""
+    title = f"{intervention}: concern events a month around the start"
+    svg = trajectory_svg(title, offsets, treated, comparison)
+    return {"contentType": "image/svg+xml", "title": title,
+            "data": base64.b64encode(svg.encode("utf-8")).decode("ascii")}

@@ -7,9 +7,10 @@ trajectory with a pre-trend check.
 - **Effect on the treated (ATT)**: comparison cases weighted by the odds ``p/(1-p)`` (the treated weigh
   1), then a weighted least-squares regression of the outcome on treatment *and* the covariates
   (regression adjustment on top of weighting: right if either model is), with standard errors clustered
-  by child because one child can be a comparison case in several months.
+  by family (siblings share their risk and often their intervention; a child can also be a comparison
+  case in several months).
 - **Difference-in-differences**: the same weights on the monthly concern-event trajectory, six months
-  before to twelve after; the effect is the treated-by-after interaction, clustered by child; the
+  before to twelve after; the effect is the treated-by-after interaction, clustered by family; the
   pre-trend check tests whether the two groups' trajectories already diverged before the index month.
 
 Nothing here is reported when the evidence is too thin: too few treated cases, too few effective
@@ -60,7 +61,7 @@ class Effect:
 
 def propensity(treated: np.ndarray, X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A fitted model of P(treated | X): call it with covariate rows (the study's own or new ones)."""
-    keep = X.std(axis=0) > 0
+    keep = independent_columns(X)
     mean, sd = X[:, keep].mean(axis=0), X[:, keep].std(axis=0)
 
     def design(rows: np.ndarray) -> np.ndarray:
@@ -81,6 +82,23 @@ def propensity(treated: np.ndarray, X: np.ndarray) -> Callable[[np.ndarray], np.
         return 1.0 / (1.0 + np.exp(-(design(rows) @ params)))
 
     return predict
+
+
+def independent_columns(X: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """Which columns to fit on: no constant column, none that the earlier-listed ones already determine
+    (in a small population an indicator can equal a count's transform, and a fit's Hessian is then
+    singular). Greedy: a column is kept when it raises the rank of those kept before it."""
+    keep = np.zeros(X.shape[1], dtype=bool)
+    sd = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    rank = 0
+    for j in np.nonzero(sd > 0)[0]:
+        keep[j] = True
+        if np.linalg.matrix_rank(Z[:, keep], tol=tol * np.sqrt(len(Z))) > rank:
+            rank += 1
+        else:
+            keep[j] = False
+    return keep
 
 
 def att_weights(treated: np.ndarray, ps: np.ndarray) -> np.ndarray:
@@ -113,7 +131,7 @@ def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, 
     thin = _thin(n_t, eff, balance)
     if thin:
         return Effect(None, None, None, None, n_t, n_c, eff, thin, balance)
-    keep = X.std(axis=0) > 0
+    keep = independent_columns(X)
     design = sm.add_constant(np.column_stack([treated, X[:, keep]]), has_constant="add")
     fit = sm.WLS(y, design, weights=weights).fit(method="qr", cov_type="cluster", cov_kwds={"groups": clusters})
     estimate = float(fit.params[1])
@@ -210,7 +228,7 @@ def difference_in_differences(values: np.ndarray, observed: np.ndarray, offsets:
 def _pre_trend(values: np.ndarray, pre_mask: np.ndarray, offsets: np.ndarray, treated: np.ndarray,
                weights: np.ndarray, clusters: np.ndarray) -> tuple[float | None, float]:
     """Each case's least-squares slope of the monthly rate over its months before the index, then the
-    weighted difference between the groups' slopes, clustered by child: (p-value, difference)."""
+    weighted difference between the groups' slopes, clustered by family: (p-value, difference)."""
     k = np.where(pre_mask, offsets[None, :], 0).astype(float)
     n = pre_mask.sum(axis=1)
     enough = n >= 3

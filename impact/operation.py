@@ -1,10 +1,10 @@
 """``[base]/$intervention-impact`` (profiles/operations/intervention-impact.json): parameters in, a
-Parameters resource out. The study data are rebuilt when the database has changed since the last
-call (the outbox's highest id is the version), so a busy server does not re-read 100,000 children
-for every question, and no answer is ever computed from stale data."""
+Parameters resource out, or with ``output=measure-report`` a MeasureReport (impact/measure_report.py).
+The study data are rebuilt when the database has changed since the last call (the outbox's highest id
+is the version), so a busy server does not re-read 100,000 children for every question, and no answer
+is ever computed from stale data."""
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from collections.abc import Callable
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.errors import BadRequest, NotFound
 from fhir_server.operations.registry import OperationTarget
 from fhir_server.rest.messages import FhirRequest, FhirResponse
-from mappings import systems
 
 from . import design as d
 from .analysis import Evaluation, estimate, evaluate
-from .chart import trajectory_svg
+from .chart import trajectory_attachment
 from .data import EPISODE_TYPE, SOCIAL_CARE, data_version, read_records
 from .estimators import Effect
+from .measure_report import measure_report
 
 if TYPE_CHECKING:
     from fhir_server import Services
@@ -30,15 +30,18 @@ if TYPE_CHECKING:
 
 DEFINITION_FILE = "intervention-impact.json"
 MODES = ("estimate", "evaluate")
+OUTPUTS = ("parameters", "measure-report")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
            "and is not recorded here. On the synthetic benchmark, where offers follow a risk the agencies only "
-           "partly see, the intervals held the true effect in 1 of 5 cases (docs/benchmarks.md): treat these "
-           "figures as exploratory, not as evidence to decide on.")
+           "partly see, 2 of the 4 intervals given held the true effect and the estimates leaned towards harm "
+           "(docs/benchmarks.md): treat these figures as exploratory, not as evidence to decide on.")
 METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
-          "by agency, open episodes and history), weighted regression adjustment, standard errors clustered by "
-          "child; evaluate adds difference-in-differences on the monthly concern-event trajectory with a pre-trend "
-          "check. Comparison cases: child-months with no intervention started within 6 months.")
+          "by agency, A&E attendances, school absence, open and recently closed episodes and history, all as known "
+          "at the end of the month before the start), weighted regression adjustment, standard errors clustered by "
+          "family; evaluate adds difference-in-differences on the monthly concern-event trajectory with a "
+          "pre-trend check. Comparison cases: child-months when the child could have started an intervention "
+          "and did not (at home, none open in the 3 months before), whatever happened later.")
 
 
 def register_impact_operation(services: "Services") -> None:
@@ -95,6 +98,8 @@ def _handler(cache: _Cache, types: Callable[[], frozenset[str]]):
             for ev in results:  # the aggregates stay; the treated children's episodes only as far as visible
                 allowed = _visible(uow, [("EpisodeOfCare", e) for e in ev.treated_episodes]) or set()
                 ev.treated_episodes = [e for e in ev.treated_episodes if ("EpisodeOfCare", e) in allowed]
+        if args["output"] == "measure-report":
+            return FhirResponse(200, measure_report(args["mode"], results, method=METHOD, caution=CAUTION))
         return FhirResponse(200, _parameters(args["mode"], results))
 
     return handle
@@ -110,7 +115,7 @@ def _visible(uow: "UnitOfWork", refs: list[tuple[str, str]]) -> set[tuple[str, s
 
 def _arguments(req: FhirRequest, known_types: frozenset[str]) -> dict[str, Any]:
     pairs = _pairs(req)
-    known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end"}
+    known = {"mode", "intervention", "patient", "outcome", "horizon", "provider", "start", "end", "output"}
     for name, _value in pairs:
         if name not in known and name not in ("_format", "_pretty"):
             raise BadRequest(f"$intervention-impact has no parameter '{name}'", expression=name)
@@ -151,12 +156,15 @@ def _arguments(req: FhirRequest, known_types: frozenset[str]) -> dict[str, Any]:
             raise BadRequest("provider must be an Organization reference such as Organization/123",
                              expression="provider")
         provider = provider.split("/", 1)[1]
+    output = _single(values, "output") or OUTPUTS[0]
+    if output not in OUTPUTS:
+        raise BadRequest(f"output must be one of {', '.join(OUTPUTS)}, not '{output}'", expression="output")
     horizon = _single(values, "horizon")
     if horizon is not None and (not horizon.isdigit() or not 1 <= int(horizon) <= 120):
         raise BadRequest("horizon must be a whole number of months from 1 to 120", expression="horizon")
     return {"mode": mode, "intervention": list(dict.fromkeys(interventions)), "outcome": list(dict.fromkeys(outcomes)),
             "patient": patients, "horizon": int(horizon) if horizon else d.DEFAULT_HORIZON, "provider": provider,
-            "start": _date(values, "start"), "end": _date(values, "end")}
+            "start": _date(values, "start"), "end": _date(values, "end"), "output": output}
 
 
 def _pairs(req: FhirRequest) -> list[tuple[str, str]]:
@@ -238,8 +246,6 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
                                                       {"name": "description", "valueString": d.OUTCOMES[o.outcome]},
                                                       *_effect_parts(o.effect)]})
         if ev.did is not None:
-            title = f"{ev.intervention[0]}: concern events a month around the start"
-            svg = trajectory_svg(title, ev.did.offsets, ev.did.treated_means, ev.did.comparison_means)
             traj: list[dict[str, Any]] = [*_effect_parts(ev.did.effect),
                                           {"name": "pre-trend", "valueString": ev.did.pre_trend_statement}]
             if ev.did.pre_trend_p is not None:
@@ -251,9 +257,8 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
                 if c is not None:
                     point.append({"name": "comparison", "valueDecimal": round(c, 4)})
                 traj.append({"name": "point", "part": point})
-            traj.append({"name": "chart", "valueAttachment": {
-                "contentType": "image/svg+xml", "title": title,
-                "data": base64.b64encode(svg.encode("utf-8")).decode("ascii")}})
+            traj.append({"name": "chart", "valueAttachment": trajectory_attachment(
+                ev.intervention[0], ev.did.offsets, ev.did.treated_means, ev.did.comparison_means)})
             parts.append({"name": "trajectory", "part": traj})
         params.append({"name": "result", "part": parts})
     return {"resourceType": "Parameters", "parameter": params}

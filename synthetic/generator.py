@@ -27,7 +27,7 @@ from .households import HouseholdBuilder
 from .identifiers import NhsNumbers, Upns
 from .progress import Progress
 from .story import Ids, Story
-from .trajectories import Draws, assign_profile, simulate
+from .trajectories import Draws, Timeline, assign_profile, simulate
 from .world import FORCES, World
 from .writers.base import Outputs
 from .writers.cin_census import CinCensusWriter
@@ -109,14 +109,19 @@ def generate(cfg: SynthConfig, out: Path, *, progress: bool = True, stream: Text
             draws = Draws(rng, family, cal.months, len(cal.terms))
             timeline = simulate(family, profile, draws, cal)
             counterfactual = None
+            without_episode: dict[int, Timeline] = {}
             if cfg.counterfactual and any(i.accepted for i in timeline.interventions):
                 counterfactual = simulate(family, profile, draws, cal, schedule=timeline.interventions,
                                           effects=False)
+                # each episode's own effect: the same run with only that episode doing nothing
+                without_episode = {i.number: simulate(family, profile, draws, cal, schedule=timeline.interventions,
+                                                      without=frozenset({i.number}))
+                                   for i in timeline.interventions if i.accepted and i.start_month < cal.months}
             story = Story(cfg, world, cal, family, profile, timeline, random.Random(f"{cfg.seed}/records/{index}"),
                           ids, truth)
             for writer in writers:
                 writer.write(story)
-            truth.family(story, counterfactual)
+            truth.family(story, counterfactual, without_episode)
             children += len(family.children)
             adults += len(family.adults)
             bar.update(index + 1, children, outputs.files_written)

@@ -10,6 +10,9 @@ linkage, alerts and intervention-impact estimates. All CSV, streamed family by f
 - ``interventions.csv`` — every offer (declined ones too) with its true effect;
 - ``outcomes.csv`` — per child: referrals, re-referral within 12 months, child protection plan, looked
   after, and the same outcomes in the counterfactual run without intervention effects;
+- ``episode_outcomes.csv`` — per accepted episode and child it was for: the child's first plan and
+  care in the run where only that episode does nothing (its own effect, the rest of the schedule and
+  its effects unchanged);
 - ``risk.csv`` — each family's latent monthly risk (and the counterfactual path for treated families);
 - ``effects.json`` — the intervention catalogue's true effects and the selection model.
 """
@@ -49,6 +52,8 @@ FILES = {
                  "re_referral_12m", "cp_plan", "first_cp_plan_month", "looked_after", "first_looked_after_month",
                  "cf_referrals", "cf_re_referral_12m", "cf_cp_plan", "cf_looked_after", "end_risk", "cf_end_risk",
                  "cf_first_cp_plan_month", "cf_first_looked_after_month"),
+    "episode_outcomes": ("intervention_id", "person_id", "type", "start_month", "first_cp_plan_month",
+                         "first_looked_after_month", "cf_first_cp_plan_month", "cf_first_looked_after_month"),
 }
 
 
@@ -85,7 +90,8 @@ class GroundTruth:
         self._row("events", (day.isoformat() if day else "", family_id, person_id, event, kind, code, file, ref,
                              detail))
 
-    def family(self, story: "Story", counterfactual: Timeline | None) -> None:
+    def family(self, story: "Story", counterfactual: Timeline | None,
+               without_episode: dict[int, Timeline] | None = None) -> None:
         fam, profile, tl, cal = story.family, story.profile, story.timeline, self.cal
         for p in fam.people:
             self._row("persons", (p.pid, fam.fid, p.role, int(p.resident), p.sex, p.given, p.middle, p.surname,
@@ -124,6 +130,14 @@ class GroundTruth:
                                    int(fact["lac"]), fact["first_lac"], alt["referrals"], int(alt["re_referral"]),
                                    int(alt["cp"]), int(alt["lac"]), f"{tl.risk[-1]:.4f}", f"{cf.risk[-1]:.4f}",
                                    alt["first_cp"], alt["first_lac"]))
+        for i in tl.interventions:
+            alt_run = (without_episode or {}).get(i.number)
+            if alt_run is None:
+                continue
+            for pid in i.targets:
+                fact, alt = child_outcomes(tl, pid), child_outcomes(alt_run, pid)
+                self._row("episode_outcomes", (f"{fam.fid}-I{i.number:02d}", pid, i.code, i.start_month,
+                                               fact["first_cp"], fact["first_lac"], alt["first_cp"], alt["first_lac"]))
         self._row("risk", (fam.fid, "factual", *(f"{r:.3f}" for r in tl.risk)))
         if counterfactual is not None:
             self._row("risk", (fam.fid, "counterfactual", *(f"{r:.3f}" for r in counterfactual.risk)))

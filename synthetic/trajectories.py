@@ -221,9 +221,11 @@ def _in_school(child: Person, term: Term) -> int | None:
 
 
 def simulate(family: Family, profile: RiskProfile, draws: Draws, cal: Calendar,
-             schedule: list[Intervention] | None = None, *, effects: bool = True) -> Timeline:
+             schedule: list[Intervention] | None = None, *, effects: bool = True,
+             without: frozenset[int] = frozenset()) -> Timeline:
     """Run the family through the period. With ``schedule`` given, the interventions are not
-    decided but taken as they are (counterfactual runs); with ``effects=False`` they do nothing."""
+    decided but taken as they are (counterfactual runs); with ``effects=False`` they do nothing, and
+    the interventions numbered in ``without`` do nothing (one episode's own counterfactual)."""
     months = cal.months
     fam_u, noise = draws.family, draws.noise
     children = family.children
@@ -472,7 +474,7 @@ def simulate(family: Family, profile: RiskProfile, draws: Draws, cal: Calendar,
                                             has_da, profile, phase, last_term_attendance, incidents))
                 last_offer_end = interventions[-1].end_month if interventions[-1].accepted else m
         for i in interventions:
-            if i.active(m) and effects:
+            if i.active(m) and effects and i.number not in without:
                 shift += i.effect_per_month
                 boost_size = CATALOGUE[i.code].attendance_boost
                 if boost_size:

@@ -162,7 +162,7 @@ def _pointing_at(conn: Connection, record_ids: Sequence[str]) -> Iterator[tuple[
 def sibling_records(conn: Connection, record_ids: Sequence[str], now: datetime) -> dict[str, set[str]]:
     """record id → Patient records of other people sharing a parent or a home with it (see the module
     docstring). The caller maps them to children and drops the record's own."""
-    out = _shared_parent_records(conn, record_ids)
+    out = shared_parent_records(conn, record_ids)
     for record, others in _shared_home_records(conn, record_ids, now).items():
         out.setdefault(record, set()).update(others)
     return out
@@ -205,7 +205,7 @@ def _is_child(content: dict[str, Any], today: Any) -> bool:
     return (today.year - born.year - ((today.month, today.day) < (born.month, born.day))) < ADULT_AGE
 
 
-def _shared_parent_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, set[str]]:
+def shared_parent_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, set[str]]:
     """record id → Patient records of other children sharing a RelatedPerson identifier with it."""
     out: dict[str, set[str]] = defaultdict(set)
     if not record_ids:
