@@ -17,10 +17,11 @@ from fhir_server.auth.labels import ACT_CODE, CONFIDENTIALITY
 from fhir_server.storage.tables import subscription_state
 from subscriptions.delivery import UNOWNED
 
-from .conftest import CHILD_DATA, Receiver, flag, subscription, wait_status
+from tests.functional.test_access_policy import send
+
+from .conftest import CHILD_DATA, Receiver, create, flag, subscription, wait_status
 from .test_classic_r4 import classic
 
-FHIR_JSON = "application/fhir+json"
 LABELS = [{"system": ACT_CODE, "code": "SDV"}, {"system": CONFIDENTIALITY, "code": "R"}]
 
 
@@ -44,11 +45,6 @@ def tokens(auth_sub_app: Flask) -> dict[str, str]:
         "police": mint("police", "police:01", "user/Observation.cruds"),
         "break-glass": mint("mash-practitioner", "la:201", "user/*.cruds", purpose="BTG"),
     }
-
-
-def send(api: FlaskClient, method: str, path: str, body: Any, token: str, **headers: str) -> Any:
-    return api.open(f"/fhir/{path}", method=method, data=simplejson.dumps(body), content_type=FHIR_JSON,
-                    headers={"Authorization": f"Bearer {token}", **headers})
 
 
 def created(api: FlaskClient, body: dict[str, Any], token: str) -> dict[str, Any]:
@@ -134,11 +130,11 @@ def test_a_subscription_without_recorded_access_fails_closed_until_put_again(
         sub_app: Flask, receiver: Receiver) -> None:
     http = sub_app.test_client()
     body = subscription(receiver.url)
-    sub_id = created_open(http, body)
+    sub_id = create(http, body)["id"]
     wait_status(http, sub_id, "active")
     with sub_app.extensions["fhir"].engine.begin() as conn:  # as migration 0019 leaves an older row
         conn.execute(update(subscription_state).where(subscription_state.c.sub_id == sub_id).values(access=None))
-    created_open(http, flag("Patient/p1"))
+    create(http, flag("Patient/p1"))
     current = wait_status(http, sub_id, "error")
     assert current["error"] == UNOWNED
     time.sleep(0.5)
@@ -146,11 +142,5 @@ def test_a_subscription_without_recorded_access_fails_closed_until_put_again(
 
     assert http.put(f"/fhir/Subscription/{sub_id}", json={**current, "status": "requested"}).status_code == 200
     wait_status(http, sub_id, "active")
-    created_open(http, flag("Patient/p1"))
+    create(http, flag("Patient/p1"))
     receiver.wait_for(lambda r: r.event_numbers(sub_id) == [1])
-
-
-def created_open(http: FlaskClient, body: dict[str, Any]) -> str:
-    res = http.post(f"/fhir/{body['resourceType']}", json=body)
-    assert res.status_code == 201, res.get_data(as_text=True)
-    return str(res.get_json()["id"])
