@@ -32,8 +32,9 @@ def may_match(spec: SubscriptionSpec, res_type: str, interaction: str) -> bool:
 
 
 def matches(conn: Connection, registry: Any, spec: SubscriptionSpec, event: OutboxEvent,
-            *, base_url: str | None = None) -> bool:
-    """True when the version ``event`` wrote is current and the criteria's search returns it."""
+            *, base_url: str | None = None, access: Any = None) -> bool:
+    """True when the version ``event`` wrote is current and the criteria's search returns it;
+    ``access`` (a policy Visibility) is the subscriber's: its search would not return a hidden one."""
     if not may_match(spec, event.res_type, event.event):
         return False
     current = conn.execute(select(resource.c.version_id, resource.c.deleted).where(
@@ -41,5 +42,6 @@ def matches(conn: Connection, registry: Any, spec: SubscriptionSpec, event: Outb
     if current is None or current.deleted or current.version_id != event.version_id:
         return False
     res_type, params = spec.criteria
-    found = find_matches(conn, registry, res_type, [*params, ("_id", event.res_id)], base_url=base_url)
+    found = find_matches(conn, registry, res_type, [*params, ("_id", event.res_id)], base_url=base_url,
+                         access=access)
     return any(res_id == event.res_id for _pk, res_id in found)

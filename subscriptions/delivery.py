@@ -12,6 +12,10 @@ A classic R4 Subscription (search criteria) goes through the same run, lease, cu
 its "handshake" only sets it ``active`` (R4 has none), and each event is one request of its own
 (notifications.classic_request: a ping, or the resource PUT to the endpoint).
 
+A Subscription with no recorded access context (stored before migration 0019, see access.py)
+delivers nothing, not even events recorded before the upgrade: it is set to ``error`` with
+:data:`UNOWNED` as the reason until its owner PUTs it again.
+
 It re-reads everything from the database, so running it twice, concurrently or late is harmless:
 a job for an event already delivered finds nothing to send.
 """
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 DELIVERY_CLIENT = "subscriptions"  # the client id of the server's own status changes
 ERROR_AFTER = 3  # consecutive failures before the Subscription shows status error
 LEASE_MARGIN = 5.0
+UNOWNED = ("Created before notifications were limited to what the subscriber may read: PUT this Subscription "
+           "again (status requested) with your own token to resume")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class Deliverer:
         self.max_backoff = services.settings.subscription_max_backoff
 
     def run(self, sub_id: str) -> Outcome:
+        if self._unowned(sub_id):
+            return Outcome("idle")
         owner = uuid.uuid4().hex
         sent = 0
         while True:
@@ -114,6 +122,16 @@ class Deliverer:
             elif failures >= ERROR_AFTER and state.status != "error":
                 self.set_status(sub_id, "error", f"{failures} deliveries in a row failed; last: {error}")
             return Outcome("failed", retry_in=wait, sent=sent)
+
+    def _unowned(self, sub_id: str) -> bool:
+        """True (after showing ``error``) for a live Subscription without an access context: fail closed."""
+        with self.engine.connect() as conn:
+            state = store.get(conn, sub_id)
+        if state is None or state.access is not None or state.status not in store.LIVE:
+            return False
+        if state.status != "error":
+            self.set_status(sub_id, "error", UNOWNED)
+        return True
 
     def _work(self, conn: Any, state: store.State) -> tuple[str | None, list[store.Event]]:
         if state.handshake_due:

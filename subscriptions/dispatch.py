@@ -3,8 +3,10 @@
 1. :meth:`Dispatcher.consume` is an outbox consumer (fhir_server/worker.py): inside the drain's
    transaction it matches each committed change against the live subscriptions (topic filters:
    topics.py, pure; a classic R4 Subscription's search criteria: criteria.py, the server's search)
-   and stores a numbered event per matching subscription (store.add_events). The events commit with
-   the outbox rows being marked processed: a crash in between loses nothing and numbers nothing twice.
+   and stores a numbered event per matching subscription (store.add_events). A change the
+   subscription's owner could not read now (access.py: scopes, role, labels, Consent) does not match
+   at all: it is never numbered, so event numbers stay gapless and reveal nothing. The events commit
+   with the outbox rows being marked processed: a crash in between loses nothing and numbers nothing twice.
 2. After that transaction commits, :meth:`Dispatcher.after_drain` sends one job per (subscription,
    event), carrying only the two ids.
 3. A job runs :class:`~subscriptions.delivery.Deliverer` for its subscription. With a broker the
@@ -32,6 +34,7 @@ from fhir_server.storage.tables import idx_reference, resource
 from fhir_server.worker import OutboxEvent
 
 from . import criteria, store
+from .access import Gate
 from .delivery import Deliverer
 from .topics import EventFacts, load_topics, matches, needs
 
@@ -64,19 +67,30 @@ class Dispatcher:
         subs = [s for s in subs if not s.spec.ended(now)]  # its end has passed: nothing more is recorded
         by_sub: dict[str, list[dict[str, Any]]] = {}
         registry, base_url = self.services.repo.registry, self.services.settings.base_url
+        gates: dict[str, Gate] = {}
+
+        def gate(state: store.State) -> Gate:  # built on first use: Consent is read once per drain
+            if state.sub_id not in gates:
+                gates[state.sub_id] = Gate(conn, state.access, base_url)
+            return gates[state.sub_id]
+
         candidates_of = {event.id: [s for s in subs if s.spec.topic in self.topics
-                                    and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)]
+                                    and self.topics[s.spec.topic].triggered_by(event.res_type, event.event)
+                                    and gate(s).may_read_type(event.res_type)]
                          for event in events}
         # every version a filter may test, read in one query per type rather than one per event
         contents = store.contents_at(conn, {_version_key(e) for e in events if candidates_of[e.id]})
         for event in events:
             matched = [s.sub_id for s in subs if criteria.may_match(s.spec, event.res_type, event.event)
-                       and criteria.matches(conn, registry, s.spec, event, base_url=base_url)]
+                       and gate(s).may_read_type(event.res_type)
+                       and criteria.matches(conn, registry, s.spec, event, base_url=base_url,
+                                            access=gate(s).visibility)]
             candidates = candidates_of[event.id]
             facts = self.facts(conn, event, {n for s in candidates for n in needs(s.spec.filters)},
                                contents.get(_version_key(event))) if candidates else None
             if facts is not None:
-                matched += [s.sub_id for s in candidates if matches(s.spec.topic, s.spec.filters, facts)]
+                matched += [s.sub_id for s in candidates if matches(s.spec.topic, s.spec.filters, facts)
+                            and gate(s).allows(event.res_type, facts.content)]
             for sub_id in matched:
                 by_sub.setdefault(sub_id, []).append({
                     "outbox_id": event.id, "created": event.created, "res_type": event.res_type,

@@ -11,6 +11,8 @@ Lifecycle (subscription.html#status, Backport IG "Subscription lifecycle"):
 - A client may set ``off`` (no more events are recorded or sent) or ask again with ``requested``.
   A PUT that changes nothing it asks for keeps the current ``active``/``error`` status.
 - Only the server (client id ``subscriptions``) moves a Subscription to ``active`` or ``error``.
+- Every client write records the caller's access context (subscriptions/access.py) server-side:
+  the Subscription is then notified only about what that caller could read.
 - Deleting a Subscription stops it; its numbered events stay readable until then via ``$events``.
 - A classic R4 Subscription (search criteria) follows the same states; it has no handshake
   (R4 defines none): the server sets it ``active`` once set up (delivery.py).
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.errors import Issue, Unprocessable
 
-from . import store
+from . import access, store
 from .delivery import DELIVERY_CLIENT
 from .spec import PROFILE, SIGNING_SECRET, SubscriptionSpec, check_criteria, parse_subscription, without_secret
 from .topics import load_topics
@@ -46,12 +48,13 @@ def make_write_hook(settings: "Settings"):
             store.set_status(conn, res_id, "off")
             return None
         spec, secret = parse_subscription(content, topics, allow_http=allow_http)
+        recorded = None if _is_delivery(ctx) else access.record(ctx)  # before anything is written
         if spec.classic:
             check_criteria(spec, uow.repo.registry)
         stored = without_secret(content)
         state = store.get(conn, res_id, lock=True)
         if _is_delivery(ctx) and state is not None:
-            status = stored.get("status")
+            status = stored.get("status")  # the server's own change: the owner's context stays
             if (previous or {}).get("status") == "off":
                 status = "off"  # the client switched it off meanwhile: that wins
             stored["status"] = status
@@ -78,7 +81,7 @@ def make_write_hook(settings: "Settings"):
             meta["profile"] = profiles + [PROFILE]
             stored["meta"] = meta
         store.save(conn, res_id, status=status, spec=spec, secret=secret, handshake_due=status == "requested",
-                   reset_failures=status == "requested")
+                   reset_failures=status == "requested", access=recorded)
         return stored
 
     return hook
@@ -93,7 +96,8 @@ def _is_delivery(ctx: "RequestContext") -> bool:
 def _next_status(asked: Any, state: store.State | None, spec: SubscriptionSpec, secret: str) -> str:
     if asked == "off":
         return "off"
-    unchanged = state is not None and state.spec == spec and state.secret == secret
+    # a row without an access context (before migration 0019) starts again: a new handshake
+    unchanged = state is not None and state.access is not None and state.spec == spec and state.secret == secret
     if unchanged and state is not None and asked == state.status and state.status in ("active", "error"):
         return state.status
     return "requested"

@@ -31,6 +31,7 @@ class State:
     last_sent_at: datetime | None
     lease_owner: str | None
     lease_until: datetime | None
+    access: dict[str, Any] | None = None  # its owner's access context (subscriptions/access.py)
 
     @property
     def pending(self) -> int:
@@ -51,7 +52,7 @@ class Event:
 def _state(row: Any) -> State:
     return State(row.sub_id, row.status, SubscriptionSpec.from_json(row.spec), row.secret, row.event_count,
                  row.delivered_through, row.handshake_due, row.failures, row.next_attempt_at, row.last_error,
-                 row.last_sent_at, row.lease_owner, row.lease_until)
+                 row.last_sent_at, row.lease_owner, row.lease_until, row.access)
 
 
 def get(conn: Connection, sub_id: str, *, lock: bool = False) -> State | None:
@@ -69,11 +70,12 @@ def live(conn: Connection) -> list[State]:
 
 
 def save(conn: Connection, sub_id: str, *, status: str, spec: SubscriptionSpec, secret: str,
-         handshake_due: bool, reset_failures: bool) -> None:
-    """Insert or update the state of ``sub_id`` (counters and cursor are kept on update)."""
+         handshake_due: bool, reset_failures: bool, access: dict[str, Any] | None) -> None:
+    """Insert or update the state of ``sub_id`` (counters and cursor are kept on update); ``access``
+    is the access context of the client write (subscriptions/access.py)."""
     now = utcnow()
     values: dict[str, Any] = {"status": status, "topic": spec.topic, "spec": spec.to_json(), "secret": secret,
-                              "handshake_due": handshake_due, "updated": now}
+                              "handshake_due": handshake_due, "updated": now, "access": access}
     if reset_failures:
         values.update(failures=0, next_attempt_at=None, last_error=None)
     done = conn.execute(update(subscription_state).where(subscription_state.c.sub_id == sub_id).values(**values))
@@ -181,7 +183,10 @@ def due(conn: Connection) -> list[State]:
         state = _state(row)
         heartbeat_due = state.status == "active" and state.spec.heartbeat is not None and (
             state.last_sent_at is None or state.last_sent_at + timedelta(seconds=state.spec.heartbeat) <= now)
-        if state.pending > 0 or state.handshake_due or heartbeat_due or state.spec.ended(now):
+        if state.access is None:  # before migration 0019: one job sets it to error (delivery.py), then none
+            if state.status != "error":
+                out.append(state)
+        elif state.pending > 0 or state.handshake_due or heartbeat_due or state.spec.ended(now):
             out.append(state)
     return out
 

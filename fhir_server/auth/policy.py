@@ -116,8 +116,9 @@ UNRESTRICTED_ROLES = frozenset({"system"})
 # -- writes ------------------------------------------------------------------------------------
 # Agency kind → the types its clients may create, update or delete (None: every type). AuditEvent
 # is the server's to write.
-# Every writing agency: reference data, its Consents, and the Provenance of what it writes.
-COMMON_WRITES = frozenset({"Consent", "Provenance", *REFERENCE_TYPES})
+# Every writing agency: reference data, its Consents, the Provenance of what it writes, and its
+# Subscriptions (notified only about what it may read: subscriptions/access.py).
+COMMON_WRITES = frozenset({"Consent", "Provenance", "Subscription", *REFERENCE_TYPES})
 WRITE_TYPES: Mapping[str, frozenset[str] | None] = {
     "local-authority": ALL,
     "health": frozenset({"Patient", "RelatedPerson", "Observation", "Encounter", "Condition", "Procedure", "Flag",

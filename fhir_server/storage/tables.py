@@ -342,6 +342,9 @@ subscription_state = Table(
     Column("lease_owner", String(64), nullable=True),  # one deliverer at a time, in order
     Column("lease_until", DateTime, nullable=True),
     Column("updated", DateTime, nullable=False),
+    # Who the Subscription notifies (subscriptions/access.py): client, agency, role, scopes,
+    # purpose of use, practitioner of its last client write. NULL (before migration 0019): nothing.
+    Column("access", JSON, nullable=True),
     Index("ix_subscription_state_status", "status"),
 )
 

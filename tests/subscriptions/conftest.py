@@ -118,6 +118,16 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def sub_app(engine: Engine, settings: Settings):
     """Like ``committing_app`` with a fast sweep and short backoff; stops its delivery thread after."""
+    yield from _running(engine, settings)
+
+
+@pytest.fixture
+def auth_sub_app(engine: Engine, settings: Settings):
+    """``sub_app`` with authentication on and the development issuer (tokens as in test_auth.py)."""
+    yield from _running(engine, settings.with_overrides(auth_enabled=True, auth_dev_issuer=True))
+
+
+def _running(engine: Engine, settings: Settings) -> Iterator[Any]:
     application = create_app(settings.with_overrides(subscription_sweep_seconds=0.5, subscription_max_backoff=1))
     yield application
     services = application.extensions["fhir"]

@@ -1,0 +1,146 @@
+"""Subscriptions notify only about what their owner may read (subscriptions/access.py), through the
+HTTP API with authentication on, real commits, the delivery thread and a real receiver, on SQLite
+and PostgreSQL. Every agency writes through its own token, so each resource carries its
+source-agency tag as in production; the police Observation is labelled SDV + R."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import simplejson
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+
+from fhir_server.auth.labels import ACT_CODE, CONFIDENTIALITY
+from fhir_server.storage.tables import subscription_state
+from subscriptions.delivery import UNOWNED
+
+from tests.functional.test_access_policy import send
+
+from .conftest import CHILD_DATA, Receiver, create, flag, subscription, wait_status
+from .test_classic_r4 import classic
+
+LABELS = [{"system": ACT_CODE, "code": "SDV"}, {"system": CONFIDENTIALITY, "code": "R"}]
+
+
+@pytest.fixture
+def api(auth_sub_app: Flask) -> FlaskClient:
+    return auth_sub_app.test_client()
+
+
+@pytest.fixture
+def tokens(auth_sub_app: Flask) -> dict[str, str]:
+    auth = auth_sub_app.extensions["fhir"].auth
+
+    def mint(role: str, agency: str, scope: str, purpose: str | None = "safeguarding") -> str:
+        return auth.mint_dev_token(client_id=f"{role}-app", scope=scope, practitioner="Practitioner/p1",
+                                   agency=agency, role=role, purpose=purpose)
+
+    return {
+        "mash": mint("mash-practitioner", "la:201", "user/*.cruds"),  # cleared for SDV/R, safeguarding
+        "school": mint("school-dsl", "education:201", "user/*.cruds"),  # SDV/R only on Flags
+        "flags-only": mint("social-worker", "la:201", "user/Subscription.cruds user/Flag.rs"),
+        "police": mint("police", "police:01", "user/Observation.cruds"),
+        "break-glass": mint("mash-practitioner", "la:201", "user/*.cruds", purpose="BTG"),
+    }
+
+
+def created(api: FlaskClient, body: dict[str, Any], token: str) -> dict[str, Any]:
+    res = send(api, "POST", body["resourceType"], body, token)
+    assert res.status_code == 201, res.get_data(as_text=True)
+    return res.get_json()
+
+
+def observation(patient: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "code": {"text": text},
+            "subject": {"reference": patient}, **extra}
+
+
+def focuses(receiver: Receiver, sub_id: str) -> list[tuple[int, str]]:
+    """(event-number, "Type/id") of every event delivered to ``sub_id``."""
+    with receiver.lock:
+        items = [r for r in receiver.received if r.kind == "event-notification"
+                 and r.headers.get("X-SG-Subscription") == sub_id]
+    out = []
+    for r in items:
+        for event in r.status()["notification-event"]:
+            ref = event["focus"]["reference"].split("/_history/")[0].split("/")
+            out.append((int(event["event-number"]), f"{ref[-2]}/{ref[-1]}"))
+    return out
+
+
+def test_topic_notifications_follow_each_subscribers_access(api: FlaskClient, tokens: dict[str, str],
+                                                           receiver: Receiver) -> None:
+    child = created(api, {"resourceType": "Patient", "name": [{"family": "Okafor"}]}, tokens["mash"])["id"]
+    sub = subscription(receiver.url, topic=CHILD_DATA, filters=(f"patient=Patient/{child}", "_type=Observation,Flag"))
+    subs = {who: created(api, sub, tokens[who])["id"] for who in ("mash", "school", "flags-only")}
+    stored = created(api, sub, tokens["mash"])
+    assert "access" not in simplejson.dumps(stored)  # kept server-side, never in the resource
+
+    police = created(api, observation(f"Patient/{child}", "Domestic abuse incident", meta={"security": LABELS}),
+                     tokens["police"])["id"]
+    attendance = created(api, observation(f"Patient/{child}", "Attendance 84%"), tokens["school"])["id"]
+    cp_flag = created(api, flag(f"Patient/{child}"), tokens["mash"])["id"]
+
+    receiver.wait_for(lambda r: len(focuses(r, subs["mash"])) >= 3 and len(focuses(r, subs["school"])) >= 2
+                      and len(focuses(r, subs["flags-only"])) >= 1)
+    time.sleep(0.5)  # nothing hidden arrives late either
+    assert focuses(receiver, subs["mash"]) == [
+        (1, f"Observation/{police}"), (2, f"Observation/{attendance}"), (3, f"Flag/{cp_flag}")]
+    # the school never hears of the police record: its numbers have no gap where it was
+    assert focuses(receiver, subs["school"]) == [(1, f"Observation/{attendance}"), (2, f"Flag/{cp_flag}")]
+    # a token scoped to Flags hears of no Observation at all
+    assert focuses(receiver, subs["flags-only"]) == [(1, f"Flag/{cp_flag}")]
+    school_status = send(api, "GET", f"Subscription/{subs['school']}/$status", None, tokens["mash"])
+    params = {p["name"]: p for p in school_status.get_json()["entry"][0]["resource"]["parameter"]}
+    assert params["events-since-subscription-start"]["valueString"] == "2"
+
+
+def test_classic_criteria_notify_only_what_the_subscriber_may_read(api: FlaskClient, tokens: dict[str, str],
+                                                                   receiver: Receiver) -> None:
+    child = created(api, {"resourceType": "Patient", "name": [{"family": "Okafor"}]}, tokens["mash"])["id"]
+    criteria = classic(receiver.url, f"Observation?subject=Patient/{child}")
+    cleared = created(api, criteria, tokens["mash"])["id"]
+    school = created(api, criteria, tokens["school"])["id"]
+
+    police = created(api, observation(f"Patient/{child}", "Domestic abuse incident", meta={"security": LABELS}),
+                     tokens["police"])["id"]
+    attendance = created(api, observation(f"Patient/{child}", "Attendance 84%"), tokens["school"])["id"]
+
+    def paths(sub_id: str) -> list[str]:
+        with receiver.lock:
+            return [r.path for r in receiver.received if r.headers.get("X-SG-Subscription") == sub_id]
+
+    receiver.wait_for(lambda r: len(paths(cleared)) >= 2 and len(paths(school)) >= 1)
+    time.sleep(0.5)
+    assert paths(cleared) == [f"/notify/Observation/{police}", f"/notify/Observation/{attendance}"]
+    assert paths(school) == [f"/notify/Observation/{attendance}"]
+
+
+def test_no_subscription_under_break_glass(api: FlaskClient, tokens: dict[str, str], receiver: Receiver) -> None:
+    res = send(api, "POST", "Subscription", subscription(receiver.url), tokens["break-glass"],
+               **{"X-Break-Glass-Reason": "child missing tonight"})
+    assert res.status_code == 403, res.get_data(as_text=True)
+    assert "break-glass" in res.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_subscription_without_recorded_access_fails_closed_until_put_again(
+        sub_app: Flask, receiver: Receiver) -> None:
+    http = sub_app.test_client()
+    body = subscription(receiver.url)
+    sub_id = create(http, body)["id"]
+    wait_status(http, sub_id, "active")
+    with sub_app.extensions["fhir"].engine.begin() as conn:  # as migration 0019 leaves an older row
+        conn.execute(update(subscription_state).where(subscription_state.c.sub_id == sub_id).values(access=None))
+    create(http, flag("Patient/p1"))
+    current = wait_status(http, sub_id, "error")
+    assert current["error"] == UNOWNED
+    time.sleep(0.5)
+    assert receiver.event_numbers(sub_id) == []  # not even that something changed
+
+    assert http.put(f"/fhir/Subscription/{sub_id}", json={**current, "status": "requested"}).status_code == 200
+    wait_status(http, sub_id, "active")
+    create(http, flag("Patient/p1"))
+    receiver.wait_for(lambda r: r.event_numbers(sub_id) == [1])
