@@ -63,12 +63,16 @@ class LocalBeat:
             self._jobs.pop(name, None)
             self._cond.notify()
 
-    def cancel_owned(self, owner: object) -> None:
-        """Stop every job registered with ``owner`` (an engine being disposed: its jobs would reconnect)."""
+    def cancel_owned(self, owner: object, *, wait: float = 0.0) -> None:
+        """Stop every job registered with ``owner`` (an engine being disposed: its jobs would reconnect).
+        ``wait`` > 0: also wait up to that many seconds for a run already started to end (a test
+        empties its tables next, and a run still writing would race it)."""
         with self._cond:
-            for name in [n for n, j in self._jobs.items() if j.owner is owner]:
-                del self._jobs[name]
+            stopped = [self._jobs.pop(n) for n in [n for n, j in self._jobs.items() if j.owner is owner]]
             self._cond.notify()
+        deadline = time.monotonic() + wait  # real time: the injected clock may be a test's, standing still
+        while wait > 0 and time.monotonic() < deadline and any(j.running for j in stopped):
+            time.sleep(0.01)
 
     def finished_runs(self, name: str) -> int:
         """How many runs of ``name`` have ended (successfully or not)."""

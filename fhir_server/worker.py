@@ -206,7 +206,7 @@ def install_outbox_drain(repo: "SqlRepository") -> None:
 
 def wait_for_background_drains(timeout: float = 30.0) -> None:
     """Wait until no in-process drain thread is running (a test empties the tables afterwards;
-    a drain still writing — linking, sealing the audit trail — would race it)."""
+    a drain still writing — linking, rescoring — would race it)."""
     import time
 
     deadline = time.monotonic() + timeout

@@ -115,10 +115,11 @@ def committing_app(engine: Engine, settings: Settings):
     yield application
     from fhir_server.worker import wait_for_background_drains
     # the in-process outbox drain runs on a thread after each commit: its writes (linked masters, risk
-    # scores, the sealed audit trail) would land after the cleanup, or lock SQLite
+    # scores) would land after the cleanup, or lock SQLite
     wait_for_background_drains(timeout=120)
     from fhir_server.periodic import local_beat
-    local_beat.cancel_owned(application.extensions["fhir"].engine)  # the sweep, the scheduled recompute
+    # the sweep, the scheduled recompute, the audit sealing: a run under way would write after the cleanup
+    local_beat.cancel_owned(application.extensions["fhir"].engine, wait=120)
     application.extensions["fhir"].engine.dispose()
     from fhir_server.storage.db import empty_schema
     empty_schema(engine)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
 from ..auth import events
 from ..operations.builtin import load_definition
 from .recorder import AuditRecorder
@@ -25,20 +23,14 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .. import Services
-    from ..repository.sql import SqlRepository
-    from ..worker import OutboxEvent
 
 log = logging.getLogger(__name__)
 EXTENSION = "fhir_audit"
 
 
-class _State:
-    repo: "SqlRepository | None" = None
-
-
 def install(services: "Services") -> AuditRecorder | None:
     """Register the operations (always: an auditor can verify a trail written earlier) and, when
-    ``settings.audit_enabled``, the recorder and guard on the router and the sealing consumer."""
+    ``settings.audit_enabled``, the recorder and guard on the router and the periodic sealing."""
     from .operations import (SUBJECT_ACCESS_FILE, VERIFY_FILE, make_subject_access_handler,
                              make_verify_handler)
 
@@ -56,20 +48,27 @@ def install(services: "Services") -> AuditRecorder | None:
         recorder.consent_cache = services.router.consent_cache = ConsentCache()
     services.router.guards.append(recorder)
     services.router.recorders.append(recorder)
-    _State.repo = services.repo
-    from ..worker import register_consumer
-    register_consumer(seal_on_drain)
+    _schedule_sealing(services, recorder)
     return recorder
 
 
-def seal_on_drain(conn: Connection, _events: list["OutboxEvent"]) -> None:
-    """Outbox consumer: every drain (after each committed write, and the worker's periodic sweep)
-    also seals the AuditEvents committed so far, in the drain's transaction."""
-    from . import chain
+def _schedule_sealing(services: "Services", recorder: AuditRecorder) -> None:
+    """Without a broker, seal every :data:`~.chain.SEAL_SECONDS` on this process's local beat (with
+    one, the Celery beat entry of :mod:`.tasks` does). Never on the outbox drain: the seal's lock
+    would make drains, and so notifications, wait for each other. Not for storage bound to a test's
+    connection (the test seals when it wants to)."""
+    from ..periodic import local_beat
+    from ..worker import celery
+    from .chain import SEAL_SECONDS
 
-    repo = _State.repo
-    if repo is not None and repo.settings.audit_enabled:
-        chain.seal(conn, repo.indexer)
+    if services.repo._bound is None and celery.conf.task_always_eager:
+        local_beat.every(seal_job(services.engine), SEAL_SECONDS, lambda: recorder.seal_pending(wait=False),
+                         owner=services.engine)
+
+
+def seal_job(engine: object) -> str:
+    """The local beat's name for the sealing job of the server on ``engine``."""
+    return f"audit-seal-{id(engine):x}"
 
 
 def install_flask(app: "Flask", recorder: AuditRecorder | None) -> None:

@@ -50,6 +50,9 @@ def make_verify_handler() -> Any:
             {"name": "sealed", "valueInteger": result.sealed},
             {"name": "pending", "valueInteger": result.pending},
         ]
+        note = result.pending_note()
+        if note is not None:  # the unsealed tail is not covered: say so rather than imply it is
+            params.append({"name": "note", "valueString": note})
         if result.intact:
             params.append({"name": "headHash", "valueString": result.head_hash})
         else:

@@ -174,12 +174,13 @@ class AuditRecorder:
 
     # -- sealing ---------------------------------------------------------------------------------
 
-    def seal_pending(self) -> int:
-        """Chain and publish every AuditEvent committed so far."""
+    def seal_pending(self, *, wait: bool = True) -> int:
+        """Chain and publish every AuditEvent committed so far, one transaction per batch. With
+        ``wait=False`` (the periodic job), give up at once if another sealer is at work (chain.seal)."""
         total = 0
         while True:
             with self.repo.unit_of_work() as uow:
-                done = chain.seal(uow.conn, self.repo.indexer)
+                done = chain.seal(uow.conn, self.repo.indexer, wait=wait)
             total += done
             if done < chain.SEAL_BATCH:
                 return total

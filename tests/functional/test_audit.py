@@ -461,6 +461,10 @@ def test_concurrent_writers_keep_one_linear_chain(committing_app: Any) -> None:
     request's AuditEvent is sealed exactly once, in one unbroken chain."""
     import threading
 
+    from fhir_server.audit import seal_job
+    from fhir_server.periodic import local_beat
+
+    local_beat.cancel(seal_job(committing_app.extensions["fhir"].engine))  # this test seals when it counts
     errors: list[str] = []
 
     def work() -> None:
@@ -544,3 +548,57 @@ def test_the_capability_statement_serves_audit_event_read_only(client: FlaskClie
     assert "verify-audit" in system_ops
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert "subject-access" in {o["name"] for o in patient["operation"]}
+
+
+# -- sealing off the hot paths (issue 6: a drain never waits for a seal) ------------------------------
+
+def test_verify_audit_names_the_unsealed_tail(client: FlaskClient) -> None:
+    """$verify-audit does not pass off AuditEvents waiting to be sealed as verified: it counts them
+    and says, in ``note``, that neither ``intact`` nor ``headHash`` covers them yet."""
+    client.application.extensions["fhir"].audit.seal_pending()
+    assert not any(p["name"] == "note" for p in client.get("/fhir/$verify-audit").get_json()["parameter"])
+    pid = child(client)
+    for _ in range(2):
+        client.get(f"/fhir/Patient/{pid}")
+    result = verify(client)
+    # the create, its two reads, and the first $verify-audit (whose own event is written after its answer)
+    assert result["intact"] is True and result["pending"] == 4
+    assert result["note"].startswith("4 AuditEvent(s) recorded but not yet sealed, the oldest recorded 20")
+    assert "not covered by this verification nor by headHash" in result["note"]
+
+
+def test_an_outbox_drain_does_not_seal(client: FlaskClient) -> None:
+    """Sealing left the drain (it serialised every drain behind its lock): a drained write's
+    AuditEvent stays pending until the sealing job, or an auditor's read, seals it."""
+    from fhir_server.worker import drain_batch
+
+    client.application.extensions["fhir"].audit.seal_pending()
+    child(client)
+    conn = client.application.extensions["fhir"].repo._bound
+    assert drain_batch(conn) >= 1
+    unsealed = conn.execute(select(func.count()).where(audit_event.c.chain_pos.is_(None))).scalar_one()
+    assert unsealed == 1
+    assert client.application.extensions["fhir"].audit.seal_pending() == 1
+
+
+def test_the_sealing_job_runs_without_a_broker_and_never_waits(committing_app: Any) -> None:
+    """Without a broker the local beat seals every SEAL_SECONDS; on PostgreSQL a periodic run that
+    finds another sealer holding the lock returns at once (pg_try_advisory_xact_lock) and seals
+    nothing twice; the next run seals what is left."""
+    from fhir_server.audit import chain, seal_job
+    from fhir_server.periodic import local_beat
+
+    services = committing_app.extensions["fhir"]
+    assert seal_job(services.engine) in local_beat.scheduled()
+    local_beat.cancel(seal_job(services.engine))  # the test runs the job itself
+    client = committing_app.test_client()
+    pid = child(client)
+    client.get(f"/fhir/Patient/{pid}")
+    if services.engine.dialect.name == "postgresql":
+        with services.engine.begin() as holder:  # another worker's seal, under way
+            holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": chain.SEAL_LOCK})
+            assert services.audit.seal_pending(wait=False) == 0
+    assert services.audit.seal_pending(wait=False) == 2
+    assert services.audit.seal_pending(wait=False) == 0  # idempotent: nothing left to seal
+    result = verify(client)
+    assert result["intact"] is True and result["sealed"] == 2 and result["pending"] == 0

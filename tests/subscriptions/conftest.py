@@ -133,7 +133,7 @@ def _running(engine: Engine, settings: Settings) -> Iterator[Any]:
     services = application.extensions["fhir"]
     runtime.uninstall(services.engine)
     from fhir_server.periodic import local_beat
-    local_beat.cancel_owned(services.engine)
+    local_beat.cancel_owned(services.engine, wait=120)  # a sealing run under way would race the cleanup
     time.sleep(0.1)
     services.engine.dispose()
     from fhir_server.storage.db import empty_schema

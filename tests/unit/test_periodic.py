@@ -76,3 +76,24 @@ def test_the_jobs_of_an_owner_are_cancelled_together() -> None:
     beat.every("elsewhere", 15, lambda: None, owner=other)
     beat.cancel_owned(engine)
     assert beat.scheduled() == ["elsewhere"]
+
+
+def test_cancelling_an_owner_can_wait_for_its_run_under_way() -> None:
+    """A test empties its tables after cancelling its server's jobs: a run already started must end first."""
+    now = [100.0]
+    beat = LocalBeat(clock=lambda: now[0], thread=False)
+    engine, started, release = object(), threading.Event(), threading.Event()
+
+    def seal() -> None:
+        started.set()
+        release.wait(10)
+
+    beat.every("seal", 1, seal, owner=engine)
+    now[0] += 1
+    assert beat.run_due() == ["seal"]
+    assert started.wait(10)
+    threading.Timer(0.2, release.set).start()
+    t0 = time.monotonic()
+    beat.cancel_owned(engine, wait=10)
+    assert time.monotonic() - t0 >= 0.15 and release.is_set()
+    assert beat.scheduled() == []
