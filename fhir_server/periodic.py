@@ -67,8 +67,15 @@ class LocalBeat:
         """Stop every job registered with ``owner`` (an engine being disposed: its jobs would reconnect).
         ``wait`` > 0: also wait up to that many seconds for a run already started to end (a test
         empties its tables next, and a run still writing would race it)."""
+        self._stop(lambda job: job.owner is owner, wait)
+
+    def cancel_all(self, *, wait: float = 0.0) -> None:
+        """Stop every job (a process dropping the database its jobs use), waiting as ``cancel_owned``."""
+        self._stop(lambda job: True, wait)
+
+    def _stop(self, which: Callable[[_Job], bool], wait: float) -> None:
         with self._cond:
-            stopped = [self._jobs.pop(n) for n in [n for n, j in self._jobs.items() if j.owner is owner]]
+            stopped = [self._jobs.pop(n) for n in [n for n, j in self._jobs.items() if which(j)]]
             self._cond.notify()
         deadline = time.monotonic() + wait  # real time: the injected clock may be a test's, standing still
         while wait > 0 and time.monotonic() < deadline and any(j.running for j in stopped):

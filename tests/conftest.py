@@ -62,6 +62,9 @@ def postgresql_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (and xdist worker)."""
     with scratch_postgres_database("fhir_test") as url:
         yield url
+        from fhir_server.periodic import local_beat
+        # apps made by tests keep periodic jobs (audit sealing…) on this database: stop them before it goes
+        local_beat.cancel_all(wait=60)
 
 
 @pytest.fixture(scope="session")
