@@ -340,6 +340,12 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
                 item.res_type = ref.split("/")[0]
         if isinstance(body, dict) and body.get("resourceType") == item.res_type:
             item.patients = list(dict.fromkeys(balp.patients_in(body)))
+        elif code in ("create", "update") and item.written and isinstance(req.body, dict) \
+                and req.body.get("resourceType") == item.res_type:
+            # answered without a body (return=minimal): what was sent is what was stored, bar id and
+            # meta (references already rewritten), so the patients need not be read back
+            item.patients = ["/".join(item.written[0].split("/")[:2])] if item.res_type == "Patient" \
+                else list(dict.fromkeys(balp.patients_in(req.body)))
         return item
     if code.startswith("search") or code.startswith("history") or code == "operation":
         item.query = req.path + ("?" + urlencode(req.query) if req.query else "")

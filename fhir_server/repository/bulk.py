@@ -18,7 +18,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import bindparam, delete, exists, false, insert, literal, select, update
@@ -26,11 +25,10 @@ from sqlalchemy.exc import DBAPIError
 
 from ..fhir import jsonio
 from ..fhir.instants import utcnow
-from ..search.indexer import ROW_COLUMNS
 from ..search.parse import Criterion, ParamSource, TokenValue, parse_search
 from ..storage.tables import INDEX_TABLES, idx_token, outbox, resource, resource_history
 from .context import RequestContext
-from .sql import Stored, UnitOfWork, _with_server_meta
+from .sql import Stored, UnitOfWork, _with_server_meta, insert_index_rows
 
 DEFAULT_BATCH = 500
 # Token parameters the search answers from the resource row, not idx_token (search/query.py).
@@ -238,7 +236,7 @@ def _write_portable(uow: UnitOfWork, writes: list[Write]) -> None:
                    resource.c.last_updated, literal(method), resource.c.deleted, resource.c.content)
             .where(resource.c.pk.in_([pk for pk, (_p, s) in zip(pks, writes) if s.method == method]))))
     for key, rows in _index_rows(uow, pks, [s for _pk, s in writes]).items():
-        conn.execute(insert(INDEX_TABLES[key]), rows)
+        insert_index_rows(conn, key, rows)
     conn.execute(insert(outbox), [
         {"created": s.last_updated, "res_type": s.res_type, "res_id": s.res_id, "version_id": s.version_id,
          "event": _event(pk)} for pk, s in writes])
@@ -285,11 +283,7 @@ def _write_postgres(uow: UnitOfWork, writes: list[Write]) -> None:
                         "FROM unnest(%s::bigint[], %s::text[]) AS u (pk, method) JOIN resource r ON r.pk = u.pk",
                         (pks, methods))
         for key, rows in _index_rows(uow, pks, [s for _pk, s in writes]).items():
-            columns = ("resource_pk", "res_type", *ROW_COLUMNS[key])
-            values = itemgetter(*columns)  # the indexer gives every row exactly these columns
-            with cur.copy(f"COPY {INDEX_TABLES[key].name} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(values(row))
+            insert_index_rows(uow.conn, key, rows)
         with cur.copy("COPY outbox (created, res_type, res_id, version_id, event) FROM STDIN") as copy:
             for pk, s in writes:
                 copy.write_row((s.last_updated, s.res_type, s.res_id, s.version_id, _event(pk)))

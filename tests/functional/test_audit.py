@@ -164,6 +164,33 @@ def test_a_transaction_gets_one_audit_event_and_one_provenance_per_activity(clie
         assert prov["agent"][0]["who"]["display"] == "Duty social worker"
 
 
+@pytest.mark.parametrize("prefer", ["return=minimal", "return=OperationOutcome", "return=representation"])
+def test_a_write_answered_without_its_body_still_names_the_patient(client: FlaskClient, prefer: str) -> None:
+    """The patient entities of a write come from what was sent when nothing is returned (and from a
+    Bundle's urn:uuid references as rewritten), so an auditor finds the write under the child."""
+    pid = child(client)
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5a0e2c8d-61a4-4b0e-9f1f-2a8c7d3b1e01",
+         "resource": {"resourceType": "Patient", "name": [{"family": "Brennan"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "b"},
+                      "subject": {"reference": "urn:uuid:5a0e2c8d-61a4-4b0e-9f1f-2a8c7d3b1e01"}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "c"},
+                      "subject": {"reference": f"Patient/{pid}"}},
+         "request": {"method": "POST", "url": "Observation"}},
+    ]}
+    res = post(client, "", bundle, Prefer=prefer)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    created = next(loc.split("Patient/")[1].split("/")[0] for loc in
+                   (e["response"]["location"] for e in res.get_json()["entry"]) if "/Patient/" in f"/{loc}")
+    assert sorted(entity_refs(last_event(client), "1")) == sorted([f"Patient/{pid}", f"Patient/{created}"])
+    single = post(client, "Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "d"},
+                                          "subject": {"reference": f"Patient/{pid}"}}, Prefer=prefer)
+    assert single.status_code == 201
+    assert entity_refs(last_event(client), "1") == [f"Patient/{pid}"]
+
+
 @pytest.mark.parametrize("header", ["{not json", '{"resourceType": "Patient"}',
                                     '{"resourceType": "Provenance", "entity": [{"role": "not-a-role"}]}'])
 def test_a_bad_x_provenance_is_a_400_and_nothing_is_written(client: FlaskClient, header: str) -> None:
