@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import DDL, Connection, Table, event
+from sqlalchemy import Connection
+
+from .triggers import Triggers
 
 TRIGGER = "audit_event_append_only"
 MESSAGE = "audit_event is append-only: an AuditEvent cannot be changed or removed once recorded"
@@ -63,19 +65,10 @@ SQLITE_DROP = (
 )
 
 
-def create_statements(dialect: str) -> tuple[str, ...]:
-    return POSTGRESQL_CREATE if dialect == "postgresql" else SQLITE_CREATE if dialect == "sqlite" else ()
-
-
-def drop_statements(dialect: str) -> tuple[str, ...]:
-    return POSTGRESQL_DROP if dialect == "postgresql" else SQLITE_DROP if dialect == "sqlite" else ()
-
-
-def attach(table: Table) -> None:
-    """Create the triggers whenever ``metadata.create_all`` creates ``table``."""
-    for dialect in ("postgresql", "sqlite"):
-        for statement in create_statements(dialect):
-            event.listen(table, "after_create", DDL(statement).execute_if(dialect=dialect))
+TRIGGERS = Triggers(POSTGRESQL_CREATE, POSTGRESQL_DROP, SQLITE_CREATE, SQLITE_DROP)
+create_statements = TRIGGERS.create_statements
+drop_statements = TRIGGERS.drop_statements
+attach = TRIGGERS.attach  # create them whenever ``metadata.create_all`` creates the table(s)
 
 
 @contextmanager

@@ -9,7 +9,7 @@ used a cached copy checks the counter in the same statement as its AuditEvent IN
 """
 from __future__ import annotations
 
-from sqlalchemy import DDL, MetaData, event
+from .triggers import Triggers
 
 TYPES = ("Consent", "Organization")
 _BUMP = ("INSERT INTO policy_version (id, version) VALUES (1, 1) "
@@ -42,16 +42,7 @@ SQLITE_CREATE = tuple(
 SQLITE_DROP = tuple(f"DROP TRIGGER IF EXISTS policy_version_{op}" for op in ("insert", "update", "delete"))
 
 
-def create_statements(dialect: str) -> tuple[str, ...]:
-    return POSTGRESQL_CREATE if dialect == "postgresql" else SQLITE_CREATE if dialect == "sqlite" else ()
-
-
-def drop_statements(dialect: str) -> tuple[str, ...]:
-    return POSTGRESQL_DROP if dialect == "postgresql" else SQLITE_DROP if dialect == "sqlite" else ()
-
-
-def attach(metadata: MetaData) -> None:
-    """Create the triggers whenever ``metadata.create_all`` has created the tables."""
-    for dialect in ("postgresql", "sqlite"):
-        for statement in create_statements(dialect):
-            event.listen(metadata, "after_create", DDL(statement).execute_if(dialect=dialect))
+TRIGGERS = Triggers(POSTGRESQL_CREATE, POSTGRESQL_DROP, SQLITE_CREATE, SQLITE_DROP)
+create_statements = TRIGGERS.create_statements
+drop_statements = TRIGGERS.drop_statements
+attach = TRIGGERS.attach  # create them whenever ``metadata.create_all`` creates the table(s)
