@@ -3,6 +3,7 @@ and Redis, and an HTTP receiver. A Flag written over HTTP reaches the receiver a
 notification; with the worker killed, a later Flag is delivered once a new worker starts."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from tests.functional.test_cli import free_port, serving
 from tests.integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: F401 - fixtures
 
 from .conftest import CHILD_DATA, SECRET, flag, subscription
+from .test_import_to_notification import LA_TAG, NHS, TRIGGER, causes, notification
 
 REDIS_URL = os.environ.get("FHIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -169,6 +171,74 @@ def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
             print("subscription_state:", [dict(r._mapping) for r in conn.execute(select(subscription_state))])
             print("outbox pending:", conn.execute(select(outbox).where(outbox.c.processed_at.is_(None))).all())
         engine.dispose()
+        log.flush()
+        print((tmp_path / "worker.log").read_text()[-5000:])
+        raise
+    finally:
+        log.close()
+        redis.Redis.from_url(REDIS_URL).delete(queue)
+
+
+def test_a_police_notification_for_a_child_on_a_plan_raises_a_flag_that_reaches_a_real_receiver(
+        empty_database_url: str, receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 6's chain with real processes: the local authority's child on a child protection plan;
+    the police force's notification imported over HTTP; the Celery worker (through Redis) links the
+    two records, rescores the child, fires ``domestic-abuse-on-plan`` and delivers the escalation
+    Flag, signed, to the subscriber's receiver."""
+    redis_or_skip()
+    import redis
+
+    monkeypatch.setenv("FHIR_DATABASE_URL", empty_database_url)
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    queue = f"fhir-escalation-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FHIR_DATABASE_URL": empty_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0",
+           "FHIR_BROKER_URL": REDIS_URL, "FHIR_CELERY_QUEUE": queue, "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "1"}
+    log = (tmp_path / "worker.log").open("w")
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        res = requests.post(f"{base}/{path}", headers=FHIR, json=body, timeout=30)
+        assert res.status_code == 201, res.text
+        return res.json()
+
+    try:
+        with serving(port, env), celery_worker(env, tmp_path / "beat", log):
+            worker = post("Practitioner", {"resourceType": "Practitioner", "name": [{"family": "Worker"}]})
+            child = post("Patient", {"resourceType": "Patient", "meta": {"tag": [LA_TAG]},
+                                     "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}],
+                                     "name": [{"family": "Hughes", "given": ["Amelia"]}], "gender": "female",
+                                     "birthDate": "2015-06-14"})
+            post("EpisodeOfCare", {"resourceType": "EpisodeOfCare", "meta": {"tag": [LA_TAG]}, "status": "active",
+                                   "type": [{"coding": [{"system": "https://w3id.org/sg-fhir/CodeSystem/episode-type",
+                                                         "code": "cp-plan"}]}],
+                                   "patient": {"reference": f"Patient/{child['id']}"},
+                                   "period": {"start": "2026-06-01"},
+                                   "careManager": {"reference": f"Practitioner/{worker['id']}"}})
+            sub_id = post("Subscription", subscription(receiver.url, content="full-resource"))["id"]
+            wait_until(lambda: requests.get(f"{base}/Subscription/{sub_id}", timeout=30).json()["status"] == "active",
+                       60, "the handshake of the escalation subscription")
+
+            imported = requests.post(f"{base}/$import-agency-data", timeout=120,
+                                     data={"format": "police-notifications-json"},
+                                     files={"file": ("20_notifications.json", json.dumps(notification()).encode(),
+                                                     "application/json")})
+            assert imported.status_code == 200, imported.text
+
+            def flags_with_trigger() -> list[Any]:
+                return [n for n in receiver.of("event-notification") if n.headers["X-SG-Subscription"] == sub_id
+                        and any(TRIGGER in causes(e.get("resource", {})) for e in n.body["entry"][1:])]
+
+            wait_until(lambda: bool(flags_with_trigger()), 120, "the escalation Flag raised by the trigger")
+            received = flags_with_trigger()[0]
+            assert verify(SECRET, received.raw, received.headers[HEADER])
+            sent = next(e["resource"] for e in received.body["entry"][1:] if TRIGGER in causes(e.get("resource", {})))
+            assert sent["resourceType"] == "Flag" and sent["status"] == "active"
+            master = requests.get(f"{base}/{sent['subject']['reference']}", headers=FHIR, timeout=30).json()
+            assert f"Patient/{child['id']}" in {link["other"]["reference"] for link in master["link"]}
+    except BaseException:
         log.flush()
         print((tmp_path / "worker.log").read_text()[-5000:])
         raise
