@@ -66,7 +66,7 @@ def _inputs(req: FhirRequest, allowed: set[str]) -> dict[str, list[str]]:
 
 
 def _state(uow: "UnitOfWork", sub_id: str) -> store.State:
-    uow.read("Subscription", sub_id)  # 404 unknown, 410 deleted
+    uow.read("Subscription", sub_id)  # 404 unknown or not the caller's to read, 410 deleted
     state = store.get(uow.conn, sub_id)
     if state is None:
         raise NotFound(f"Subscription/{sub_id} has no delivery state", expression="id")
@@ -85,7 +85,11 @@ def _status_handler(base_url: str):
                 query = query.where(subscription_state.c.sub_id.in_(asked["id"]))
             if "status" in asked:
                 query = query.where(subscription_state.c.status.in_(asked["status"]))
-            states = [s for s in (store.get(uow.conn, i) for i in uow.conn.execute(query).scalars()) if s]
+            ids = list(uow.conn.execute(query).scalars())
+            if uow.access is not None:  # only the Subscriptions the caller may read (auth/policy.OWNER_ONLY_TYPES)
+                seen = uow.access.visible(uow.conn, (("Subscription", i) for i in ids))
+                ids = [i for i in ids if ("Subscription", i) in seen]
+            states = [s for s in (store.get(uow.conn, i) for i in ids) if s]
         entries = [{"fullUrl": f"urn:uuid:{p['id']}", "resource": p, "search": {"mode": "match"}}
                    for p in (status_parameters(base_url, s, "query-status", []) for s in states)]
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}

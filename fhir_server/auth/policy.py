@@ -67,6 +67,10 @@ SAFEGUARDING_LABELS = frozenset({labels.SDV, labels.SOC, labels.RESTRICTED})
 NEVER_OWN_RELEASED = frozenset({labels.VERY_RESTRICTED})
 REFERENCE_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService"})
 AUDIT_TYPES = frozenset({"AuditEvent", "Provenance"})
+# Types only the owning agency (source-agency tag) and the server's own work see, whatever the role:
+# a Subscription's channel.header holds its receiver's credentials (Subscription.channel.header,
+# subscription.html#channel). Every role sees its own agency's ones, even outside its read_types.
+OWNER_ONLY_TYPES = frozenset({"Subscription"})
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,17 @@ class Visibility:
         return built[1]
 
     def _clause(self, res: FromClause) -> Cond:
+        owner_only = sorted(OWNER_ONLY_TYPES)
+        if self.own is None:
+            others: Cond = res.c.res_type.not_in(owner_only)
+        else:  # an owner-only type: the caller's own agency's, and then no other rule hides it
+            t = idx_token.alias()
+            others = or_(res.c.res_type.not_in(owner_only), exists().where(
+                t.c.resource_pk == res.c.pk, t.c.param == "_tag", t.c.system == labels.AGENCY_TAG_SYSTEM,
+                t.c.code == self.own))
+        return and_(others, or_(res.c.res_type.in_(owner_only), self._shared_clause(res)))
+
+    def _shared_clause(self, res: FromClause) -> Cond:
         conds: list[Cond] = []
         if self.read_types is not None:
             conds.append(res.c.res_type.in_(sorted(self.read_types)))
@@ -214,6 +229,8 @@ class Visibility:
         if not isinstance(content, dict):
             return True
         res_type = str(content.get("resourceType"))
+        if res_type in OWNER_ONLY_TYPES:
+            return self.own is not None and self.own in labels.source_agencies(content)
         if self.read_types is not None and res_type not in self.read_types:
             return False
         found = labels.labels_of(content)
@@ -374,11 +391,12 @@ class PolicyGuard:
                 _deny(req, "break-glass-not-allowed", f"Role {ctx.role or '(none)'!r} may not use break-glass access")
             events.break_glass(ctx, _info(req), req.method, req.path)
         res_type = interaction.res_type
-        if interaction.code in _READS and res_type and res_type != "*" and role.read_types is not None \
-                and res_type not in role.read_types:
+        # owner-only types: every role reads its own agency's (Visibility hides the others')
+        type_refused = bool(res_type) and role.read_types is not None and res_type not in role.read_types \
+            and res_type not in OWNER_ONLY_TYPES
+        if interaction.code in _READS and res_type != "*" and type_refused:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not read {res_type} resources")
-        if interaction.code == "operation" and res_type and role.read_types is not None \
-                and res_type not in role.read_types:
+        if interaction.code == "operation" and type_refused:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not use operations on {res_type}")
         if interaction.code in _WRITES and res_type:
             check_write_type(ctx, res_type, req)
@@ -441,5 +459,5 @@ def _info(req: "FhirRequest") -> events.RequestInfo:
     return events.RequestInfo(req.method, req.path, req.ctx.remote_addr, None, req.ctx.request_id)
 
 
-__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "ROLES", "PURPOSES", "WRITE_TYPES",
+__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "ROLES", "OWNER_ONLY_TYPES", "PURPOSES", "WRITE_TYPES",
            "purpose_class"]

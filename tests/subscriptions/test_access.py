@@ -17,7 +17,7 @@ from fhir_server.auth.labels import ACT_CODE, CONFIDENTIALITY
 from fhir_server.storage.tables import subscription_state
 from subscriptions.delivery import UNOWNED
 
-from tests.functional.test_access_policy import send
+from tests.functional.test_access_policy import ids, send
 
 from .conftest import CHILD_DATA, Receiver, create, flag, subscription, wait_status
 from .test_classic_r4 import classic
@@ -43,6 +43,7 @@ def tokens(auth_sub_app: Flask) -> dict[str, str]:
         "school": mint("school-dsl", "education:201", "user/*.cruds"),  # SDV/R only on Flags
         "flags-only": mint("social-worker", "la:201", "user/Subscription.cruds user/Flag.rs"),
         "police": mint("police", "police:01", "user/Observation.cruds"),
+        "other-la": mint("mash-practitioner", "la:202", "user/*.cruds"),  # another local authority
         "break-glass": mint("mash-practitioner", "la:201", "user/*.cruds", purpose="BTG"),
     }
 
@@ -93,7 +94,7 @@ def test_topic_notifications_follow_each_subscribers_access(api: FlaskClient, to
     assert focuses(receiver, subs["school"]) == [(1, f"Observation/{attendance}"), (2, f"Flag/{cp_flag}")]
     # a token scoped to Flags hears of no Observation at all
     assert focuses(receiver, subs["flags-only"]) == [(1, f"Flag/{cp_flag}")]
-    school_status = send(api, "GET", f"Subscription/{subs['school']}/$status", None, tokens["mash"])
+    school_status = send(api, "GET", f"Subscription/{subs['school']}/$status", None, tokens["school"])
     params = {p["name"]: p for p in school_status.get_json()["entry"][0]["resource"]["parameter"]}
     assert params["events-since-subscription-start"]["valueString"] == "2"
 
@@ -144,3 +145,50 @@ def test_a_subscription_without_recorded_access_fails_closed_until_put_again(
     wait_status(http, sub_id, "active")
     create(http, flag("Patient/p1"))
     receiver.wait_for(lambda r: r.event_numbers(sub_id) == [1])
+
+
+def test_only_the_owning_agency_reads_a_subscription(api: FlaskClient, tokens: dict[str, str],
+                                                     receiver: Receiver) -> None:
+    """A Subscription's channel.header holds its receiver's credentials: only its own agency (the
+    source-agency tag stamped at create) reads it, whatever the role (auth/policy.OWNER_ONLY_TYPES)."""
+    body = subscription(receiver.url, headers=("Authorization: Bearer la-201-receiver",))
+    la_sub = created(api, body, tokens["mash"])
+    school_sub = created(api, subscription(receiver.url, headers=("Authorization: Bearer school-receiver",)),
+                         tokens["school"])
+
+    def searched(who: str) -> set[str]:
+        res = send(api, "GET", "Subscription", None, tokens[who])
+        assert res.status_code == 200, res.get_data(as_text=True)
+        return ids(res.get_json())
+
+    # another agency, even a role that reads every type: as if it did not exist
+    for url in (f"Subscription/{la_sub['id']}", f"Subscription/{la_sub['id']}/_history/1",
+                f"Subscription/{la_sub['id']}/$status", f"Subscription/{la_sub['id']}/$events"):
+        res = send(api, "GET", url, None, tokens["other-la"])
+        assert res.status_code == 404, (url, res.get_data(as_text=True))
+        assert "la-201-receiver" not in res.get_data(as_text=True)
+    assert searched("other-la") == set()
+    for url in ("Subscription/_history", f"Subscription/{la_sub['id']}/_history", "Subscription/$status"):
+        res = send(api, "GET", url, None, tokens["other-la"])
+        text = res.get_data(as_text=True)
+        assert res.status_code in (200, 404) and "la-201-receiver" not in text, (url, text)
+        if res.status_code == 200:  # a 404 names only the id asked for
+            assert la_sub["id"] not in text, (url, text)
+
+    # a school's DSL reads its own although Subscription is not among its role's read types
+    own = send(api, "GET", f"Subscription/{school_sub['id']}", None, tokens["school"])
+    assert own.status_code == 200, own.get_data(as_text=True)
+    assert own.get_json()["channel"]["header"] == ["Authorization: Bearer school-receiver"]
+    assert send(api, "GET", f"Subscription/{school_sub['id']}/$status", None, tokens["school"]).status_code == 200
+    assert send(api, "GET", f"Subscription/{la_sub['id']}", None, tokens["school"]).status_code == 404
+    assert searched("school") == {school_sub["id"]}
+    everything = send(api, "GET", "Subscription/$status", None, tokens["school"]).get_data(as_text=True)
+    assert school_sub["id"] in everything and la_sub["id"] not in everything
+
+    # the owning agency still reads and updates its own, and sees no other agency's
+    assert searched("mash") == {la_sub["id"]}
+    res = send(api, "PUT", f"Subscription/{la_sub['id']}", {**body, "id": la_sub["id"], "reason": "renamed"},
+               tokens["mash"])
+    assert res.status_code == 200, res.get_data(as_text=True)
+    read = send(api, "GET", f"Subscription/{la_sub['id']}", None, tokens["mash"]).get_json()
+    assert read["reason"] == "renamed" and read["channel"]["header"] == ["Authorization: Bearer la-201-receiver"]
