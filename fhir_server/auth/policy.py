@@ -12,7 +12,8 @@ The rules are data (the tables below), read in three places that must agree:
 
 Reads: the scopes say which types; the role narrows types and source agencies; security labels
 (:mod:`.labels`) are released per role and purpose of use; Consent deny provisions
-(:mod:`.consent`) hide a child's data from an actor or a purpose. Writes: an agency writes only
+(:mod:`.consent`) hide a child's data from an actor or a purpose; ``OWNER_ONLY_TYPES`` (Subscription:
+its headers are a receiver's credentials) only the owning agency sees, whatever its role. Writes: an agency writes only
 resources tagged with its own source agency (new ones are stamped with its tag) and only the types
 its kind of agency owns; shared reference data (Organization, Location…) any writer may update.
 """
