@@ -12,8 +12,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
@@ -73,6 +74,40 @@ def wait_until(check, timeout: float, what: str) -> None:
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+@dataclass
+class Deployment:
+    """A migrated empty database, the environment of ``fhir-server serve`` and a Celery worker on a
+    queue of the test's own, and the worker's log."""
+
+    port: int
+    base: str
+    env: dict[str, str]
+    log: IO[str]
+    log_path: Path
+
+
+@pytest.fixture
+def deployment(empty_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+               capsys: pytest.CaptureFixture[str]) -> Iterator[Deployment]:
+    redis_or_skip()
+    import redis
+
+    monkeypatch.setenv("FHIR_DATABASE_URL", empty_database_url)
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/fhir"
+    queue = f"fhir-subscriptions-test-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "FHIR_DATABASE_URL": empty_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0",
+           "FHIR_BROKER_URL": REDIS_URL, "FHIR_CELERY_QUEUE": queue, "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "1"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        try:
+            yield Deployment(port, base, env, log, log_path)
+        finally:
+            redis.Redis.from_url(REDIS_URL).delete(queue)
+
+
 POLICE_CSV = Path(__file__).resolve().parents[1] / "mappings" / "fixtures" / "police" / "notifications.csv"
 
 
@@ -110,22 +145,10 @@ def import_police_notification_for_a_followed_child(base: str, receiver) -> None
 
 
 def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
-        empty_database_url: str, receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
-        capsys: pytest.CaptureFixture[str]) -> None:
-    redis_or_skip()
-    import redis
-
-    monkeypatch.setenv("FHIR_DATABASE_URL", empty_database_url)
-    assert main(["migrate"]) == 0
-    capsys.readouterr()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    queue = f"fhir-subscriptions-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "FHIR_DATABASE_URL": empty_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0",
-           "FHIR_BROKER_URL": REDIS_URL, "FHIR_CELERY_QUEUE": queue, "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "1"}
-    log = (tmp_path / "worker.log").open("w")
+        deployment: Deployment, empty_database_url: str, receiver, tmp_path: Path) -> None:  # noqa: F811
+    base, env, log = deployment.base, deployment.env, deployment.log
     try:
-        with serving(port, env), celery_worker(env, tmp_path / "beat-1", log) as worker:
+        with serving(deployment.port, env), celery_worker(env, tmp_path / "beat-1", log) as worker:
             created = requests.post(f"{base}/Subscription", headers=FHIR, timeout=30, json=subscription(
                 receiver.url, filters=("Flag?patient=Patient/e2e-child",), content="full-resource",
                 headers=("Authorization: Bearer receiver-token",)))
@@ -172,32 +195,17 @@ def test_a_flag_reaches_a_real_receiver_through_redis_and_a_celery_worker(
             print("outbox pending:", conn.execute(select(outbox).where(outbox.c.processed_at.is_(None))).all())
         engine.dispose()
         log.flush()
-        print((tmp_path / "worker.log").read_text()[-5000:])
+        print(deployment.log_path.read_text()[-5000:])
         raise
-    finally:
-        log.close()
-        redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
 def test_a_police_notification_for_a_child_on_a_plan_raises_a_flag_that_reaches_a_real_receiver(
-        empty_database_url: str, receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
-        capsys: pytest.CaptureFixture[str]) -> None:
+        deployment: Deployment, receiver, tmp_path: Path) -> None:
     """Issue 6's chain with real processes: the local authority's child on a child protection plan;
     the police force's notification imported over HTTP; the Celery worker (through Redis) links the
     two records, rescores the child, fires ``domestic-abuse-on-plan`` and delivers the escalation
     Flag, signed, to the subscriber's receiver."""
-    redis_or_skip()
-    import redis
-
-    monkeypatch.setenv("FHIR_DATABASE_URL", empty_database_url)
-    assert main(["migrate"]) == 0
-    capsys.readouterr()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    queue = f"fhir-escalation-test-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "FHIR_DATABASE_URL": empty_database_url, "FHIR_BASE_URL": base, "FHIR_AUTH_ENABLED": "0",
-           "FHIR_BROKER_URL": REDIS_URL, "FHIR_CELERY_QUEUE": queue, "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "1"}
-    log = (tmp_path / "worker.log").open("w")
+    base, env, log = deployment.base, deployment.env, deployment.log
 
     def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
         res = requests.post(f"{base}/{path}", headers=FHIR, json=body, timeout=30)
@@ -205,7 +213,7 @@ def test_a_police_notification_for_a_child_on_a_plan_raises_a_flag_that_reaches_
         return res.json()
 
     try:
-        with serving(port, env), celery_worker(env, tmp_path / "beat", log):
+        with serving(deployment.port, env), celery_worker(env, tmp_path / "beat", log):
             worker = post("Practitioner", {"resourceType": "Practitioner", "name": [{"family": "Worker"}]})
             child = post("Patient", {"resourceType": "Patient", "meta": {"tag": [LA_TAG]},
                                      "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}],
@@ -240,8 +248,5 @@ def test_a_police_notification_for_a_child_on_a_plan_raises_a_flag_that_reaches_
             assert f"Patient/{child['id']}" in {link["other"]["reference"] for link in master["link"]}
     except BaseException:
         log.flush()
-        print((tmp_path / "worker.log").read_text()[-5000:])
+        print(deployment.log_path.read_text()[-5000:])
         raise
-    finally:
-        log.close()
-        redis.Redis.from_url(REDIS_URL).delete(queue)
