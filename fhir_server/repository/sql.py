@@ -285,7 +285,7 @@ class UnitOfWork:
             content = self.write_check(ctx, row.content, content) or content
         if not row.deleted and _same_content(row.content, content):
             return WriteResult(_stored(row), created=False, changed=False)
-        stored = self._write_version(ctx, row, content, method)
+        stored = self._write_version(ctx, row, content, method, checked=not row.deleted)
         return WriteResult(stored, created=row.deleted)
 
     def delete(self, ctx: RequestContext, res_type: str, res_id: str,
@@ -314,8 +314,9 @@ class UnitOfWork:
         return stored
 
     def _write_version(self, ctx: RequestContext, row: Any, content: dict[str, Any] | None,
-                       method: str) -> Stored:
-        if self.write_check is not None:
+                       method: str, *, checked: bool = False) -> Stored:
+        """``checked``: ``update`` has already put ``content`` through ``write_check``."""
+        if self.write_check is not None and not checked:
             content = self.write_check(ctx, None if row.deleted else row.content, content)
         content = self._hooked(ctx, row.res_type, row.res_id, content, None if row.deleted else row.content)
         now = max(utcnow(), row.last_updated)
