@@ -153,15 +153,7 @@ class AuditRecorder:
         503 because the trail could not be written is not retried here."""
         if isinstance(exc, AuditUnavailable) or exc.status < 400:
             return
-        found = classify(req.method, req.path)
-        item = balp.Interaction("search-type" if found.compartment else found.code, req.method, req.path,
-                                exc.status, res_type=found.res_type, res_id=found.res_id, operation=found.operation)
-        if item.code.startswith("search") or item.code.startswith("history") or item.code == "operation":
-            item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
-        if found.compartment:
-            item.patients.append(found.compartment)
-        elif found.res_type == "Patient" and found.res_id:
-            item.patients.append(f"Patient/{found.res_id}")
+        item, _found = _asked(req, exc.status)
         issue = exc.issues[0].code if exc.issues else exc.code
         event = balp.failure_event(req.ctx, item, utcnow(), status=exc.status, code=issue,
                                    diagnostics=exc.diagnostics)
@@ -322,14 +314,11 @@ class _ReadAuditWriter:
 
 def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interaction:
     """What ``req`` did and disclosed, from its answer."""
-    found = classify(req.method, req.path)
-    code = found.code
-    if found.compartment:
-        code = "search-type"
-    item = balp.Interaction(code, req.method, req.path, response.status, res_type=found.res_type,
-                            res_id=found.res_id, operation=found.operation)
+    item, found = _asked(req, response.status)
+    code = item.code
     body = response.resource
     if code in WRITES:
+        item.patients = []  # a write's patients are those of what it wrote (below, or read back)
         # a conditional create that found its match (200) wrote nothing
         if response.status < 300 and not (code == "create" and response.status == 200):
             ref = _local(response.location, req.ctx.base_url) if response.location else None
@@ -347,19 +336,29 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
             item.patients = ["/".join(item.written[0].split("/")[:2])] if item.res_type == "Patient" \
                 else list(dict.fromkeys(balp.patients_in(req.body)))
         return item
-    if code.startswith("search") or code.startswith("history") or code == "operation":
-        item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
     resources = list(balp.returned_resources(body))
     item.returned = [r for r in (balp.reference_of(res) for res in resources) if r]
-    patients: list[str] = []
-    if found.compartment:
-        patients.append(found.compartment)
-    if found.res_type == "Patient" and found.res_id:
-        patients.append(f"Patient/{found.res_id}")
+    patients = list(item.patients)
     for res in resources:
         patients.extend(balp.patients_in(res))
     item.patients = list(dict.fromkeys(patients))
     return item
+
+
+def _asked(req: "FhirRequest", status: int) -> tuple[balp.Interaction, Any]:
+    """The interaction ``req`` asked for, answered with ``status``: its BALP code and target, the
+    query of a search, history or operation, and the patients its URL names (a Patient compartment,
+    a Patient's id). Also the classification of the URL."""
+    found = classify(req.method, req.path)
+    item = balp.Interaction("search-type" if found.compartment else found.code, req.method, req.path, status,
+                            res_type=found.res_type, res_id=found.res_id, operation=found.operation)
+    if item.code.startswith("search") or item.code.startswith("history") or item.code == "operation":
+        item.query = req.path + ("?" + urlencode(req.query) if req.query else "")
+    if found.compartment:
+        item.patients.append(found.compartment)
+    if found.res_type == "Patient" and found.res_id and f"Patient/{found.res_id}" not in item.patients:
+        item.patients.append(f"Patient/{found.res_id}")
+    return item, found
 
 
 def _local(location: str, base_url: str) -> str | None:
