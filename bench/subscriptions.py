@@ -48,11 +48,29 @@ SIGNING = "https://w3id.org/sg-fhir/StructureDefinition/subscription-signing-sec
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="15 s of load, a 30 s fault run with a 10 s outage")
+    p.add_argument("--quick", action="store_true",
+                   help="15 s of load; a fault run with a 10 s outage of worker and receiver, then of the broker")
     p.add_argument("--rate", type=float, default=100.0, help="Flag writes per second")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the latency run")
-    p.add_argument("--fault-seconds", type=float, default=150.0, help="length of the load in the fault test")
+    p.add_argument("--fault-seconds", type=float, default=150.0,
+                   help="length of the load in the fault test (longer if the outages need it, see --tail)")
+    p.add_argument("--outage-at", type=float, default=30.0, help="when worker and receiver are killed (s into the load)")
     p.add_argument("--outage", type=float, default=60.0, help="how long worker and receiver stay dead")
+    p.add_argument("--broker-outage", type=float, default=30.0,
+                   help="how long the broker stays dead (0: no broker outage; else the benchmark runs its own "
+                        "redis-server on --broker-port and uses it instead of --redis-url)")
+    p.add_argument("--broker-after", type=float, default=20.0,
+                   help="seconds between the worker and receiver coming back and the broker being killed")
+    p.add_argument("--broker-port", type=int, default=6390)
+    p.add_argument("--tail", type=float, default=30.0, help="seconds of load after the last outage ended")
+    p.add_argument("--update-every", type=int, default=4,
+                   help="fault run: every Nth write updates a Flag written before (0: creates only)")
+    p.add_argument("--recovery-timeout", type=float, default=900.0,
+                   help="how long to wait, after the load, for every notification")
+    p.add_argument("--sweep-seconds", type=float, default=None,
+                   help="FHIR_SUBSCRIPTION_SWEEP_SECONDS (default: the server's, 15 s)")
+    p.add_argument("--max-backoff", type=int, default=None,
+                   help="FHIR_SUBSCRIPTION_MAX_BACKOFF (default: the server's, 3600 s)")
     p.add_argument("--workers", type=int, default=2, help="server (gunicorn) workers")
     p.add_argument("--threads", type=int, default=None, help="threads per server worker (default: the server's)")
     p.add_argument("--concurrency", type=int, default=4, help="Celery worker threads")
@@ -70,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--receive", type=Path, help=argparse.SUPPRESS)  # run as the receiver subprocess
     args = p.parse_args(argv)
     if args.quick:
-        args.seconds, args.fault_seconds, args.outage = 15.0, 30.0, 10.0
+        args.seconds, args.fault_seconds, args.outage_at, args.outage = 15.0, 30.0, 5.0, 10.0
+        args.broker_outage, args.broker_after, args.tail = min(args.broker_outage, 10.0), 5.0, 10.0
     return args
 
 
@@ -83,6 +102,7 @@ def receive(port: int, out: Path) -> None:
 
     log = out.open("a", buffering=1)
     lock = threading.Lock()
+    seq = iter(range(time.time_ns(), 2 ** 63))  # increasing across a restart of the receiver too
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -93,17 +113,19 @@ def receive(port: int, out: Path) -> None:
             body = json.loads(raw)
             params = body["entry"][0]["resource"]["parameter"]
             kind = next(p["valueCode"] for p in params if p["name"] == "type")
-            numbers, focus = [], []
+            numbers, focus, versions = [], [], []
             for p in params:
                 if p["name"] == "notification-event":
                     parts = {q["name"]: q for q in p["part"]}
                     numbers.append(int(parts["event-number"]["valueString"]))
                     if "focus" in parts:
-                        focus.append(parts["focus"]["valueReference"]["reference"].split("/_history")[0]
-                                     .rsplit("/", 1)[-1])
+                        res_id, version = focus_of(parts["focus"]["valueReference"]["reference"])
+                        focus.append(res_id)
+                        versions.append(version)
             line = {"t": now, "sub": self.headers.get("X-SG-Subscription"), "type": kind, "numbers": numbers,
-                    "focus": focus, "valid": verify(SECRET, raw, self.headers.get(HEADER, ""))}
-            with lock:
+                    "focus": focus, "versions": versions, "valid": verify(SECRET, raw, self.headers.get(HEADER, ""))}
+            with lock:  # seq: the order in which notifications arrived (finer than the clock)
+                line["seq"] = next(seq)
                 log.write(json.dumps(line) + "\n")
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -165,18 +187,27 @@ def flag_body(i: int) -> bytes:
     }).encode()
 
 
+def focus_of(reference: str) -> tuple[str, int]:
+    """``…/Flag/<id>/_history/<v>`` → (id, v)."""
+    path, _, version = reference.partition("/_history/")
+    return path.rsplit("/", 1)[-1], int(version or 0)
+
+
 def load(port: int, rate: float, seconds: float, threads: int = 32,
-         events: dict[float, threading.Event] | None = None) -> list[tuple[str, float, float]]:
-    """POST ``rate`` Flags a second for ``seconds`` (open loop) → (id, sent, committed) per 201."""
+         update_every: int = 0) -> list[tuple[str, int, float, float]]:
+    """Write ``rate`` Flags a second for ``seconds`` (open loop) → (id, version, sent, committed) per
+    2xx. Every ``update_every``-th write (0: none) is a PUT of the Flag its client thread wrote last,
+    so that the order of one resource's versions can be checked; the others create a Flag."""
     total = int(rate * seconds)
     start = time.time() + 0.5
-    done: list[tuple[str, float, float]] = []
+    done: list[tuple[str, int, float, float]] = []
     failures: list[str] = []
     counter = iter(range(total))
     lock = threading.Lock()
 
     def run() -> None:
         client = harness.Client(port)
+        last: dict[str, Any] | None = None
         while True:
             with lock:
                 i = next(counter, None)
@@ -187,13 +218,18 @@ def load(port: int, rate: float, seconds: float, threads: int = 32,
             if wait > 0:
                 time.sleep(wait)
             sent = time.time()
-            status, data = client.call("POST", "/fhir/Flag", flag_body(i))
+            if update_every and last is not None and i % update_every == update_every - 1:
+                last["status"] = "inactive" if last["status"] == "active" else "active"
+                status, data = client.call("PUT", f"/fhir/Flag/{last['id']}", json.dumps(last).encode())
+            else:
+                status, data = client.call("POST", "/fhir/Flag", flag_body(i))
             committed = time.time()
             with lock:
-                if status == 201:
-                    done.append((json.loads(data)["id"], sent, committed))
+                if status in (200, 201):
+                    last = json.loads(data)
+                    done.append((last["id"], int(last["meta"]["versionId"]), sent, committed))
                 else:
-                    failures.append(f"HTTP {status}")
+                    failures.append(f"HTTP {status}: {data[:200]!r}")
         client.close()
 
     workers = [threading.Thread(target=run) for _ in range(threads)]
@@ -238,13 +274,192 @@ def wait_delivered(log: Path, sub_id: str, ids: set[str], timeout: float) -> flo
     return -1.0
 
 
-def latencies(log: Path, sub_id: str, written: list[tuple[str, float, float]]) -> list[float]:
+def latencies(log: Path, sub_id: str, written: list[tuple[str, int, float, float]]) -> list[float]:
     first: dict[str, float] = {}
     for line in read_log(log):
         if line["sub"] == sub_id:
             for f in line["focus"]:
                 first.setdefault(f, line["t"])
-    return sorted(first[i] - committed for i, _, committed in written if i in first)
+    return sorted(first[i] - committed for i, _, _, committed in written if i in first)
+
+
+def wait_notified(log: Path, sub_id: str, wanted: set[tuple[str, int]], timeout: float) -> float:
+    """Seconds until every (Flag id, version) in ``wanted`` was notified; -1 if not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        seen = {(f, v) for line in read_log(log) if line["sub"] == sub_id
+                for f, v in zip(line["focus"], line["versions"])}
+        if wanted <= seen:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return -1.0
+
+
+class FaultCheck:
+    """What the receiver's log says about one subscription's notifications: lost, in order, repeated.
+
+    In order: the first arrival of each event number comes after the first arrival of every lower
+    number (so a receiver that skips numbers it has already seen processes them in order), and one
+    Flag's versions are numbered in version order. At-least-once allows repeats (a notification sent
+    but not recorded as sent when a worker died): each repeat must name the same focus as the first
+    arrival of its number, so deduplicating by event number is safe."""
+
+    def __init__(self, lines: list[dict[str, Any]], sub_id: str, wanted: set[tuple[str, int]]) -> None:
+        lines = sorted((line for line in lines if line["sub"] == sub_id), key=lambda line: line["seq"])
+        self.lines = lines
+        self.wanted = wanted
+        self.bad_signatures = sum(1 for line in lines if not line["valid"])
+        self.focus_of: dict[int, tuple[str, int]] = {}
+        self.received = 0
+        self.out_of_order = 0  # first arrivals below a number already seen
+        self.not_ascending = 0  # notifications whose numbers are not consecutive ascending
+        self.conflicting_repeats = 0  # a repeated number naming another focus
+        self.repeat_notifications = 0  # notifications made only of numbers already seen
+        highest = 0
+        for line in lines:
+            if line["type"] != "event-notification":
+                continue
+            numbers = line["numbers"]
+            if numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+                self.not_ascending += 1
+            if numbers and all(n in self.focus_of for n in numbers):
+                self.repeat_notifications += 1
+            for n, f, v in zip(numbers, line["focus"], line["versions"]):
+                self.received += 1
+                if n in self.focus_of:
+                    self.conflicting_repeats += self.focus_of[n] != (f, v)
+                    continue
+                self.focus_of[n] = (f, v)
+                if n < highest:
+                    self.out_of_order += 1
+                highest = max(highest, n)
+        self.notified = set(self.focus_of.values())
+        self.lost = wanted - self.notified
+        numbers_of: dict[str, list[tuple[int, int]]] = {}
+        for n, (f, v) in self.focus_of.items():
+            numbers_of.setdefault(f, []).append((v, n))
+        self.versions_misordered = sum(1 for pairs in numbers_of.values()
+                                       if [n for _, n in sorted(pairs)] != sorted(n for _, n in pairs))
+        self.resources_updated = sum(1 for pairs in numbers_of.values() if len(pairs) > 1)
+
+    def gaps(self, total: int) -> int:
+        return len(set(range(1, total + 1)) - set(self.focus_of))
+
+    def ok(self, total: int, in_events: tuple[int, int]) -> bool:
+        return not (self.lost or self.out_of_order or self.not_ascending or self.conflicting_repeats
+                    or self.versions_misordered or self.bad_signatures or self.gaps(total)
+                    or in_events != (total, 0) or len(self.notified) != total)
+
+    def rows(self, total: int, in_events: tuple[int, int], recovery: float,
+             status: dict[str, Any]) -> list[list[Any]]:
+        lost = len(self.lost)
+        distinct = len(self.focus_of)
+        return [
+            ["writes answered 2xx (creates + updates: Flag versions)", len(self.wanted)],
+            ["events numbered (events-since-subscription-start)", total],
+            ["Flag versions notified (distinct)", len(self.notified & self.wanted)],
+            ["**lost**", f"**{lost}** ({'met' if lost == 0 else 'MISSED'}: target 0)"],
+            ["event numbers received: distinct / with repeats", f"{distinct:,} / {self.received:,}"],
+            ["notifications that only repeated numbers already received", self.repeat_notifications],
+            ["repeats naming another focus than the first arrival (dedupe by number unsafe)",
+             self.conflicting_repeats],
+            ["gaps in event numbers 1..events-since-subscription-start", self.gaps(total)],
+            ["first arrivals out of event-number order", self.out_of_order],
+            ["notifications whose numbers are not consecutive ascending", self.not_ascending],
+            [f"Flags updated during the run / whose versions were numbered out of version order",
+             f"{self.resources_updated:,} / {self.versions_misordered}"],
+            ["bad signatures", self.bad_signatures],
+            ["$events: events returned / differing from what the receiver got", f"{in_events[0]:,} / {in_events[1]}"],
+            ["all delivered, seconds after the load ended", f"{recovery:.1f}" if recovery >= 0 else "NOT ALL"],
+            ["subscription status at the end", status["status"]["valueCode"]],
+        ]
+
+
+def events_available(port: int, sub_id: str, total: int, focus_of: dict[int, tuple[str, int]] | None = None
+                     ) -> tuple[int, int]:
+    """Page through ``$events`` 1..``total`` (1,000 a call): (events returned, how many differ from
+    ``focus_of``, the receiver's number → focus, when given)."""
+    returned, differing = 0, 0
+    for since in range(1, total + 1, 1000):
+        until = min(total, since + 999)
+        status, data = harness.request(port, "GET", f"/fhir/Subscription/{sub_id}/$events?"
+                                                    f"eventsSinceNumber={since}&eventsUntilNumber={until}")
+        if status != 200:
+            raise RuntimeError(f"$events answered {status}: {data[:300]!r}")
+        params = json.loads(data)["entry"][0]["resource"]["parameter"]
+        for p in params:
+            if p["name"] != "notification-event":
+                continue
+            parts = {q["name"]: q for q in p["part"]}
+            returned += 1
+            number = int(parts["event-number"]["valueString"])
+            if focus_of is not None and focus_of.get(number) != focus_of_ref(parts):
+                differing += 1
+    return returned, differing
+
+
+def focus_of_ref(parts: dict[str, Any]) -> tuple[str, int] | None:
+    return focus_of(parts["focus"]["valueReference"]["reference"]) if "focus" in parts else None
+
+
+# -- the broker: a redis-server of the benchmark's own, so that killing it harms nobody -------------
+
+class Broker:
+    """``redis-server`` on ``port`` without persistence: killed with SIGKILL and started again, it
+    comes back empty (every queued and unacknowledged task lost), the harshest broker failure."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            raise RuntimeError(f"port {self.port} is taken: the benchmark kills its broker, so it needs its own")
+        except OSError:
+            pass
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill(self.proc)
+            self.proc = None
+
+
+def write_phases(written: list[tuple[str, int, float, float]], marks: list[tuple[str, float]]) -> list[list[Any]]:
+    """Rate and latency of the writes between consecutive ``marks`` (name, time)."""
+    rows = []
+    for (name, begin), (_, end) in zip(marks, marks[1:]):
+        took = sorted(c - s for _, _, s, c in written if begin <= c < end)
+        summary = harness.latency_summary(took)
+        rows.append([f"{begin - marks[0][1]:.0f}-{end - marks[0][1]:.0f} s: {name}", f"{end - begin:.0f}", len(took),
+                     len(took) / (end - begin) if end > begin else 0.0, summary["p50"], summary["p95"],
+                     max(took) * 1000 if took else float("nan")])
+    return rows
+
+
+def fault_plan(args: argparse.Namespace) -> dict[str, float]:
+    """When the broker goes down (after the worker and receiver are back) and when the load ends."""
+    back = args.outage_at + args.outage
+    broker_at = back + args.broker_after
+    last = broker_at + args.broker_outage if args.broker_outage else back
+    return {"broker_at": broker_at, "end": max(args.fault_seconds, last + args.tail)}
 
 
 # -- the baseline: raw PostgreSQL INSERT + NOTIFY → LISTEN ---------------------------------------------
@@ -299,11 +514,21 @@ def main(argv: list[str] | None = None) -> int:
     queue = f"bench-subscriptions-{uuid.uuid4().hex[:8]}"
     url = harness.create_database(args.pg_url, args.db)
     print(f"database {args.db}: schema by {harness.migrate(url)}", flush=True)
+    broker = Broker(args.broker_port, args.log_dir / "redis.log") if args.broker_outage and not args.no_fault else None
+    if broker:
+        broker.start()
+        args.redis_url = broker.url
     env = {**os.environ, "FHIR_DATABASE_URL": url, "FHIR_BASE_URL": f"http://127.0.0.1:{args.port}/fhir",
-           "FHIR_AUTH_ENABLED": "0", "FHIR_BROKER_URL": args.redis_url, "FHIR_CELERY_QUEUE": queue,
-           "FHIR_SUBSCRIPTION_SWEEP_SECONDS": "5", "FHIR_SUBSCRIPTION_MAX_BACKOFF": "30"}
-    os.environ.update({k: env[k] for k in ("FHIR_BROKER_URL", "FHIR_CELERY_QUEUE", "FHIR_SUBSCRIPTION_SWEEP_SECONDS",
-                                           "FHIR_SUBSCRIPTION_MAX_BACKOFF")})
+           "FHIR_AUTH_ENABLED": "0", "FHIR_BROKER_URL": args.redis_url, "FHIR_CELERY_QUEUE": queue}
+    if args.sweep_seconds is not None:
+        env["FHIR_SUBSCRIPTION_SWEEP_SECONDS"] = str(args.sweep_seconds)
+    if args.max_backoff is not None:
+        env["FHIR_SUBSCRIPTION_MAX_BACKOFF"] = str(args.max_backoff)
+    shared = ("FHIR_BROKER_URL", "FHIR_CELERY_QUEUE", "FHIR_SUBSCRIPTION_SWEEP_SECONDS", "FHIR_SUBSCRIPTION_MAX_BACKOFF")
+    os.environ.update({k: env[k] for k in shared if k in env})
+    print(f"broker {args.redis_url}, queue {queue}, subscription sweep "
+          f"{env.get('FHIR_SUBSCRIPTION_SWEEP_SECONDS', 'default')} s, max backoff "
+          f"{env.get('FHIR_SUBSCRIPTION_MAX_BACKOFF', 'default')} s", flush=True)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with harness.running_server(url, port=args.port, workers=args.workers, threads=args.threads,
@@ -355,63 +580,79 @@ def main(argv: list[str] | None = None) -> int:
             receiver = start_receiver(args, log2)
             procs.append(receiver)
             sub_id = subscribe(args.port, args.receiver_port)
-            outage_at = args.fault_seconds / 3
-            print(f"fault run: {args.rate:.0f} writes/s for {args.fault_seconds:.0f} s; worker and receiver "
-                  f"killed at {outage_at:.0f} s for {args.outage:.0f} s", flush=True)
+            plan = fault_plan(args)
+            print(f"fault run: {args.rate:.0f} writes/s for {plan['end']:.0f} s (every {args.update_every}th a PUT); "
+                  f"worker (with beat) and receiver SIGKILLed at {args.outage_at:.0f} s for {args.outage:.0f} s"
+                  + (f"; the broker (redis-server :{args.broker_port}) SIGKILLed at {plan['broker_at']:.0f} s for "
+                     f"{args.broker_outage:.0f} s, restarted empty" if broker else ""), flush=True)
             result: dict[str, Any] = {}
             loader = threading.Thread(target=lambda: result.setdefault(
-                "written", load(args.port, args.rate, args.fault_seconds, args.clients)))
+                "written", load(args.port, args.rate, plan["end"], args.clients, args.update_every)))
             t0 = time.time()
             loader.start()
-            time.sleep(outage_at)
+            timeline: list[str] = []
+            marks: list[tuple[str, float]] = [("all up", t0)]
+
+            def at(second: float) -> None:
+                time.sleep(max(0.0, t0 + second - time.time()))
+
+            at(args.outage_at)
             kill(worker)
             kill(receiver)
             procs.remove(worker)
             procs.remove(receiver)
-            killed = time.time()
-            time.sleep(args.outage)
+            timeline.append(f"{time.time() - t0:.0f} s worker and receiver killed")
+            marks.append(("worker and receiver down", time.time()))
+            at(args.outage_at + args.outage)
             worker = start_worker(args, env, "worker-2")
             procs.append(worker)
             receiver = start_receiver(args, log2)
             procs.append(receiver)
-            restarted = time.time()
+            timeline.append(f"{time.time() - t0:.0f} s worker and receiver started again")
+            marks.append(("all up", time.time()))
+            if broker:
+                at(plan["broker_at"])
+                broker.kill()
+                timeline.append(f"{time.time() - t0:.0f} s broker killed")
+                marks.append(("broker down", time.time()))
+                at(plan["broker_at"] + args.broker_outage)
+                broker.start()
+                timeline.append(f"{time.time() - t0:.0f} s broker started again (empty)")
+                marks.append(("all up", time.time()))
             loader.join()
+            marks.append(("load ended", time.time()))
             written = result["written"]
             achieved = len(written) / (time.time() - t0)
-            ids = {w[0] for w in written}
-            recovery = wait_delivered(log2, sub_id, ids, 600)
-            lines = [line for line in read_log(log2) if line["sub"] == sub_id]
-            notified = {f for line in lines for f in line["focus"]}
-            numbers = [n for line in lines if line["type"] == "event-notification" for n in line["numbers"]]
-            distinct = sorted(set(numbers))
-            gaps = (distinct[-1] - len(distinct)) if distinct else 0
+            timeline.append(f"{time.time() - t0:.0f} s load ended")
+            wanted = {(w[0], w[1]) for w in written}
+            recovery = wait_notified(log2, sub_id, wanted, args.recovery_timeout)
+            check = FaultCheck(read_log(log2), sub_id, wanted)
             _, data = harness.request(args.port, "GET", f"/fhir/Subscription/{sub_id}/$status")
             status = {p["name"]: p for p in json.loads(data)["entry"][0]["resource"]["parameter"]}
             total_events = int(status["events-since-subscription-start"]["valueString"])
-            lost = len(ids - notified)
+            in_events = events_available(args.port, sub_id, total_events, check.focus_of)
             harness.print_table(
-                f"Fault test: worker (with beat) and receiver SIGKILLed for {restarted - killed:.0f} s during "
-                f"{args.fault_seconds:.0f} s of {args.rate:.0f} writes/s (achieved {achieved:.0f}/s)",
-                ["what", "value"],
-                [["Flags written (201)", len(written)],
-                 ["events numbered (events-since-subscription-start)", total_events],
-                 ["Flags notified (distinct)", len(notified & ids)],
-                 ["lost", f"{lost} ({'met' if lost == 0 else 'MISSED'}: target 0)"],
-                 ["event numbers received: distinct / with repeats", f"{len(distinct)} / {len(numbers)}"],
-                 ["gaps in event numbers", gaps],
-                 ["bad signatures", sum(1 for line in lines if not line["valid"])],
-                 ["all delivered, seconds after the load ended", f"{recovery:.1f}" if recovery >= 0 else "NOT ALL"],
-                 ["subscription status at the end", status["status"]["valueCode"]]])
+                f"Fault test: {plan['end']:.0f} s of {args.rate:.0f} writes/s (achieved {achieved:.0f}/s); "
+                + "; ".join(timeline), ["what", "value"], check.rows(total_events, in_events, recovery, status))
+            harness.print_table("The writes during the fault run, by phase (a write's time: its 2xx)",
+                                ["phase", "seconds", "writes", "writes/s", "p50 ms", "p95 ms", "max ms"],
+                                write_phases(written, marks))
+            (args.log_dir / f"written-{queue}.json").write_text(json.dumps({"written": written, "marks": marks}))
+            print(f"worker logs: {args.log_dir}/worker-*.log; received: {log2}")
+            return 0 if check.ok(total_events, in_events) and recovery >= 0 else 1
     finally:
         for proc in procs:
             kill(proc)
         print(f"after the run: {harness.load_average()}")
         harness.release_database(args.pg_url, args.db, keep=args.keep)
-        try:
-            import redis
-            redis.Redis.from_url(args.redis_url).delete(queue)
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+        if broker:
+            broker.kill()
+        else:
+            try:
+                import redis
+                redis.Redis.from_url(args.redis_url).delete(queue)
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, select, tuple_, update
 
 from .config import Settings
 from .fhir.instants import utcnow
@@ -98,11 +98,34 @@ def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
               for r in conn.execute(query)]
     if not events:
         return 0
+    if conn.dialect.name == "postgresql":
+        _wait_for_earlier_changes(conn, events)
     for consumer in _consumers if consumers is None else consumers:
         consumer(conn, events)
     conn.execute(update(outbox).where(outbox.c.id.in_([e.id for e in events]))
                  .values(processed_at=utcnow()))
     return len(events)
+
+
+def _wait_for_earlier_changes(conn: Connection, events: list[OutboxEvent]) -> None:
+    """Keep each resource's changes in order across concurrent drains: wait until every drain holding
+    an earlier change of a resource in ``events`` has committed.
+
+    ``SKIP LOCKED`` lets a drain pass over the rows another drain holds, so without this a later
+    version of a resource could reach the consumers (and be numbered as a subscription event) before
+    the version another drain is still working on. An earlier pending row of the same resource can
+    only be one that a drain which selected before this one holds: one resource's versions are
+    written one after the other, so the earlier row had committed, and was free to take, before the
+    later one existed. Waiting on it (``FOR UPDATE`` without ``SKIP LOCKED``) therefore always waits
+    on an older drain, never in a cycle; once that drain commits, the row is processed and no longer
+    matches. Before any consumer runs, so this drain holds nothing but its own outbox rows meanwhile."""
+    mine = [e.id for e in events]
+    keys = sorted({(e.res_type, e.res_id) for e in events})
+    for start in range(0, len(keys), 500):
+        conn.execute(select(outbox.c.id).where(
+            outbox.c.processed_at.is_(None), outbox.c.id < max(mine), outbox.c.id.not_in(mine),
+            tuple_(outbox.c.res_type, outbox.c.res_id).in_(keys[start:start + 500]),
+        ).with_for_update()).all()
 
 
 def drain(engine: Engine, limit: int = DRAIN_BATCH) -> int:
