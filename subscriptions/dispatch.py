@@ -208,6 +208,12 @@ class LocalScheduler(Scheduler):
             self._stopped = True
             self._cond.notify()
 
+    def join(self, timeout: float | None = None) -> None:
+        """After :meth:`stop`, wait for the delivery run under way (if any) to end."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def send(self, sub_id: str, number: int | None, delay: float = 0.0) -> None:
         with self._cond:
             heapq.heappush(self._due, (time.monotonic() + delay, sub_id))

@@ -127,8 +127,11 @@ def auth_sub_app(engine: Engine, settings: Settings):
     yield from _running(engine, settings.with_overrides(auth_enabled=True, auth_dev_issuer=True))
 
 
-def _running(engine: Engine, settings: Settings) -> Iterator[Any]:
-    application = create_app(settings.with_overrides(subscription_sweep_seconds=0.5, subscription_max_backoff=1))
+def _running(engine: Engine, settings: Settings, **overrides: Any) -> Iterator[Any]:
+    """The app on ``settings`` (by default with a fast sweep and short backoff: ``overrides`` replace
+    them); afterwards its delivery thread and periodic jobs stop and the tables are emptied."""
+    application = create_app(settings.with_overrides(
+        **{"subscription_sweep_seconds": 0.5, "subscription_max_backoff": 1, **overrides}))
     yield application
     services = application.extensions["fhir"]
     runtime.uninstall(services.engine)

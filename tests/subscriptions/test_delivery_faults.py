@@ -5,6 +5,7 @@ failing endpoint is the capped exponential backoff over hours with the Backport 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -69,3 +70,90 @@ def test_a_drain_never_numbers_a_change_before_an_earlier_change_of_the_same_res
                                                (2, f"Flag/{created['id']}/_history/2")]
     receiver.wait_for(lambda r: len(set(r.event_numbers(sub["id"]))) == 2)
     assert list(dict.fromkeys(receiver.event_numbers(sub["id"]))) == [1, 2]
+
+
+@pytest.fixture
+def production_backoff_app(engine, settings: Settings):
+    """The app with the deployed backoff cap (``subscription_max_backoff``'s default) and a sweep
+    that does not run during the test."""
+    from .conftest import _running
+    yield from _running(engine, settings, subscription_max_backoff=Settings().subscription_max_backoff,
+                        subscription_sweep_seconds=3600)
+
+
+def test_a_failing_endpoint_is_retried_with_exponential_backoff_capped_at_an_hour_and_the_status_follows(
+        production_backoff_app, receiver) -> None:
+    """Backport IG STU 1.1 "Subscription lifecycle" / R4 subscription.html#status: failed deliveries
+    make the Subscription ``error`` with ``Subscription.error`` (and ``$status``'s ``error``) saying
+    why; events are still recorded meanwhile; the next success makes it ``active`` again with every
+    event delivered in order. The retry schedule doubles from 1 s and is capped at an hour, so the
+    attempts go on for hours instead of giving up after a minute. Time is moved on by expiring the
+    recorded backoff, as the clock would."""
+    from subscriptions import runtime
+
+    http = production_backoff_app.test_client()
+    services = production_backoff_app.extensions["fhir"]
+    sub_id = wait_status(http, create(http, subscription(receiver.url, filters=("Flag?patient=Patient/retry-1",)))["id"],
+                         "active")["id"]
+    receiver.failing = True
+    for _ in range(2):
+        create(http, flag("Patient/retry-1"))
+    worker.wait_for_background_drains()
+
+    def state() -> store.State:
+        with services.engine.connect() as conn:
+            found = store.get(conn, sub_id)
+        assert found is not None
+        return found
+
+    # the process's own delivery thread makes the first attempt; then it is stopped, so that each
+    # attempt below is one this test makes
+    deadline = time.monotonic() + 30
+    while state().failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scheduler = runtime.dispatcher_for(services.engine).scheduler
+    runtime.uninstall(services.engine)
+    scheduler.join(timeout=60)
+    assert state().pending == 2
+
+    deliverer = Deliverer(services)
+    assert deliverer.run(sub_id).kind == "busy"  # the backoff has not expired: no attempt
+    waits = []
+    first = state().failures
+    for failures in range(first + 1, 17):
+        with services.engine.begin() as conn:  # the wait recorded by the last failure has passed
+            conn.execute(update(subscription_state).where(subscription_state.c.sub_id == sub_id)
+                         .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        before = utcnow()
+        outcome = deliverer.run(sub_id)
+        assert outcome.kind == "failed"
+        current = state()
+        assert current.failures == failures
+        assert outcome.retry_in == min(2 ** (failures - 1), 3600)
+        assert current.next_attempt_at is not None
+        assert outcome.retry_in - 1 <= (current.next_attempt_at - before).total_seconds() <= outcome.retry_in + 30
+        assert "HTTP 500" in (current.last_error or "")
+        waits.append(outcome.retry_in)
+        if failures >= ERROR_AFTER:
+            shown = http.get(f"/fhir/Subscription/{sub_id}").get_json()
+            assert shown["status"] == "error"
+            assert "HTTP 500" in shown["error"] and "in a row failed" in shown["error"]
+        assert deliverer.run(sub_id).kind == "busy"  # and no attempt before the new wait is over
+    assert waits[-4:] == [3600.0] * 4  # capped at an hour, and still retrying
+    assert sum(waits) > 4 * 3600  # the attempts so far span more than four hours
+
+    status = http.get(f"/fhir/Subscription/{sub_id}/$status").get_json()
+    params = {p["name"]: p for p in status["entry"][0]["resource"]["parameter"]}
+    assert params["status"]["valueCode"] == "error"
+    assert "HTTP 500" in params["error"]["valueCodeableConcept"]["text"]
+    assert params["events-since-subscription-start"]["valueString"] == "2"
+
+    receiver.failing = False
+    with services.engine.begin() as conn:
+        conn.execute(update(subscription_state).where(subscription_state.c.sub_id == sub_id)
+                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    assert deliverer.run(sub_id).kind == "sent"
+    assert receiver.event_numbers(sub_id) == [1, 2]
+    recovered = http.get(f"/fhir/Subscription/{sub_id}").get_json()
+    assert recovered["status"] == "active" and "error" not in recovered
+    assert (state().failures, state().next_attempt_at, state().pending) == (0, None, 0)
