@@ -43,6 +43,8 @@ class Settings:
     broker_url: str | None = None
     # The Celery queue tasks go to and workers read (separate deployments sharing one Redis).
     celery_queue: str = "celery"
+    # How often the Celery beat drains the outbox whatever was sent: what a broker outage left behind.
+    outbox_sweep_seconds: float = 60.0
     # Public base of the FHIR endpoint, used in fullUrl, Location and paging links.
     base_url: str = "http://127.0.0.1:8080/fhir"
     max_body_bytes: int = 64 * 1024 * 1024
@@ -99,6 +101,7 @@ class Settings:
             sqlite_busy_timeout=float(os.environ.get("FHIR_SQLITE_BUSY_TIMEOUT") or base.sqlite_busy_timeout),
             broker_url=os.environ.get("FHIR_BROKER_URL") or None,
             celery_queue=os.environ.get("FHIR_CELERY_QUEUE") or base.celery_queue,
+            outbox_sweep_seconds=float(os.environ.get("FHIR_OUTBOX_SWEEP_SECONDS") or base.outbox_sweep_seconds),
             base_url=(os.environ.get("FHIR_BASE_URL") or base.base_url).rstrip("/"),
             max_body_bytes=_env_int("FHIR_MAX_BODY_BYTES", base.max_body_bytes),
             max_bundle_entries=_env_int("FHIR_MAX_BUNDLE_ENTRIES", base.max_bundle_entries),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
-SWEEP_SECONDS = 60.0
 # Imported by a Celery worker at start-up so that it knows their tasks; the web process imports
 # them itself when it first sends one.
 TASK_MODULES = ["mappings.tasks", "subscriptions.tasks", "fhir_server.audit.tasks", "triage.tasks"]
@@ -160,8 +160,13 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # a worker whose broker is away keeps trying to reconnect (every 30 s at most) instead of
+        # exiting after Celery's default 100 attempts (about 45 minutes): nobody may be there to
+        # restart it, and every event it would deliver is waiting in the database
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
-        beat_schedule={"sweep-outbox": {"task": "fhir_server.drain_outbox", "schedule": SWEEP_SECONDS},
+        beat_schedule={"sweep-outbox": {"task": "fhir_server.drain_outbox",
+                                        "schedule": settings.outbox_sweep_seconds},
                        # subscriptions/tasks.py: re-sends undelivered events, handshakes, heartbeats
                        "sweep-subscriptions": {"task": "subscriptions.sweep",
                                                "schedule": settings.subscription_sweep_seconds}},
@@ -216,22 +221,44 @@ def install_outbox_drain(repo: "SqlRepository") -> None:
     first, so a failure here must not fail the request: the rows stay pending for the next drain.
     """
     if not celery.conf.task_always_eager:
-        def send() -> None:
-            try:
-                drain_outbox.delay()
-            except Exception:  # noqa: BLE001 - see docstring
-                log.exception("Outbox drain not sent; pending rows wait for the next drain")
-
-        repo.on_commit(send)
+        repo.on_commit(_drain_sender)
         return
     repo.on_commit(_BackgroundDrain(repo.engine).request)
+
+
+class DrainSender:
+    """Sends :func:`drain_outbox` after a commit, and stops trying for ``pause`` seconds once a send
+    has failed (the broker is down).
+
+    A failed send costs the request that committed about 0.6 s (the Redis client's connection retries,
+    more if the host does not answer at all), so under load every write would slow down for as long
+    as the broker is away. Skipping sends loses nothing: the rows stay pending, and any drain takes
+    every pending row — the first send after the pause, or the beat's outbox sweep."""
+
+    def __init__(self, send: Callable[[], Any], pause: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._send = send
+        self.pause = pause
+        self._clock = clock
+        self._paused_until = 0.0
+
+    def __call__(self) -> None:
+        if self._clock() < self._paused_until:
+            return
+        try:
+            self._send()
+        except Exception:  # noqa: BLE001 - see install_outbox_drain
+            self._paused_until = self._clock() + self.pause
+            log.exception("Outbox drain not sent; pending rows wait for the next drain (no send tried for %.0f s)",
+                          self.pause)
+
+
+_drain_sender = DrainSender(lambda: drain_outbox.delay())
 
 
 def wait_for_background_drains(timeout: float = 30.0) -> None:
     """Wait until no in-process drain thread is running (a test empties the tables afterwards;
     a drain still writing — linking, rescoring — would race it)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while any(d._running for d in list(_background_drains)) and time.monotonic() < deadline:
         time.sleep(0.01)

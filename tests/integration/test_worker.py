@@ -195,3 +195,44 @@ def test_a_celery_worker_drains_the_outbox_through_redis(tmp_path: Path) -> None
         redis.Redis.from_url(REDIS_URL).delete(queue)
         engine.dispose()
     assert left == 0, f"the worker left {left} events pending; its output:\n{output}"
+
+
+def test_after_a_failed_send_writes_stop_waiting_on_the_broker_for_a_while() -> None:
+    """A send to a dead broker costs the committing request ~0.6 s; after one fails, the next sends
+    within ``pause`` are skipped (the rows stay pending: any later drain takes them all), then tried again."""
+    now = [100.0]
+    tried: list[float] = []
+    broker_up = [False]
+
+    def send() -> None:
+        tried.append(now[0])
+        if not broker_up[0]:
+            raise ConnectionRefusedError("broker down")
+
+    sender = worker.DrainSender(send, pause=5.0, clock=lambda: now[0])
+    sender()  # fails: the request that committed does not see it
+    for step in (1.0, 2.0, 4.9):
+        now[0] = 100.0 + step
+        sender()
+    assert tried == [100.0]
+    now[0] = 105.0
+    sender()  # tried again after the pause; still down: another pause
+    now[0] = 106.0
+    broker_up[0] = True
+    sender()
+    assert tried == [100.0, 105.0]
+    now[0] = 110.0
+    sender()
+    sender()  # the broker is back: every commit sends again
+    assert tried == [100.0, 105.0, 110.0, 110.0]
+
+
+def test_a_worker_reconnects_to_its_broker_for_as_long_as_it_is_away() -> None:
+    """Celery's default gives up after 100 reconnection attempts (about 45 minutes) and the worker
+    exits, leaving every event undelivered until someone restarts it; ours retries forever. And the
+    beat's outbox sweep period is the setting's."""
+    from fhir_server.config import Settings
+
+    app = worker.make_celery(Settings(broker_url="redis://127.0.0.1:1/0", outbox_sweep_seconds=7.0))
+    assert app.conf.broker_connection_max_retries is None
+    assert app.conf.beat_schedule["sweep-outbox"]["schedule"] == 7.0
