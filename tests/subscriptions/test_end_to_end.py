@@ -250,3 +250,129 @@ def test_a_police_notification_for_a_child_on_a_plan_raises_a_flag_that_reaches_
         log.flush()
         print(deployment.log_path.read_text()[-5000:])
         raise
+
+
+class OwnRedis:
+    """A ``redis-server`` of the test's own (the shared one must never be killed), without
+    persistence: killed and started again, it comes back empty, every queued task lost."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+
+        import redis
+
+        if shutil.which("redis-server") is None:
+            service_unavailable("redis-server is not installed")
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                          "--save", "", "--appendonly", "no"], stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        wait_until(lambda: _answers(client), 30, "redis-server to start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill(self.proc)
+            self.proc = None
+
+
+def _answers(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@contextmanager
+def supervised_worker(env: dict[str, str], tmp_path: Path, log: Any) -> Iterator[list[int]]:
+    """A Celery worker (with its beat) started again whenever it exits, as docker-compose's
+    ``restart: unless-stopped`` or systemd's ``Restart=always`` would; yields the exit codes seen."""
+    import threading
+
+    exits: list[int] = []
+    stop = threading.Event()
+
+    def start() -> None:
+        with celery_worker(env, tmp_path / f"beat-{len(exits)}", log) as proc:
+            while not stop.is_set() and proc.poll() is None:
+                time.sleep(0.2)
+            if proc.poll() is not None and not stop.is_set():
+                exits.append(proc.returncode)
+
+    def supervise() -> None:
+        while not stop.is_set():
+            start()
+
+    thread = threading.Thread(target=supervise, daemon=True)
+    thread.start()
+    try:
+        yield exits
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def test_events_written_while_the_broker_is_down_are_all_delivered_in_order_once_it_is_back(
+        deployment: Deployment, receiver, tmp_path: Path) -> None:
+    """Issue 6: "if the broker … is down, nothing is lost". Redis is killed (SIGKILL) under a running
+    server and worker; writes still succeed; Redis comes back empty (every queued task gone) and,
+    with no further write, the worker reconnects, the beat's outbox sweep drains what was written,
+    and the subscriber gets each change once, in order — a Flag's update after its create. The worker
+    runs supervised, as deployed (docker-compose.yml): Celery may exit when its broker vanishes."""
+    broker = OwnRedis(tmp_path / "redis.log")
+    broker.start()
+    env = {**deployment.env, "FHIR_BROKER_URL": broker.url, "FHIR_OUTBOX_SWEEP_SECONDS": "2"}
+    base, log = deployment.base, deployment.log
+    try:
+        with serving(deployment.port, env), supervised_worker(env, tmp_path, log) as exits:
+            created = requests.post(f"{base}/Subscription", headers=FHIR, timeout=30, json=subscription(
+                receiver.url, filters=("Flag?patient=Patient/broker-child",), content="id-only"))
+            assert created.status_code == 201, created.text
+            sub_id = created.json()["id"]
+            wait_until(lambda: requests.get(f"{base}/Subscription/{sub_id}", timeout=30).json()["status"] == "active",
+                       60, "the handshake")
+            first = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/broker-child"))
+            assert first.status_code == 201
+            wait_until(lambda: receiver.event_numbers(sub_id) == [1], 60, "the first notification")
+
+            broker.kill()
+            during = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/broker-child"))
+            assert during.status_code == 201, during.text
+            closed = requests.put(f"{base}/Flag/{during.json()['id']}", headers=FHIR, timeout=30,
+                                  json={**during.json(), "status": "inactive"})
+            assert closed.status_code == 200, closed.text
+            other = requests.post(f"{base}/Flag", headers=FHIR, timeout=30, json=flag("Patient/broker-child"))
+            assert other.status_code == 201, other.text
+            time.sleep(2.0)
+            assert receiver.event_numbers(sub_id) == [1]  # nothing can reach the worker
+
+            broker.start()  # empty; no write from now on
+            wait_until(lambda: len(set(receiver.event_numbers(sub_id))) == 4, 180,
+                       "the three changes written while the broker was down")
+            assert list(dict.fromkeys(receiver.event_numbers(sub_id))) == [1, 2, 3, 4]
+            focus = {}
+            for received in receiver.of("event-notification"):
+                if received.headers["X-SG-Subscription"] == sub_id:
+                    assert verify(SECRET, received.raw, received.headers[HEADER])
+                    for event in received.status()["notification-event"]:
+                        focus.setdefault(int(event["event-number"]), event["focus"]["reference"].split("/fhir/")[1])
+            print(f"worker exits while the broker was away: {exits}")
+            assert focus == {1: f"Flag/{first.json()['id']}/_history/1",
+                             2: f"Flag/{during.json()['id']}/_history/1",
+                             3: f"Flag/{during.json()['id']}/_history/2",
+                             4: f"Flag/{other.json()['id']}/_history/1"}
+    except BaseException:
+        log.flush()
+        print(deployment.log_path.read_text()[-5000:])
+        raise
+    finally:
+        broker.kill()
