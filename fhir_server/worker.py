@@ -91,7 +91,7 @@ def drain_batch(conn: Connection, limit: int = DRAIN_BATCH,
     """Hand up to ``limit`` pending events, oldest first, to the consumers and mark them processed,
     inside the caller's transaction. Returns how many were processed. On PostgreSQL a change whose
     resource has an earlier change still pending outside this batch is left pending for a later
-    batch (its id appended to ``deferred``): see :func:`_defer_later_changes`."""
+    batch (its id appended to ``deferred``): see :func:`_later_changes`."""
     query = (select(outbox).where(outbox.c.processed_at.is_(None))
              .order_by(outbox.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
