@@ -55,6 +55,11 @@ class Recorder(Protocol):
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None: ...
 
+    def attempt(self, req: "FhirRequest") -> Callable[[], None]:
+        """An attempt at ``req`` begins; the function returned forgets what the recorder was told
+        during it (the Router calls it when the attempt answered nothing and is run again)."""
+        ...
+
 
 class AuditUnavailable(FhirError):
     """The audit trail could not be written: the request is not answered (fail closed)."""
@@ -85,6 +90,9 @@ class AuditRecorder:
         # Set by install_flask: takes a refused request's AuditEvent to write when the request ends
         # (True), or declines (False: not in a request, or the refusal is already audited).
         self.defer: Callable[[dict[str, Any]], bool] | None = None
+        # Set by install_flask: marks the request's buffer of events and returns what drops the
+        # events buffered since (an attempt run again answered nothing: it disclosed nothing).
+        self.checkpoint: Callable[[], Callable[[], None]] | None = None
         # PostgreSQL reads (non-durable): the Consent cache whose version the read's INSERT checks.
         self.consent_cache: Any = None
 
@@ -143,6 +151,13 @@ class AuditRecorder:
             real._audit_session = session  # type: ignore[attr-defined]
             real.before_commit(session.flush)
         session.items.append(item)
+
+    def attempt(self, req: "FhirRequest") -> Callable[[], None]:
+        """Recorder.attempt: what the policy published during an attempt run again (a break-glass
+        grant, a share without consent made from stale Consents) is dropped from the request's
+        buffer. Its AuditEvent and Provenance were never written (the unit of work rolled back, or
+        the read's INSERT found the Consents changed), so nothing else is left of it."""
+        return self.checkpoint() if self.checkpoint is not None else _nothing
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None:
         """A request answered with an OperationOutcome instead (400, 404, 409, 412, 422…; issue 4:
@@ -310,6 +325,10 @@ class _ReadAuditWriter:
             self._local.conn = None
             conn.close()
             raise
+
+
+def _nothing() -> None:
+    return None
 
 
 def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interaction:
