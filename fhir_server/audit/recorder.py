@@ -338,8 +338,10 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
     body = response.resource
     if code in WRITES:
         item.patients = []  # a write's patients are those of what it wrote (below, or read back)
-        # a conditional create that found its match (200) wrote nothing
-        if response.status < 300 and not (code == "create" and response.status == 200):
+        # a conditional create that found its match (200) wrote nothing, nor did a delete answered
+        # without an ETag (nothing there, or nothing the caller may see: crud.delete)
+        if response.status < 300 and not (code == "create" and response.status == 200) \
+                and not (code == "delete" and "ETag" not in response.headers):
             ref = _local(response.location, req.ctx.base_url) if response.location else None
             if ref is None and found.res_type and found.res_id:
                 ref = f"{found.res_type}/{found.res_id}"
