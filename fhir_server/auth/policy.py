@@ -116,7 +116,13 @@ ROLES: Mapping[str, RolePolicy] = {
         release={SAFEGUARDING: frozenset({labels.SDV, labels.RESTRICTED})}, release_types=frozenset({"Flag"})),
     # Auditors read the trail, never clinical or social-care content.
     "auditor": RolePolicy(read_types=AUDIT_TYPES | REFERENCE_TYPES, writes=False),
+    # A data protection officer: as an auditor (and answers subject access requests: below).
+    "dpo": RolePolicy(read_types=AUDIT_TYPES | REFERENCE_TYPES, writes=False),
 }
+# Operations on the trail that check their caller themselves (audit/operations.py require_auditor:
+# role auditor or dpo with AuditEvent read): ``Patient/[id]/$subject-access`` exports everything held
+# about a person (UK GDPR Art 15) although those roles read no clinical content otherwise.
+AUDITOR_OPERATIONS = frozenset({"subject-access", "verify-audit"})
 # A role not in the table: the scopes' types, no sensitive label, no break-glass.
 DEFAULT_ROLE = RolePolicy()
 # Trusted server-side work (RequestContext.system): no restriction at all.
@@ -405,7 +411,7 @@ class PolicyGuard:
             and res_type not in OWNER_ONLY_TYPES
         if interaction.code in _READS and res_type != "*" and type_refused:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not read {res_type} resources")
-        if interaction.code == "operation" and type_refused:
+        if interaction.code == "operation" and type_refused and interaction.operation not in AUDITOR_OPERATIONS:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not use operations on {res_type}")
         if interaction.code in _WRITES and res_type:
             check_write_type(ctx, res_type, req)
