@@ -72,6 +72,11 @@ class NotFound(FhirError):
     status, code = 404, "not-found"
 
 
+class Hidden(NotFound):
+    """A resource the caller may not see, refused exactly as if it did not exist (a read or update
+    answers 404; a delete answers as the delete of something absent does)."""
+
+
 class MethodNotAllowed(FhirError):
     status, code = 405, "not-supported"
 

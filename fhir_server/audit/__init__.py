@@ -13,6 +13,7 @@ per-request buffer of authentication events (``create_app``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..auth import events
@@ -79,6 +80,7 @@ def install_flask(app: "Flask", recorder: AuditRecorder | None) -> None:
     app.extensions[EXTENSION] = recorder
     events.add_listener(_buffer_auth_event)
     recorder.defer = _buffer_failure
+    recorder.checkpoint = _checkpoint
 
     @app.teardown_request
     def _write_auth_events(_exc: BaseException | None) -> None:
@@ -101,9 +103,44 @@ def _buffer_auth_event(event: "events.AuthEvent") -> None:
     recorder = current_app.extensions.get(EXTENSION)
     if recorder is None:
         return
-    g.setdefault("audit_auth_events", []).append(recorder.auth_event_resource(event))
+    pending = g.setdefault("audit_auth_events", [])
+    key = review_key(event)
+    if key is not None:
+        flagged: dict[tuple[str, str], int] = g.setdefault("audit_review_flags", {})
+        if key in flagged:
+            return  # one request, one review flag: a Bundle's entries pass the same guard
+        flagged[key] = len(pending)
+    pending.append(recorder.auth_event_resource(event))
     if event.kind == "denied":
         g.audit_refusal_recorded = True
+
+
+def review_key(event: "events.AuthEvent") -> tuple[str, str] | None:
+    """What makes a review-flagged event (break-glass, shared-without-consent) the same within one
+    request: its kind and, for a share, the Consent set aside. None for other events."""
+    if not event.extra.get("review"):
+        return None
+    return event.kind, str(event.extra.get("consent") or "")
+
+
+def _checkpoint() -> Callable[[], None]:
+    """AuditRecorder.checkpoint: mark the request's buffer; the function returned drops what was
+    buffered after the mark (an attempt the Router runs again, rest/router.py)."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return lambda: None
+    mark = len(g.setdefault("audit_auth_events", []))
+    refused = bool(g.get("audit_refusal_recorded"))
+
+    def discard() -> None:
+        del g.audit_auth_events[mark:]
+        g.audit_refusal_recorded = refused
+        flagged = g.get("audit_review_flags") or {}
+        for key in [k for k, at in flagged.items() if at >= mark]:
+            del flagged[key]
+
+    return discard
 
 
 def _buffer_failure(event: dict[str, Any]) -> bool:

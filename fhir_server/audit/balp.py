@@ -187,6 +187,9 @@ def auth_event(kind: str, reason: str, *, base_url: str, recorded: datetime, ctx
     _purpose(event, who)
     if kind != "token-issued" and (reason.startswith("break-glass") or kind == "break-glass"):
         event.setdefault("meta", {}).setdefault("tag", []).append(dict(REVIEW_TAG))
+    elif extra.get("review"):  # e.g. a share without consent on a safeguarding basis
+        event.setdefault("meta", {}).setdefault("tag", []).append(
+            {"system": REVIEW_SYSTEM, "code": kind, "display": f"{kind.replace('-', ' ').capitalize()}: review"})
     entities: list[dict[str, Any]] = []
     if method and path is not None:
         entities.append({"type": _coding(ENTITY_TYPE, "2", "System Object"),

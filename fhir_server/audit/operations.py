@@ -71,7 +71,14 @@ def make_subject_access_handler(settings: "Settings") -> Any:
         require_auditor(req, "$subject-access")
         patient_id = target.res_id or ""
         check_id(patient_id)
-        patient = uow.read("Patient", patient_id).content or {}  # 404 unknown, 410 deleted
+        # A subject access request covers everything held, whatever the examiner's role may read
+        # otherwise (require_auditor above is the check): read past the caller's Visibility, as
+        # collect_child_record does. 404 unknown, 410 deleted.
+        visibility, uow.access = uow.access, None
+        try:
+            patient = uow.read("Patient", patient_id).content or {}
+        finally:
+            uow.access = visibility
         record = collect_child_record(uow.conn, settings.profiles_dir, settings.base_url, patient)
         # AuditEvents are Patient compartment members: they come once, with the disclosures
         held = [f.content for f in record.all() if f.res_type != "AuditEvent"]

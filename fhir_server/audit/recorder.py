@@ -55,6 +55,11 @@ class Recorder(Protocol):
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None: ...
 
+    def attempt(self, req: "FhirRequest") -> Callable[[], None]:
+        """An attempt at ``req`` begins; the function returned forgets what the recorder was told
+        during it (the Router calls it when the attempt answered nothing and is run again)."""
+        ...
+
 
 class AuditUnavailable(FhirError):
     """The audit trail could not be written: the request is not answered (fail closed)."""
@@ -85,6 +90,9 @@ class AuditRecorder:
         # Set by install_flask: takes a refused request's AuditEvent to write when the request ends
         # (True), or declines (False: not in a request, or the refusal is already audited).
         self.defer: Callable[[dict[str, Any]], bool] | None = None
+        # Set by install_flask: marks the request's buffer of events and returns what drops the
+        # events buffered since (an attempt run again answered nothing: it disclosed nothing).
+        self.checkpoint: Callable[[], Callable[[], None]] | None = None
         # PostgreSQL reads (non-durable): the Consent cache whose version the read's INSERT checks.
         self.consent_cache: Any = None
 
@@ -143,6 +151,13 @@ class AuditRecorder:
             real._audit_session = session  # type: ignore[attr-defined]
             real.before_commit(session.flush)
         session.items.append(item)
+
+    def attempt(self, req: "FhirRequest") -> Callable[[], None]:
+        """Recorder.attempt: what the policy published during an attempt run again (a break-glass
+        grant, a share without consent made from stale Consents) is dropped from the request's
+        buffer. Its AuditEvent and Provenance were never written (the unit of work rolled back, or
+        the read's INSERT found the Consents changed), so nothing else is left of it."""
+        return self.checkpoint() if self.checkpoint is not None else _nothing
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None:
         """A request answered with an OperationOutcome instead (400, 404, 409, 412, 422…; issue 4:
@@ -312,6 +327,10 @@ class _ReadAuditWriter:
             raise
 
 
+def _nothing() -> None:
+    return None
+
+
 def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interaction:
     """What ``req`` did and disclosed, from its answer."""
     item, found = _asked(req, response.status)
@@ -319,8 +338,10 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
     body = response.resource
     if code in WRITES:
         item.patients = []  # a write's patients are those of what it wrote (below, or read back)
-        # a conditional create that found its match (200) wrote nothing
-        if response.status < 300 and not (code == "create" and response.status == 200):
+        # a conditional create that found its match (200) wrote nothing, nor did a delete answered
+        # without an ETag (nothing there, or nothing the caller may see: crud.delete)
+        if response.status < 300 and not (code == "create" and response.status == 200) \
+                and not (code == "delete" and "ETag" not in response.headers):
             ref = _local(response.location, req.ctx.base_url) if response.location else None
             if ref is None and found.res_type and found.res_id:
                 ref = f"{found.res_type}/{found.res_id}"

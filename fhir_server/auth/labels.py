@@ -16,6 +16,8 @@ from ..conformance import CANONICAL_BASE
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 AGENCY_TAG_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/source-agency"
+# The client that owns an owner-only resource (a Subscription): stamped by the write policy.
+OWNER_CLIENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/owner-client"
 
 Label = tuple[str, str]
 
@@ -55,6 +57,23 @@ def source_agencies(content: dict[str, Any] | None) -> set[str]:
         return set()
     return {t["code"] for t in meta.get("tag") or []
             if isinstance(t, dict) and t.get("system") == AGENCY_TAG_SYSTEM and isinstance(t.get("code"), str)}
+
+
+def owner_clients(content: dict[str, Any] | None) -> set[str]:
+    """The owner-client tag codes (client ids) of a resource."""
+    meta = (content or {}).get("meta")
+    if not isinstance(meta, dict):
+        return set()
+    return {t["code"] for t in meta.get("tag") or []
+            if isinstance(t, dict) and t.get("system") == OWNER_CLIENT_SYSTEM and isinstance(t.get("code"), str)}
+
+
+def with_owner_client(content: dict[str, Any], client_id: str) -> dict[str, Any]:
+    """``content`` with exactly one owner-client tag, ``client_id`` (any other dropped)."""
+    meta = dict(content.get("meta") or {})
+    tags = [t for t in meta.get("tag") or [] if not (isinstance(t, dict) and t.get("system") == OWNER_CLIENT_SYSTEM)]
+    meta["tag"] = [*tags, {"system": OWNER_CLIENT_SYSTEM, "code": client_id}]
+    return {**content, "meta": meta}
 
 
 def agency_tag_code(agency: str | None) -> str | None:

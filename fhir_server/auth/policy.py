@@ -13,7 +13,8 @@ The rules are data (the tables below), read in three places that must agree:
 Reads: the scopes say which types; the role narrows types and source agencies; security labels
 (:mod:`.labels`) are released per role and purpose of use; Consent deny provisions
 (:mod:`.consent`) hide a child's data from an actor or a purpose; ``OWNER_ONLY_TYPES`` (Subscription:
-its headers are a receiver's credentials) only the owning agency sees, whatever its role. Writes: an agency writes only
+its headers are a receiver's credentials) only the client that created it sees, changes or deletes,
+whatever its role (anyone else is answered as if it did not exist). Writes: an agency writes only
 resources tagged with its own source agency (new ones are stamped with its tag) and only the types
 its kind of agency owns; shared reference data (Organization, Location…) any writer may update.
 """
@@ -27,6 +28,7 @@ from sqlalchemy import ColumnElement, FromClause, and_, exists, false, literal, 
 
 from ..storage.tables import idx_reference, idx_token, resource
 from . import events, labels
+from ..errors import Hidden
 from .errors import AccessDenied
 from .labels import Label
 
@@ -68,9 +70,11 @@ SAFEGUARDING_LABELS = frozenset({labels.SDV, labels.SOC, labels.RESTRICTED})
 NEVER_OWN_RELEASED = frozenset({labels.VERY_RESTRICTED})
 REFERENCE_TYPES = frozenset({"Organization", "Location", "Practitioner", "PractitionerRole", "HealthcareService"})
 AUDIT_TYPES = frozenset({"AuditEvent", "Provenance"})
-# Types only the owning agency (source-agency tag) and the server's own work see, whatever the role:
-# a Subscription's channel.header holds its receiver's credentials (Subscription.channel.header,
-# subscription.html#channel). Every role sees its own agency's ones, even outside its read_types.
+# Types only the owning client (owner-client tag, stamped at create, within its agency's source-agency
+# tag) and the server's own work see, change or delete, whatever the role: a Subscription's
+# channel.header holds its receiver's credentials (Subscription.channel.header,
+# subscription.html#channel). Every role sees its own ones, even outside its read_types. There is no
+# agency administrator role (docs/security.md "Roles"): no other client of the agency sees them.
 OWNER_ONLY_TYPES = frozenset({"Subscription"})
 
 
@@ -112,7 +116,13 @@ ROLES: Mapping[str, RolePolicy] = {
         release={SAFEGUARDING: frozenset({labels.SDV, labels.RESTRICTED})}, release_types=frozenset({"Flag"})),
     # Auditors read the trail, never clinical or social-care content.
     "auditor": RolePolicy(read_types=AUDIT_TYPES | REFERENCE_TYPES, writes=False),
+    # A data protection officer: as an auditor (and answers subject access requests: below).
+    "dpo": RolePolicy(read_types=AUDIT_TYPES | REFERENCE_TYPES, writes=False),
 }
+# Operations on the trail that check their caller themselves (audit/operations.py require_auditor:
+# role auditor or dpo with AuditEvent read): ``Patient/[id]/$subject-access`` exports everything held
+# about a person (UK GDPR Art 15) although those roles read no clinical content otherwise.
+AUDITOR_OPERATIONS = frozenset({"subject-access", "verify-audit"})
 # A role not in the table: the scopes' types, no sensitive label, no break-glass.
 DEFAULT_ROLE = RolePolicy()
 # Trusted server-side work (RequestContext.system): no restriction at all.
@@ -163,6 +173,8 @@ class Visibility:
     ctx: "RequestContext | None" = field(default=None, compare=False)
     # The caller's own agency's tag code: labels protect what is shared, not an agency's own records.
     own: str | None = None
+    # The caller's client id: an OWNER_ONLY_TYPES resource is seen only by the client owning it.
+    client: str | None = None
     recorded: set[str] = field(default_factory=set, compare=False)
     # The policy_version of the cached Consents used (None: read from the database for this request).
     consent_version: int | None = None
@@ -184,13 +196,15 @@ class Visibility:
 
     def _clause(self, res: FromClause) -> Cond:
         owner_only = sorted(OWNER_ONLY_TYPES)
-        if self.own is None:
+        if self.own is None or self.client is None:
             others: Cond = res.c.res_type.not_in(owner_only)
-        else:  # an owner-only type: the caller's own agency's, and then no other rule hides it
-            t = idx_token.alias()
-            others = or_(res.c.res_type.not_in(owner_only), exists().where(
-                t.c.resource_pk == res.c.pk, t.c.param == "_tag", t.c.system == labels.AGENCY_TAG_SYSTEM,
-                t.c.code == self.own))
+        else:  # an owner-only type: the caller's own (its agency's and client's), and then no other rule hides it
+            t, c = idx_token.alias(), idx_token.alias()
+            others = or_(res.c.res_type.not_in(owner_only), and_(
+                exists().where(t.c.resource_pk == res.c.pk, t.c.param == "_tag",
+                               t.c.system == labels.AGENCY_TAG_SYSTEM, t.c.code == self.own),
+                exists().where(c.c.resource_pk == res.c.pk, c.c.param == "_tag",
+                               c.c.system == labels.OWNER_CLIENT_SYSTEM, c.c.code == self.client)))
         return and_(others, or_(res.c.res_type.in_(owner_only), self._shared_clause(res)))
 
     def _shared_clause(self, res: FromClause) -> Cond:
@@ -231,7 +245,7 @@ class Visibility:
             return True
         res_type = str(content.get("resourceType"))
         if res_type in OWNER_ONLY_TYPES:
-            return self.own is not None and self.own in labels.source_agencies(content)
+            return self.ctx is not None and owns(self.ctx, content)
         if self.read_types is not None and res_type not in self.read_types:
             return False
         found = labels.labels_of(content)
@@ -367,7 +381,7 @@ def visibility(ctx: "RequestContext", conn: "Connection | None" = None, *,
             denies, overrides = deny_rules(conn, ctx, pclass)
     return Visibility(role.read_types, withheld, role.release_types, released, role.hidden_sources,
                       role.source_exempt, tuple(denies), tuple(overrides), ctx, labels.agency_tag_code(ctx.agency),
-                      consent_version=version)
+                      ctx.client_id, consent_version=version)
 
 
 # -- the guard ------------------------------------------------------------------------------------
@@ -397,7 +411,7 @@ class PolicyGuard:
             and res_type not in OWNER_ONLY_TYPES
         if interaction.code in _READS and res_type != "*" and type_refused:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not read {res_type} resources")
-        if interaction.code == "operation" and type_refused:
+        if interaction.code == "operation" and type_refused and interaction.operation not in AUDITOR_OPERATIONS:
             _deny(req, "role-type-not-allowed", f"Role {ctx.role!r} may not use operations on {res_type}")
         if interaction.code in _WRITES and res_type:
             check_write_type(ctx, res_type, req)
@@ -429,6 +443,38 @@ def check_write(ctx: "RequestContext", old: dict[str, Any] | None, new: dict[str
         return new
     res_type = str((new or old or {}).get("resourceType"))
     check_write_type(ctx, res_type)
+    if res_type in OWNER_ONLY_TYPES:
+        return _owner_only_write(ctx, res_type, old, new)
+    return _agency_write(ctx, res_type, old, new)
+
+
+def owns(ctx: "RequestContext", content: dict[str, Any]) -> bool:
+    """Whether ``content`` (of an OWNER_ONLY_TYPES type) is the caller's: its agency's source-agency
+    tag and its client's owner-client tag. One without an owner-client tag (written before the tag
+    existed) is nobody's: hidden from every client (fail closed) until the server re-stamps it."""
+    own = labels.agency_tag_code(ctx.agency)
+    return own is not None and ctx.client_id is not None and own in labels.source_agencies(content) \
+        and ctx.client_id in labels.owner_clients(content)
+
+
+def _owner_only_write(ctx: "RequestContext", res_type: str, old: dict[str, Any] | None,
+                      new: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A client changes or deletes only its own Subscriptions; another's is answered as unknown
+    (errors.Hidden: 404, or a delete of something absent) and the attempt is recorded (a denied
+    event: an AuditEvent). A new version carries the owner-client tag of its owner."""
+    if old is not None and not owns(ctx, old):
+        events.denied("not-owner", ctx, None,
+                      f"{res_type}/{old.get('id')} is another client's; refused as if unknown (no existence leak)",
+                      resource=f"{res_type}/{old.get('id')}")
+        raise Hidden(f"{res_type}/{old.get('id')} is not known", expression="id")
+    if ctx.client_id is None:
+        _deny(None, "no-client", f"A {res_type} is owned by the client that creates it: the token names no client", ctx)
+    checked = _agency_write(ctx, res_type, old, new)
+    return None if checked is None else labels.with_owner_client(checked, str(ctx.client_id))
+
+
+def _agency_write(ctx: "RequestContext", res_type: str, old: dict[str, Any] | None,
+                  new: dict[str, Any] | None) -> dict[str, Any] | None:
     own = labels.agency_tag_code(ctx.agency)
     shared = res_type in REFERENCE_TYPES
     if old is not None and not shared:

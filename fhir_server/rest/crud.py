@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 import jsonpatch
 
-from ..errors import BadRequest, Issue, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, operation_outcome
+from ..errors import BadRequest, Hidden, Issue, NotFound, PreconditionFailed, Unprocessable, UnsupportedMediaType, operation_outcome
 from ..fhir.instants import parse_http_date
 from ..fhir.validation import check_id, validate_resource
 from ..repository.sql import UnitOfWork, WriteResult
@@ -93,7 +93,10 @@ def conditional_update(uow: UnitOfWork, req: FhirRequest, res_type: str) -> Fhir
 def delete(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirResponse:
     """http.html#delete: 204; deleting something absent or already deleted is also 204."""
     check_id(res_id)
-    stored = uow.delete(req.ctx, res_type, res_id, if_match=version_from_etag(req.header("if-match")))
+    try:
+        stored = uow.delete(req.ctx, res_type, res_id, if_match=version_from_etag(req.header("if-match")))
+    except Hidden:  # not the caller's to see (nothing was written): as the delete of something absent
+        stored = None
     return _deleted(req, stored.etag if stored else None, f"{res_type}/{res_id}")
 
 

@@ -52,9 +52,13 @@ class Router:
     def handle(self, req: FhirRequest) -> FhirResponse:
         try:
             for _attempt in range(RUN_AGAIN_LIMIT):
+                # what an attempt tells the recorders (events it published) is dropped if it is run again
+                discards = [recorder.attempt(req) for recorder in self.recorders]
                 try:
                     return self._handle(req)
                 except RunAgain:  # what changed has been read afresh: run it again
+                    for discard in discards:
+                        discard()
                     continue
             raise ServiceUnavailable("The access policy's Consents kept changing while this request ran; "
                                      "nothing was answered, try again")

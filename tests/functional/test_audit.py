@@ -629,3 +629,40 @@ def test_the_sealing_job_runs_without_a_broker_and_never_waits(committing_app: A
     assert services.audit.seal_pending(wait=False) == 0  # idempotent: nothing left to seal
     result = verify(client)
     assert result["intact"] is True and result["sealed"] == 2 and result["pending"] == 0
+
+
+@pytest.mark.parametrize("role", ["auditor", "dpo"])
+def test_subject_access_works_for_auditors_with_authentication_on(http: FlaskClient, auth: Any,  # noqa: F811
+                                                                  role: str) -> None:
+    """docs/security.md "How an auditor uses it": the auditor's (or DPO's) token exports everything
+    held about the person — sensitive records included: a subject access request covers them — and
+    every AuditEvent that disclosed it; the export is itself audited as a disclosure."""
+    writer = auth.mint_dev_token(client_id="mash-app", scope="user/*.cruds", practitioner="Practitioner/7",
+                                 agency="la:201", role="mash-practitioner", purpose="safeguarding")
+    sealed = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "V"}]}
+    res = http.post("/fhir/Patient", data=simplejson.dumps({"resourceType": "Patient", "gender": "male",
+                                                              "meta": sealed}),
+                    content_type=FHIR_JSON, headers=bearer(writer))
+    assert res.status_code == 201, res.get_data(as_text=True)
+    pid = res.get_json()["id"]
+    res = http.post("/fhir/Observation", data=simplejson.dumps({
+        "resourceType": "Observation", "status": "final", "code": {"text": "CAMHS referral"},
+        "subject": {"reference": f"Patient/{pid}"},
+        "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}}),
+        content_type=FHIR_JSON, headers=bearer(writer))
+    assert res.status_code == 201, res.get_data(as_text=True)
+    oid = res.get_json()["id"]
+    assert http.get(f"/fhir/Observation/{oid}", headers=bearer(writer)).status_code == 200
+    examiner = auth.mint_dev_token(client_id=f"{role}-app", scope="system/AuditEvent.rs system/Patient.rs",
+                                   role=role)
+    res = http.get(f"/fhir/Patient/{pid}/$subject-access", headers=bearer(examiner))
+    assert res.status_code == 200, res.get_data(as_text=True)
+    held = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in res.get_json()["entry"]}
+    assert {f"Patient/{pid}", f"Observation/{oid}"} <= held
+    disclosed = [e["resource"] for e in res.get_json()["entry"] if e["resource"]["resourceType"] == "AuditEvent"]
+    assert any(e["subtype"][0]["code"] == "read" and any(r.startswith(f"Observation/{oid}") for r in entity_refs(e))
+               for e in disclosed), [(e["subtype"], entity_refs(e)) for e in disclosed]
+    assert profile(auth_events(http)[-1]) == "PrivacyDisclosure.Source"
+    # but the role reads no clinical content otherwise
+    assert http.get(f"/fhir/Observation/{oid}", headers=bearer(examiner)).status_code in (403, 404)
+    assert http.get("/fhir/Patient/nobody/$subject-access", headers=bearer(examiner)).status_code == 404

@@ -29,7 +29,7 @@ from fhir_server.auth.clients import Client, ClientError
 from fhir_server.auth.keys import public_jwk
 from fhir_server.auth.service import AuthService
 from fhir_server.config import Settings
-from fhir_server.storage.tables import auth_jti
+from fhir_server.storage.tables import audit_event, auth_jti
 
 FHIR_JSON = "application/fhir+json"
 BASE = "http://localhost/fhir"
@@ -181,6 +181,15 @@ def denied_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
             and r.auth_event.kind == "denied"]
 
 
+def assert_audited_401(http: FlaskClient, reason: str) -> None:
+    """The refusal is in the audit trail: a failed Login AuditEvent (DCM 110114/110122, outcome 4)
+    whose outcomeDesc starts with ``reason``, written in a transaction of its own."""
+    conn = http.application.extensions["fhir"].repo._bound
+    last = conn.execute(select(audit_event.c.content).order_by(audit_event.c.seq.desc()).limit(1)).scalar_one()
+    assert last["type"]["code"] == "110114" and last["subtype"][0]["code"] == "110122", last
+    assert last["outcome"] == "4" and last["outcomeDesc"].startswith(reason), last
+
+
 def unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(simplejson.dumps(obj).encode()).rstrip(b"=").decode()
@@ -323,6 +332,7 @@ def test_rejected_client_assertions(case: str, http: FlaskClient, auth: AuthServ
     assert res.get_json()["error_description"]
     assert res.headers["Cache-Control"] == "no-store"
     assert EXPECTED_REASON.get(case, case) in denied_reasons(caplog)
+    assert_audited_401(http, EXPECTED_REASON.get(case, case))
 
 
 def test_a_replayed_assertion_is_refused_by_every_worker(auth_conn: Any, auth_settings: Settings,
@@ -336,6 +346,7 @@ def test_a_replayed_assertion_is_refused_by_every_worker(auth_conn: Any, auth_se
     again = token_request(second.test_client(), once)
     assert (again.status_code, again.get_json()["error"]) == (401, "invalid_client")
     assert "replayed-jti" in denied_reasons(caplog)
+    assert_audited_401(second.test_client(), "replayed-jti")
     # and a token the first worker issued is good at the second
     token = get_token(first.test_client(), client_id, rsa_key, "system/Patient.rs")
     assert second.test_client().get("/fhir/Patient", headers=bearer(token)).status_code == 200
@@ -436,7 +447,9 @@ def test_rejected_access_tokens(case: str, http: FlaskClient, auth: AuthService,
     assert res.status_code == 401, res.get_data(as_text=True)
     assert res.get_json()["issue"][0]["code"] == "login"
     assert 'error="invalid_token"' in res.headers["WWW-Authenticate"]
+    assert res.get_json()["resourceType"] == "OperationOutcome"
     assert EXPECTED_TOKEN_REASON.get(case, case) in denied_reasons(caplog)
+    assert_audited_401(http, EXPECTED_TOKEN_REASON.get(case, case))
 
 
 def test_a_client_assertion_is_not_an_access_token(http: FlaskClient, auth: AuthService, rsa_key: ClientKey) -> None:

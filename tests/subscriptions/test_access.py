@@ -11,10 +11,10 @@ import pytest
 import simplejson
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from fhir_server.auth.labels import ACT_CODE, CONFIDENTIALITY
-from fhir_server.storage.tables import subscription_state
+from fhir_server.storage.tables import audit_event, subscription_state
 from subscriptions.delivery import UNOWNED
 
 from tests.functional.test_access_policy import ids, send
@@ -192,3 +192,90 @@ def test_only_the_owning_agency_reads_a_subscription(api: FlaskClient, tokens: d
     assert res.status_code == 200, res.get_data(as_text=True)
     read = send(api, "GET", f"Subscription/{la_sub['id']}", None, tokens["mash"]).get_json()
     assert read["reason"] == "renamed" and read["channel"]["header"] == ["Authorization: Bearer la-201-receiver"]
+
+
+def test_only_the_creating_client_reads_changes_or_deletes_a_subscription(
+        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver) -> None:
+    """Within one agency, another client (whatever its role and scopes) is answered as if the
+    Subscription did not exist — read, vread, history, search, $status, $events, PUT, PATCH and
+    DELETE — and every such attempt is in the audit trail; nothing is changed. There is no agency
+    administrator role (docs/security.md), so no other client of the agency sees it either."""
+    auth = auth_sub_app.extensions["fhir"].auth
+    colleague = auth.mint_dev_token(client_id="mash-dashboard-app", scope="user/*.cruds",
+                                    practitioner="Practitioner/p2", agency="la:201", role="mash-practitioner",
+                                    purpose="safeguarding")
+    body = subscription(receiver.url, headers=("Authorization: Bearer la-201-receiver",))
+    mine = created(api, body, tokens["mash"])
+    sub_id = mine["id"]
+    owner_tags = [t for t in mine["meta"]["tag"] if t["system"].endswith("/CodeSystem/owner-client")]
+    assert [t["code"] for t in owner_tags] == ["mash-practitioner-app"]
+    # the handshake (the server's own write) keeps the owner
+    active = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"])
+    deadline = time.monotonic() + 20
+    while active.get_json()["status"] != "active" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        active = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"])
+    assert active.get_json()["status"] == "active", active.get_data(as_text=True)
+    unknown = "00000000-0000-4000-8000-000000000000"
+
+    def trail() -> list[dict[str, Any]]:
+        with auth_sub_app.extensions["fhir"].engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(audit_event.c.content).order_by(audit_event.c.seq))]
+
+    def refused_as_unknown(method: str, url: str, payload: Any = None, **headers: str) -> Any:
+        """The colleague's answer for ``sub_id`` is the answer for an id that does not exist."""
+        answers = []
+        for target in (sub_id, unknown):
+            before = len(trail())
+            res = send(api, method, url.format(target), payload, colleague, **headers)
+            text = res.get_data(as_text=True)
+            assert "la-201-receiver" not in text
+            answers.append((res.status_code, text.replace(target, "ID")))
+            if target == sub_id:
+                new = trail()[before:]
+                assert any(e.get("outcome") != "0" or "not-owner" in e.get("outcomeDesc", "") for e in new), \
+                    (method, url, new)
+        assert answers[0][0] == answers[1][0], (method, url, answers)
+        return answers[0]
+
+    for url in ("Subscription/{}", "Subscription/{}/_history/1", "Subscription/{}/$status",
+                "Subscription/{}/$events"):
+        status, _text = refused_as_unknown("GET", url)
+        assert status == 404, url
+    status, _text = refused_as_unknown("GET", "Subscription/{}/_history")
+    assert status in (200, 404)
+    listed = send(api, "GET", "Subscription", None, colleague)
+    assert listed.status_code == 200 and sub_id not in listed.get_data(as_text=True)
+    statuses = send(api, "GET", f"Subscription/$status?id={sub_id}", None, colleague)
+    assert statuses.status_code == 200 and statuses.get_json()["total"] == 0
+
+    patch = [{"op": "replace", "path": "/reason", "value": "hijacked"}]
+    res = api.patch(f"/fhir/Subscription/{sub_id}", data=simplejson.dumps(patch),
+                    content_type="application/json-patch+json", headers={"Authorization": f"Bearer {colleague}"})
+    assert res.status_code == 404, res.get_data(as_text=True)
+    before = len(trail())
+    res = send(api, "PUT", f"Subscription/{sub_id}", {**body, "id": sub_id, "channel": {
+        **body["channel"], "endpoint": "https://attacker.example/hook"}}, colleague)
+    assert res.status_code == 404 and "la-201-receiver" not in res.get_data(as_text=True)
+    assert any("not-owner" in e.get("outcomeDesc", "") for e in trail()[before:])
+    status, _text = refused_as_unknown("DELETE", "Subscription/{}")
+    assert status == 204
+    assert any("not-owner" in e.get("outcomeDesc", "") for e in trail())
+
+    # nothing changed: the owner still reads it as it was, active, with its own receiver
+    after = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"])
+    assert after.status_code == 200, after.get_data(as_text=True)
+    got = after.get_json()
+    assert got["status"] == "active" and got["channel"]["endpoint"] == receiver.url and got["reason"] == body["reason"]
+    assert got["meta"]["versionId"] == active.get_json()["meta"]["versionId"]
+    assert sub_id in send(api, "GET", "Subscription", None, tokens["mash"]).get_data(as_text=True)
+
+    # an owner tag sent by a client is replaced by its own: no one plants a Subscription on another
+    forged = {**body, "meta": {"tag": [{"system": owner_tags[0]["system"], "code": "mash-practitioner-app"}]}}
+    planted = created(api, forged, colleague)
+    assert [t["code"] for t in planted["meta"]["tag"] if t["system"] == owner_tags[0]["system"]] \
+        == ["mash-dashboard-app"]
+    assert send(api, "GET", f"Subscription/{planted['id']}", None, tokens["mash"]).status_code == 404
+    # the owner deletes its own
+    assert send(api, "DELETE", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 204
+    assert send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 410
