@@ -22,9 +22,11 @@ this year's census), and records already entered-in-error.
 
 The span: :class:`Span` covers a record that was open at some moment after ``after`` and had
 started by ``until``. The CIN census covers its collection year (``after`` = the day before it
-starts, ``until`` = the reference date). An SSDA903 return covers each child from the start of the
-earliest record of that kind it lists: an earlier episode that ended the day the first listed one
-began is history, not in this return, and is kept.
+starts, ``until`` = the reference date), for every child it names and every kind, so a child
+whose plan (or factors…) is gone from a later census retires it. An SSDA903 return covers, for each
+table it has, every child its Header names over its collection year, and a child's earlier records
+from the start of the earliest of that kind it lists: an earlier episode that ended the day the
+first listed one began is history, not in this return, and is kept.
 """
 from __future__ import annotations
 
@@ -160,7 +162,8 @@ class Retirement:
             "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "policy": imported["policy"],
             "reason": [{"text": f"No longer in {self.file_name}, a full return for these children: "
-                                "entered in error (a corrected start date is a new record)"}],
+                                "entered in error (a record removed, or a corrected start date, which is a new "
+                                "record)"}],
             "activity": {"coding": [NULLIFY]},
             "agent": imported["agent"],
             "entity": [{"role": "source", "what": {"reference": self._provenance["fullUrl"],
