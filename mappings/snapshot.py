@@ -137,11 +137,13 @@ class Retirement:
         self.file_name = file_name
         self.retired: list[tuple[str, str]] = []
 
-    def find(self, uow: UnitOfWork, local: Mapping[str, str]) -> list[tuple[Current, dict[str, Any]]]:
+    def find(self, uow: UnitOfWork, local: Mapping[str, str], *, lock: bool = True
+             ) -> list[tuple[Current, dict[str, Any]]]:
         """One narrow query for the whole file (ids and keys of this agency's records of the
         snapshots' kinds for the children the file names, from the reference index); then only the
         records whose key the file no longer has are read, locked, and judged by :func:`stale`.
-        A re-sent or corrected return reads a handful of resources, not every one of the agency."""
+        A re-sent or corrected return reads a handful of resources, not every one of the agency.
+        ``lock``: the rows found are locked (PostgreSQL), as the import's own transaction needs."""
         self.retired = []  # a transaction run again (retry_when_busy) finds them again
         snaps = [s for s in self.snapshots if any(url in local for url in s.spans)]
         children = sorted({local[url].split("/", 1)[1] for s in snaps for url in s.spans if url in local})
@@ -156,7 +158,7 @@ class Retirement:
         for snap in snaps:
             ids = [res_id for (system, res_id) in candidates if system == snap.system]
             rows = [(candidates[(snap.system, row.res_id)], row)
-                    for row in current_rows(uow, snap.resource_type, ids, lock=True)]
+                    for row in current_rows(uow, snap.resource_type, ids, lock=lock)]
             for row in stale(snap, rows, self.kept.get(snap.system, set()), local):
                 out.append((row, retired(row.content)))
                 self.retired.append((f"{row.res_type}/{row.res_id}", candidates[(snap.system, row.res_id)]))
