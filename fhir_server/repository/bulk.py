@@ -433,17 +433,16 @@ def find_token_keys(uow: UnitOfWork, param: str, kinds: list[tuple[str, str, str
     if not kinds or not target_ids:
         return []
     ref, tok = idx_reference.alias("r"), idx_token.alias("t")
-    query = (select(tok.c.res_type, resource.c.res_id, tok.c.system, tok.c.code)
-             .join_from(ref, tok, and_(tok.c.resource_pk == ref.c.resource_pk, tok.c.res_type == ref.c.res_type))
+    # The identifier rows are found by resource (no res_type on them: see _has_token).
+    query = (select(ref.c.res_type, resource.c.res_id, tok.c.system, tok.c.code)
+             .join_from(ref, tok, tok.c.resource_pk == ref.c.resource_pk)
              .join(resource, resource.c.pk == ref.c.resource_pk)
              .where(or_(*[and_(ref.c.res_type == res_type, ref.c.param == reference, tok.c.system == system)
                           for res_type, system, reference in kinds]),
                     tok.c.param == param, ref.c.target_type == target_type,
                     ref.c.target_id.in_(bindparam("targets", expanding=True)), resource.c.deleted == false()))
     for f_param, f_system, f_code in filters:
-        f = idx_token.alias()
-        query = query.where(exists().where(f.c.resource_pk == ref.c.resource_pk, f.c.res_type == ref.c.res_type,
-                                           f.c.param == f_param, f.c.system == f_system, f.c.code == f_code))
+        query = query.where(_has_token(ref.c.resource_pk, f_param, f_system, f_code))
     unique = sorted(set(target_ids))
     out: set[TokenKey] = set()
     for start in range(0, len(unique), TARGET_CHUNK):
@@ -461,6 +460,16 @@ def find_token_system(uow: UnitOfWork, res_type: str, param: str, system: str,
     rows = uow.conn.execute(_match_query(uow, res_type, param, system, filters, None, lock=lock))
     return [(row.code, Current(row.pk, res_type, row.res_id, row.version_id, row.last_updated, row.content))
             for row in rows]
+
+
+def _has_token(pk: Any, param: str, system: str, code: str) -> Any:
+    """EXISTS a ``param`` token ``system|code`` of the resource ``pk``. Deliberately without the
+    resource type (``pk`` is unique across types): the probe can then only go by resource
+    (``ix_idx_token_resource``, the resource's few tokens), never along the (type, param, code,
+    system) index, which during a bulk load — statistics stale, every estimate one row — the planner
+    may otherwise take and walk through every resource of the agency for each row matched."""
+    f = idx_token.alias()
+    return exists().where(f.c.resource_pk == pk, f.c.param == param, f.c.system == system, f.c.code == code)
 
 
 def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
@@ -482,9 +491,7 @@ def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
              .join_from(m, resource, resource.c.pk == m.c.resource_pk)
              .where(resource.c.res_type == res_type, resource.c.deleted == false()))
     for f_param, f_system, f_code in filters:
-        f = idx_token.alias()
-        query = query.where(exists().where(f.c.resource_pk == resource.c.pk, f.c.res_type == res_type,
-                                           f.c.param == f_param, f.c.system == f_system, f.c.code == f_code))
+        query = query.where(_has_token(resource.c.pk, f_param, f_system, f_code))
     if lock and postgres:
         query = query.with_for_update(of=resource)
     return query
