@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from fhir_server.repository.bulk import Current, current_rows, find_token_keys
+from fhir_server.repository.bulk import TARGET_CHUNK, Current, current_rows, find_token_keys
 from fhir_server.repository.sql import UnitOfWork
 
 from . import systems
@@ -158,7 +158,8 @@ class Retirement:
         for snap in snaps:
             ids = [res_id for (system, res_id) in candidates if system == snap.system]
             rows = [(candidates[(snap.system, row.res_id)], row)
-                    for row in current_rows(uow, snap.resource_type, ids, lock=lock)]
+                    for start in range(0, len(ids), TARGET_CHUNK)
+                    for row in current_rows(uow, snap.resource_type, ids[start:start + TARGET_CHUNK], lock=lock)]
             for row in stale(snap, rows, self.kept.get(snap.system, set()), local):
                 out.append((row, retired(row.content)))
                 self.retired.append((f"{row.res_type}/{row.res_id}", candidates[(snap.system, row.res_id)]))
