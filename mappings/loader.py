@@ -18,7 +18,9 @@ replace it.
 transaction Bundle does entry by entry (the matches, and the history, index and outbox rows) with
 the same rules and results, and reads the resources to merge inside the transaction, locked.
 :func:`transaction_bundle` and :func:`load` are the same import as a Bundle through ``POST
-[base]``, the reference the batched path is tested against (tests/mappings/test_batched_load.py).
+[base]``, the reference the batched path is tested against (tests/mappings/test_batched_load.py);
+for a full return the Bundle says what it retires (:func:`retirement_entries`), as a transaction
+Bundle does nothing it does not say.
 """
 from __future__ import annotations
 
