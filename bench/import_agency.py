@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--broker-url", default="redis://127.0.0.1:6379/15",
                    help="FHIR_BROKER_URL: after-commit work is queued here (flushed before and after)")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    p.add_argument("--formats", default="",
+                   help="comma-separated formats to import (default: all; e.g. to profile one with py-spy)")
     p.add_argument("--reimport", action="store_true",
                    help="then import every file again and time that too (nothing changes: the idempotent path)")
     args = p.parse_args(argv)
@@ -144,7 +146,8 @@ def import_all(args: argparse.Namespace, services: Any, manifest: dict[str, Any]
     ctx = RequestContext.system(services.settings.base_url, client_id="bench-import-agency")
     per_format: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     batches: list[list[tuple[str, str, str]]] = []
-    entries = manifest.get("files", [])
+    wanted = {f for f in args.formats.split(",") if f}
+    entries = [e for e in manifest.get("files", []) if not wanted or e["format"] in wanted]
     for index, entry in enumerate(entries, 1):
         fmt = entry["format"]
         names = entry.get("paths") or [entry["path"]]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -181,6 +181,23 @@ class MappingResult:
         mapper's issues also name records that are not source records)."""
         bad = self.error_records() - {""}
         self.rejected_records = len(bad if records is None else bad & records)
+
+
+def answer_rows(result: MappingResult, files: list[SourceFile], code: str | None, field: str, missing: str,
+                agency_of: Callable[[str], Agency], upserts_of: Callable[[Agency], list[Upsert]],
+                records: set[str]) -> tuple[Agency | None, MappingResult]:
+    """A row-based mapper's answer (``formats.Mapper``) once its rows are read: with the agency
+    the rows name (``code`` in column ``field``; none: the file-level error ``missing``), its
+    upserts, the dependents of rejected records rejected too, and the rejected ``records`` counted."""
+    name = ", ".join(f.name for f in files)
+    if code is None:
+        result.no_agency(name, field, missing)
+        return None, result
+    agency = agency_of(code)
+    result.upserts = upserts_of(agency)
+    reject_dependents(result, name)
+    result.count_rejected(records)
+    return agency, result
 
 
 def reject_dependents(result: MappingResult, file: str) -> None:

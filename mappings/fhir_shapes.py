@@ -98,6 +98,23 @@ def demographics(person: Person, *, gender_label: str | None = None) -> tuple[Re
     return out, extensions
 
 
+class KnownPerson(Person, Protocol):
+    """A person a CSV format names as a patient: demographics, the lenient-mode ``record`` and,
+    where the source has a valid one, the NHS number."""
+
+    record: str
+    nhs_number: str | None
+
+
+def person_patient(system: str, value: str, person: KnownPerson) -> Upsert:
+    """The Patient of a person a police or health CSV names (police person id, hospital number):
+    :func:`demographics` without extensions (an unknown gender is kept as ``_gender``'s
+    originalText) and the NHS number as an official identifier."""
+    elements, _ = demographics(person)
+    nhs = [identifier(systems.NHS_NUMBER, person.nhs_number, "official")] if person.nhs_number else []
+    return patient(system, value, record=person.record, identifiers=nhs, **elements)
+
+
 def patient(system: str, value: str, *, record: str, use: str = "usual", identifiers: Iterable[Resource] = (),
             extensions: Iterable[Resource] = (), managing: Agency | None = None, full_url: str | None = None,
             **elements: Any) -> Upsert:

@@ -18,7 +18,9 @@ replace it.
 transaction Bundle does entry by entry (the matches, and the history, index and outbox rows) with
 the same rules and results, and reads the resources to merge inside the transaction, locked.
 :func:`transaction_bundle` and :func:`load` are the same import as a Bundle through ``POST
-[base]``, the reference the batched path is tested against (tests/mappings/test_batched_load.py).
+[base]``, the reference the batched path is tested against (tests/mappings/test_batched_load.py);
+for a full return the Bundle says what it retires (:func:`retirement_entries`), as a transaction
+Bundle does nothing it does not say.
 """
 from __future__ import annotations
 
@@ -102,14 +104,47 @@ def criteria(upsert: Upsert, agency: Agency) -> str:
 
 def transaction_bundle(upserts: list[Upsert], agency: Agency, source: SourceFile, *,
                        client_id: str | None, recorded: datetime | None = None,
-                       org: Upsert | None = None) -> dict[str, Any]:
+                       org: Upsert | None = None, retirements: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The transaction Bundle for one file: the agency Organization (``org``, default
-    :func:`agency_organization`), every upsert, one Provenance."""
+    :func:`agency_organization`), every upsert, one Provenance; then, for a full return, the
+    ``retirements`` (:func:`retirement_entries`). A transaction Bundle does what its entries say
+    and nothing else (http.html#transaction): it is a full return's retirement only if it says so."""
     org = org or agency_organization(agency)
     entries = [_entry(org, agency)]
     entries += [_entry(u, agency) for u in upserts]
     entries.append(_provenance_entry(upserts, org, agency, source, client_id, recorded))
+    entries += retirements or []
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def retirement_entries(router: Router, result: MappingResult, upserts: list[Upsert], agency: Agency,
+                       source: SourceFile, client_id: str | None) -> list[dict[str, Any]]:
+    """A full return's retirement (:mod:`.snapshot`) as transaction entries, for the import sent as
+    a Bundle (:func:`transaction_bundle`): ``PUT Type/id`` of each stale record's entered-in-error
+    version with ``ifMatch`` its current version (http.html#concurrency: the Bundle fails, nothing
+    written, if the record changed since it was read), then ``POST Provenance`` (NULLIFY) naming
+    the versions those PUTs make — what :func:`import_file` writes inside its own transaction.
+    Read now, in a read-only unit of work; none for a format that is not a full return."""
+    retirement = _retirement(result, upserts, agency, source, client_id)
+    if retirement is None:
+        return []
+    children = {url for snap in retirement.snapshots for url in snap.spans}
+    with router.repo.unit_of_work(write=False) as uow:
+        local = {}
+        for u in upserts:
+            if u.full_url in children:
+                ids = uow.find(u.resource_type, parse_qsl(criteria(u, agency), keep_blank_values=True))
+                if len(ids) == 1:
+                    local[u.full_url] = f"{u.resource_type}/{ids[0]}"
+        found = retirement.find(uow, local, lock=False)
+    if not found:
+        return []
+    entries = [{"resource": {**body, "id": row.res_id},
+                "request": {"method": "PUT", "url": f"{row.res_type}/{row.res_id}",
+                            "ifMatch": f'W/"{row.version_id}"'}} for row, body in found]
+    targets = [f"{row.res_type}/{row.res_id}/_history/{row.version_id + 1}" for row, _body in found]
+    entries.append({"resource": retirement.provenance(targets), "request": {"method": "POST", "url": "Provenance"}})
+    return entries
 
 
 def with_stored(router: Router, upserts: list[Upsert], agency: Agency) -> list[Upsert]:

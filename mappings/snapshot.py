@@ -22,9 +22,11 @@ this year's census), and records already entered-in-error.
 
 The span: :class:`Span` covers a record that was open at some moment after ``after`` and had
 started by ``until``. The CIN census covers its collection year (``after`` = the day before it
-starts, ``until`` = the reference date). An SSDA903 return covers each child from the start of the
-earliest record of that kind it lists: an earlier episode that ended the day the first listed one
-began is history, not in this return, and is kept.
+starts, ``until`` = the reference date), for every child it names and every kind, so a child
+whose plan (or factors…) is gone from a later census retires it. An SSDA903 return covers, for each
+table it has, every child its Header names over its collection year, and a child's earlier records
+from the start of the earliest of that kind it lists: an earlier episode that ended the day the
+first listed one began is history, not in this return, and is kept.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
-from fhir_server.repository.bulk import Current, find_token_system
+from fhir_server.repository.bulk import TARGET_CHUNK, Current, current_rows, find_token_keys
 from fhir_server.repository.sql import UnitOfWork
 
 from . import systems
@@ -135,18 +137,32 @@ class Retirement:
         self.file_name = file_name
         self.retired: list[tuple[str, str]] = []
 
-    def find(self, uow: UnitOfWork, local: Mapping[str, str]) -> list[tuple[Current, dict[str, Any]]]:
-        out: list[tuple[Current, dict[str, Any]]] = []
+    def find(self, uow: UnitOfWork, local: Mapping[str, str], *, lock: bool = True
+             ) -> list[tuple[Current, dict[str, Any]]]:
+        """One narrow query for the whole file (ids and keys of this agency's records of the
+        snapshots' kinds for the children the file names, from the reference index); then only the
+        records whose key the file no longer has are read, locked, and judged by :func:`stale`.
+        A re-sent or corrected return reads a handful of resources, not every one of the agency.
+        ``lock``: the rows found are locked (PostgreSQL), as the import's own transaction needs."""
         self.retired = []  # a transaction run again (retry_when_busy) finds them again
+        snaps = [s for s in self.snapshots if any(url in local for url in s.spans)]
+        children = sorted({local[url].split("/", 1)[1] for s in snaps for url in s.spans if url in local})
         only_this_agency = (("_tag", systems.AGENCY_TAG_SYSTEM, self.agency_tag["code"]),)
-        for snap in self.snapshots:
-            if not any(url in local for url in snap.spans):
-                continue
-            rows = find_token_system(uow, snap.resource_type, "identifier", snap.system, only_this_agency, lock=True)
-            keys = {row.res_id: key for key, row in rows}
+        keys = find_token_keys(uow, "identifier", [(s.resource_type, s.system, s.reference) for s in snaps],
+                               "Patient", children, only_this_agency)
+        candidates: dict[tuple[str, str], str] = {}  # (system, res_id) → key, not among those the file writes
+        for k in keys:
+            if k.code not in self.kept.get(k.system, set()):
+                candidates[(k.system, k.res_id)] = k.code
+        out: list[tuple[Current, dict[str, Any]]] = []
+        for snap in snaps:
+            ids = [res_id for (system, res_id) in candidates if system == snap.system]
+            rows = [(candidates[(snap.system, row.res_id)], row)
+                    for start in range(0, len(ids), TARGET_CHUNK)
+                    for row in current_rows(uow, snap.resource_type, ids[start:start + TARGET_CHUNK], lock=lock)]
             for row in stale(snap, rows, self.kept.get(snap.system, set()), local):
                 out.append((row, retired(row.content)))
-                self.retired.append((f"{row.res_type}/{row.res_id}", keys[row.res_id]))
+                self.retired.append((f"{row.res_type}/{row.res_id}", candidates[(snap.system, row.res_id)]))
         return out
 
     def provenance(self, targets: list[str]) -> dict[str, Any]:
@@ -160,7 +176,8 @@ class Retirement:
             "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "policy": imported["policy"],
             "reason": [{"text": f"No longer in {self.file_name}, a full return for these children: "
-                                "entered in error (a corrected start date is a new record)"}],
+                                "entered in error (a record removed, or a corrected start date, which is a new "
+                                "record)"}],
             "activity": {"coding": [NULLIFY]},
             "agent": imported["agent"],
             "entity": [{"role": "source", "what": {"reference": self._provenance["fullUrl"],

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, exists, false, insert, literal, select, update
+from sqlalchemy import and_, bindparam, delete, exists, false, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from ..fhir import jsonio
 from ..fhir.instants import utcnow
 from ..search.parse import Criterion, ParamSource, TokenValue, parse_search
-from ..storage.tables import INDEX_TABLES, idx_token, outbox, resource, resource_history
+from ..storage.tables import INDEX_TABLES, idx_reference, idx_token, outbox, resource, resource_history
 from .context import RequestContext
 from .sql import Stored, UnitOfWork, _with_server_meta, insert_index_rows
 
@@ -408,6 +408,49 @@ def current_rows(uow: UnitOfWork, res_type: str, ids: list[str], *, lock: bool =
             for r in uow.conn.execute(query)]
 
 
+@dataclass(frozen=True)
+class TokenKey:
+    """A current resource's id and one code it has in a token system: no content."""
+
+    res_type: str
+    res_id: str
+    system: str
+    code: str
+
+
+TARGET_CHUNK = 5000  # referenced ids per statement (SQLite allows 32,766 bound values)
+
+
+def find_token_keys(uow: UnitOfWork, param: str, kinds: list[tuple[str, str, str]], target_type: str,
+                    target_ids: list[str], filters: tuple[tuple[str, str, str], ...] = ()) -> list[TokenKey]:
+    """The ids and codes of every current resource of each kind — ``(res_type, system, reference
+    parameter)``: a ``param`` token in ``system`` (``param=system|``, search.html#token) and the
+    reference parameter pointing to one of ``target_ids`` of ``target_type`` — that also has each
+    of the ``filters`` tokens. One narrow, unlocked query (per ``TARGET_CHUNK`` targets) that
+    starts from the reference index (the few resources of these targets, not every resource with
+    a code in the system) and reads no content: the candidates of a search whose few matches are
+    then read, locked, by :func:`current_rows`."""
+    if not kinds or not target_ids:
+        return []
+    ref, tok = idx_reference.alias("r"), idx_token.alias("t")
+    # The identifier rows are found by resource (no res_type on them: see _has_token).
+    query = (select(ref.c.res_type, resource.c.res_id, tok.c.system, tok.c.code)
+             .join_from(ref, tok, tok.c.resource_pk == ref.c.resource_pk)
+             .join(resource, resource.c.pk == ref.c.resource_pk)
+             .where(or_(*[and_(ref.c.res_type == res_type, ref.c.param == reference, tok.c.system == system)
+                          for res_type, system, reference in kinds]),
+                    tok.c.param == param, ref.c.target_type == target_type,
+                    ref.c.target_id.in_(bindparam("targets", expanding=True)), resource.c.deleted == false()))
+    for f_param, f_system, f_code in filters:
+        query = query.where(_has_token(ref.c.resource_pk, f_param, f_system, f_code))
+    unique = sorted(set(target_ids))
+    out: set[TokenKey] = set()
+    for start in range(0, len(unique), TARGET_CHUNK):
+        rows = uow.conn.execute(query, {"targets": unique[start:start + TARGET_CHUNK]})
+        out.update(TokenKey(r.res_type, r.res_id, r.system, r.code) for r in rows)
+    return sorted(out, key=lambda k: (k.res_type, k.res_id, k.system, k.code))
+
+
 def find_token_system(uow: UnitOfWork, res_type: str, param: str, system: str,
                       filters: tuple[tuple[str, str, str], ...] = (),
                       *, lock: bool = False) -> list[tuple[str, Current]]:
@@ -417,6 +460,16 @@ def find_token_system(uow: UnitOfWork, res_type: str, param: str, system: str,
     rows = uow.conn.execute(_match_query(uow, res_type, param, system, filters, None, lock=lock))
     return [(row.code, Current(row.pk, res_type, row.res_id, row.version_id, row.last_updated, row.content))
             for row in rows]
+
+
+def _has_token(pk: Any, param: str, system: str, code: str) -> Any:
+    """EXISTS a ``param`` token ``system|code`` of the resource ``pk``. Deliberately without the
+    resource type (``pk`` is unique across types): the probe can then only go by resource
+    (``ix_idx_token_resource``, the resource's few tokens), never along the (type, param, code,
+    system) index, which during a bulk load — statistics stale, every estimate one row — the planner
+    may otherwise take and walk through every resource of the agency for each row matched."""
+    f = idx_token.alias()
+    return exists().where(f.c.resource_pk == pk, f.c.param == param, f.c.system == system, f.c.code == code)
 
 
 def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
@@ -438,9 +491,7 @@ def _match_query(uow: UnitOfWork, res_type: str, param: str, system: str,
              .join_from(m, resource, resource.c.pk == m.c.resource_pk)
              .where(resource.c.res_type == res_type, resource.c.deleted == false()))
     for f_param, f_system, f_code in filters:
-        f = idx_token.alias()
-        query = query.where(exists().where(f.c.resource_pk == resource.c.pk, f.c.res_type == res_type,
-                                           f.c.param == f_param, f.c.system == f_system, f.c.code == f_code))
+        query = query.where(_has_token(resource.c.pk, f_param, f_system, f_code))
     if lock and postgres:
         query = query.with_for_update(of=resource)
     return query

@@ -22,7 +22,7 @@ from typing import Any
 from .. import codes, systems
 from ..core import Agency, Upsert
 from ..dates import age_on, day_of, fhir_datetime, instant
-from ..fhir_shapes import RESTRICTED, demographics, identifier, organization_reference, patient, period, source_record
+from ..fhir_shapes import RESTRICTED, organization_reference, period, person_patient, source_record
 from . import snomed
 from .ed_reader import Attendance, Concept, EdFile, EdPatient
 
@@ -50,9 +50,7 @@ def to_fhir(ed: EdFile, agency: Agency, bad_records: set[str]) -> list[Upsert]:
 
 
 def _patient(p: EdPatient, ods: str) -> Upsert:
-    elements, _ = demographics(p)  # no extensions: an unknown gender is kept as _gender's originalText
-    nhs = [identifier(systems.NHS_NUMBER, p.nhs_number, "official")] if p.nhs_number else []
-    return patient(hospital_number_system(ods), p.hospital_number, record=p.record, identifiers=nhs, **elements)
+    return person_patient(hospital_number_system(ods), p.hospital_number, p)
 
 
 def _observation(kind: str, key: str, subject: Upsert, agency: Agency, record: str, **elements: Any) -> Upsert:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from itertools import chain
 
-from ..core import Agency, MappingResult, SourceFile, SourceIssue, police_force, reject_dependents
+from ..core import Agency, MappingResult, SourceFile, SourceIssue, answer_rows, police_force
 from .reader import collect, csv_rows, json_rows
 from .resources import to_fhir
 
@@ -22,15 +22,9 @@ def _mapper(read: RowReader) -> Callable[[list[SourceFile]], tuple[Agency | None
         # a JSON notification is read as one row per adult: its own problems would repeat per adult
         result.issues = list(dict.fromkeys(result.issues))
         result.records = len(police.records)
-        name = ", ".join(f.name for f in files)
-        if police.force is None:
-            result.no_agency(name, "force_code", "no notification names its force: nothing to import")
-            return None, result
-        agency = police_force(police.force)
-        result.upserts = to_fhir(police, agency)
-        reject_dependents(result, name)
-        result.count_rejected(police.records)
-        return agency, result
+        return answer_rows(result, files, police.force, "force_code",
+                           "no notification names its force: nothing to import", police_force,
+                           lambda agency: to_fhir(police, agency), police.records)
 
     return map_files
 

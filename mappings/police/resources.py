@@ -17,8 +17,8 @@ from typing import Any
 from .. import codes, systems
 from ..core import Agency, Upsert, identifier_match
 from ..dates import fhir_datetime
-from ..fhir_shapes import (EXTENSION, RESTRICTED, SOCIAL_HISTORY, demographics, identifier, organization_reference,
-                           patient, period)
+from ..fhir_shapes import (EXTENSION, RESTRICTED, SOCIAL_HISTORY, demographics, organization_reference, period,
+                           person_patient)
 from .records import RISK_FACTOR, Notification, Person, PoliceFile, Relationship
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -60,9 +60,7 @@ def to_fhir(police: PoliceFile, agency: Agency) -> list[Upsert]:
 
 
 def _patient(child: Person, force: str) -> Upsert:
-    elements, _ = demographics(child)  # no extensions: an unknown gender is kept as _gender's originalText
-    nhs = [identifier(systems.NHS_NUMBER, child.nhs_number, "official")] if child.nhs_number else []
-    return patient(person_system(force), child.person_id, record=child.record, identifiers=nhs, **elements)
+    return person_patient(person_system(force), child.person_id, child)
 
 
 def _related_person(rel: Relationship, adult: Person, child: Upsert, force: str) -> Upsert:

@@ -106,6 +106,7 @@ def read_return(files: list[SourceFile], issues: list[SourceIssue], today: date)
         table = CsvTable(tables[spec.name], issues, required=spec.required, optional=spec.optional, key="CHILD")
         if not table.ok:
             return None
+        ret.tables.add(spec.name)
         for row in table:
             ret.keys.add(row.record)
             reader.la_code(row)

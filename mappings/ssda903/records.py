@@ -85,3 +85,9 @@ class Return:
     episodes: list[Episode] = field(default_factory=list)
     missing: list[MissingEpisode] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)  # every record key seen (children and keyless rows)
+    tables: set[str] = field(default_factory=set)  # the tables the return has ("Header", "Episodes", "Missing")
+
+    def dates(self) -> list[date]:
+        """Every episode and missing-episode date the return lists (starts and ends)."""
+        rows: list[Episode | MissingEpisode] = [*self.episodes, *self.missing]
+        return [d for row in rows for d in (row.start, row.end) if d is not None]

@@ -64,16 +64,42 @@ def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> tuple[lis
 
 
 def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> list[Snapshot]:
-    """The return lists every care episode and missing episode of each child it names from the
-    start of the earliest one it lists (an episode that ended the day that one began is history:
-    kept). A child with no rows in a table is not covered for that table."""
-    episodes = Snapshot("EpisodeOfCare", systems.source_record_system(agency.code, KIND_EPISODE), "patient")
-    missing = Snapshot("Observation", systems.source_record_system(agency.code, KIND_MISSING), "subject")
-    for snapshot, rows in ((episodes, ret.episodes), (missing, ret.missing)):
-        for row in rows:
-            if row.child_id in patients:
-                snapshot.cover(patients[row.child_id].full_url, Span(row.start))
-    return [episodes, missing]
+    """What the return is the full account of (:mod:`mappings.snapshot`): for each table it has
+    (Episodes, Missing), every record of that table of every child its Header names — care
+    episodes (and so the looked-after Flag made from them) and missing episodes — open at any time
+    in the collection year (:func:`collection_year`), and, before the year, from the start of the
+    earliest one it lists for that child (an episode that ended the day that one began is history:
+    kept). So a child whose rows are gone from a table, or a table sent with no rows, retires the
+    child's records of that table in the year. A table the return does not have accounts for
+    nothing (a return of Header and Episodes leaves the missing episodes as they are); nor does a
+    return without a single date (no year to speak of)."""
+    snapshots = []
+    year = collection_year(ret.dates())
+    by_table = {"Episodes": (ret.episodes, (("EpisodeOfCare", KIND_EPISODE, "patient"), ("Flag", KIND_FLAG, "subject"))),
+                "Missing": (ret.missing, (("Observation", KIND_MISSING, "subject"),))}
+    for table, (rows, kinds) in by_table.items():
+        if table not in ret.tables or year is None:
+            continue
+        for resource_type, kind, reference in kinds:
+            snapshot = Snapshot(resource_type, systems.source_record_system(agency.code, kind), reference)
+            for upsert in patients.values():
+                snapshot.cover(upsert.full_url, year)
+            for row in rows:
+                if row.child_id in patients:
+                    snapshot.cover(patients[row.child_id].full_url, Span(row.start))
+            snapshots.append(snapshot)
+    return snapshots
+
+
+def collection_year(dates: list[date]) -> Span | None:
+    """The SSDA903 collection year (1 April to 31 March) a return is for, which its files do not
+    state: the one holding the latest date it lists. As a Span: records open at some moment after
+    the 31 March before it. None without any date."""
+    if not dates:
+        return None
+    latest = max(dates)
+    year_end = date(latest.year if latest <= date(latest.year, 3, 31) else latest.year + 1, 3, 31)
+    return Span(date(year_end.year - 1, 3, 31))
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:

@@ -20,8 +20,8 @@ from fhir_server.storage.tables import idx_token, outbox, resource, resource_his
 from mappings.core import (Agency, MappingResult, SourceFile, Upsert, children_services, identifier_match,
                            police_force)
 from mappings.formats import mapper
-from mappings.loader import (ImportSummary, agency_organization, import_file, load, transaction_bundle,
-                             usable_upserts, with_stored)
+from mappings.loader import (ImportSummary, agency_organization, import_file, load, retirement_entries,
+                             transaction_bundle, usable_upserts, with_stored)
 
 from ..functional.test_crud import body
 
@@ -311,3 +311,89 @@ def test_the_batched_path_writes_what_the_transaction_bundle_writes(app, tmp_pat
     assert batched["resources"] == reference["resources"]
     assert batched["history"] == reference["history"]
     assert batched["outbox"] == reference["outbox"]
+
+
+def _ssda903_return(missing_c1003: bool = True, c1002_start: str = "10/01/2021") -> tuple[Agency, MappingResult,
+                                                                                         SourceFile]:
+    fixtures = Path(__file__).parent / "fixtures" / "ssda903"
+    header, episodes, missing = ((fixtures / n).read_bytes() for n in ("201_header.csv", "201_episodes.csv",
+                                                                       "201_missing.csv"))
+    episodes = episodes.replace(b"C1002,10/01/2021", f"C1002,{c1002_start}".encode())
+    if not missing_c1003:
+        missing = b"\n".join(line for line in missing.split(b"\n") if not line.startswith(b"C1003"))
+    sources = [SourceFile("201_header.csv", header), SourceFile("201_episodes.csv", episodes),
+               SourceFile("201_missing.csv", missing)]
+    agency, result = mapper("ssda903-csv")(sources)
+    assert agency is not None
+    return agency, result, SourceFile("201 return", b"".join(s.content for s in sources))
+
+
+def _records(app) -> tuple[list[tuple[str, str, str, int]], list[list[str]]]:
+    """Each record of the return (kind, key, status, version), and each NULLIFY Provenance's
+    targets as (key, version)."""
+    with app.extensions["fhir"].repo.unit_of_work(write=False) as uow:
+        rows = uow.conn.execute(select(resource.c.res_type, resource.c.res_id, resource.c.version_id,
+                                       resource.c.content)).all()
+    keys = {f"{r.res_type}/{r.res_id}": r.content["identifier"][0]["value"]
+            for r in rows if r.res_type in ("EpisodeOfCare", "Observation", "Flag")}
+    records = sorted((r.res_type, keys[f"{r.res_type}/{r.res_id}"], r.content["status"], r.version_id)
+                     for r in rows if f"{r.res_type}/{r.res_id}" in keys)
+    nullify = [sorted(f"{keys['/'.join(t['reference'].split('/')[:2])]}@{t['reference'].rsplit('/', 1)[1]}"
+                      for t in r.content["target"])
+               for r in rows if r.res_type == "Provenance"
+               and r.content.get("activity", {}).get("coding", [{}])[0].get("code") == "NULLIFY"]
+    return records, nullify
+
+
+def test_a_full_return_sent_as_a_transaction_bundle_retires_what_the_import_retires(app):
+    # The import as a Bundle carries the retirement as entries of its own (PUT with ifMatch, and a
+    # NULLIFY Provenance): the database afterwards is the import's.
+    services = app.extensions["fhir"]
+    ctx = RequestContext.system(services.settings.base_url, client_id="etl")
+    # mapped afresh for each path: a transaction rewrites the references of the resources it is given
+    returns = (lambda: _ssda903_return(), lambda: _ssda903_return(missing_c1003=False, c1002_start="11/01/2021"))
+
+    def reference(agency: Agency, result: MappingResult, source: SourceFile) -> None:
+        upserts = usable_upserts(result, lenient=False)
+        org, *upserts = with_stored(services.router, [agency_organization(agency), *upserts], agency)
+        retirements = retirement_entries(services.router, result, upserts, agency, source, "etl")
+        load(services.router, ctx, transaction_bundle(upserts, agency, source, client_id="etl", org=org,
+                                                      retirements=retirements))
+
+    def batched(agency: Agency, result: MappingResult, source: SourceFile) -> None:
+        assert import_file(services.router, ctx, result, agency, source, "ssda903-csv").written
+
+    conn = services.repo._bound
+    savepoint = conn.begin_nested()
+    for mapped in returns:
+        reference(*mapped())
+    by_bundle = _records(app)
+    savepoint.rollback()
+    for mapped in returns:
+        batched(*mapped())
+    by_import = _records(app)
+
+    assert by_bundle == by_import
+    records, nullify = by_import
+    retired = {(kind, key) for kind, key, status, _v in records if status == "entered-in-error"}
+    assert retired == {("EpisodeOfCare", "C1002/2021-01-10"), ("Observation", "C1003/2024-02-14/M")}
+    assert nullify == [["C1002/2021-01-10@2", "C1003/2024-02-14/M@2"]]
+
+
+def test_a_bundle_whose_retired_record_changed_since_it_was_read_fails_whole(app):
+    # Its retirement entries name the version they replace (ifMatch): a record changed in between
+    # fails the Bundle and nothing is written.
+    services = app.extensions["fhir"]
+    ctx = RequestContext.system(services.settings.base_url, client_id="etl")
+    agency, result, source = _ssda903_return()
+    assert import_file(services.router, ctx, result, agency, source, "ssda903-csv").written
+    agency, result, source = _ssda903_return(missing_c1003=False)
+    upserts = usable_upserts(result, lenient=False)
+    retirements = retirement_entries(services.router, result, upserts, agency, source, "etl")
+    assert [e["request"]["method"] for e in retirements] == ["PUT", "POST"]
+    assert import_file(services.router, ctx, result, agency, source, "ssda903-csv").written  # retired meanwhile
+    before = _records(app)
+    with pytest.raises(FhirError):
+        load(services.router, ctx, transaction_bundle(upserts, agency, source, client_id="etl",
+                                                      retirements=retirements))
+    assert _records(app) == before

@@ -11,7 +11,10 @@ import io
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from mappings.snapshot import Snapshot, Span, stale
+from mappings.ssda903.to_fhir import collection_year
 
 from ..functional.test_crud import body
 
@@ -158,3 +161,111 @@ def test_a_span_from_the_earliest_listed_start_keeps_the_episode_that_ended_that
     span = Span(date(2022, 4, 1))
     assert not span.covers(date(2021, 1, 1), date(2022, 4, 1))
     assert span.covers(date(2021, 1, 1), date(2022, 4, 2)) and span.covers(date(2021, 1, 1), None)
+
+
+# -- a child whose rows are gone, a table with no rows: every table of both returns ------------------
+
+def _without(xml: bytes, element: str, nth: int = 0) -> bytes:
+    """The census with the ``nth`` ``element`` (and all it holds) removed."""
+    text = xml.decode()
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(f"<{element}>", start + 1)
+    end = text.index(f"</{element}>", start) + len(f"</{element}>")
+    return (text[:start] + text[end:]).encode()
+
+
+@pytest.mark.parametrize("element, nth, kinds", [
+    ("Section47", 0, {"s47-enquiry"}),
+    ("ChildProtectionPlans", 0, {"cp-plan", "cp-plan-flag"}),
+    ("FactorsIdentifiedAtAssessment", 0, {"cin-assessment-factor"}),
+    ("CINPlanDates", 0, {"cin-plan"}),
+    ("CINdetails", 0, {"cin-episode", "s47-enquiry", "cp-plan", "cp-plan-flag", "cin-assessment-factor"}),
+])
+def test_a_census_child_without_records_of_a_kind_retires_them(client, element, nth, kinds):
+    _post_cin(client, _cin(), "a.xml")
+    before = _current_keys(client)
+    outcome = _post_cin(client, _without(_cin(), element, nth), "b.xml")
+    after = _current_keys(client)
+    gone = before - after
+    assert gone and {kind for kind, _key in gone} == kinds
+    assert f"{len(gone)} retired" in _headline(outcome)
+    assert not after - before  # nothing new, and the rest untouched
+
+
+def _current_keys(client) -> set[tuple[str, str]]:
+    """(kind, key) of every record of LA 202 and 201 not entered-in-error (the kind from the identifier
+    system; Flag has no status search parameter, so the status is read)."""
+    out = set()
+    for res_type in ("EpisodeOfCare", "Observation", "Flag"):
+        for r in _search(client, f"{res_type}?_count=200"):
+            if r.get("status") == "entered-in-error":
+                continue
+            ident = (r.get("identifier") or [{}])[0]
+            if not str(ident.get("system")).startswith((f"{BASE}/Id/201/", f"{BASE}/Id/202/")):
+                continue  # not from a return (the server's own risk assessments)
+            out.add((ident["system"].rsplit("/", 1)[1], ident["value"]))
+    return out
+
+
+def _ssda903_tables(client, tables: dict[str, bytes | None]):
+    """The return with ``tables`` (name → content) in place of the fixtures'; None leaves one out."""
+    files = {n: (FIXTURES / "ssda903" / n).read_bytes() for n in ("201_header.csv", "201_episodes.csv",
+                                                                  "201_missing.csv")}
+    files.update(tables)
+    data = {"file": [(io.BytesIO(content), n) for n, content in files.items() if content is not None]}
+    res = client.post("/fhir/$import-agency-data?format=ssda903-csv", data=data, content_type="multipart/form-data")
+    assert res.status_code == 200, res.data
+    return body(res)
+
+
+def _rows(name: str, keep) -> bytes:
+    """The fixture table ``name`` with only its header and the rows ``keep`` accepts."""
+    header, *rows = (FIXTURES / "ssda903" / name).read_text().splitlines()
+    return ("\n".join([header, *[r for r in rows if keep(r)]]) + "\n").encode()
+
+
+MISSING_C1003 = ("ssda903-missing", "C1003/2024-02-14/M")
+MISSING_C1001 = {("ssda903-missing", "C1001/2022-11-03/M"), ("ssda903-missing", "C1001/2022-12-20/A")}
+
+
+@pytest.mark.parametrize("tables, gone", [
+    # C1003's only missing episode is no longer listed: retired (the issue's case)
+    ({"201_missing.csv": _rows("201_missing.csv", lambda r: not r.startswith("C1003"))}, {MISSING_C1003}),
+    # the Missing table with no rows: every listed child's missing episodes of the collection year
+    # (April 2023 to March 2024, the year of the latest date) are retired; C1001's of 2022 are history
+    ({"201_missing.csv": _rows("201_missing.csv", lambda r: False)}, {MISSING_C1003}),
+    # C1003's rows gone from Episodes: its three episodes and its looked-after Flag
+    ({"201_episodes.csv": _rows("201_episodes.csv", lambda r: not r.startswith("C1003"))},
+     {("ssda903-episode", "C1003/2023-06-01"), ("ssda903-episode", "C1003/2023-06-09"),
+      ("ssda903-episode", "C1003/2023-12-01"), ("ssda903-looked-after-flag", "C1003")}),
+    # the Episodes table with no rows: the episodes open in the year and the Flags of open care;
+    # C1001's first episode and C1002's (closed before the year) and C1002's closed Flag are kept
+    ({"201_episodes.csv": _rows("201_episodes.csv", lambda r: False)},
+     {("ssda903-episode", "C1001/2022-09-15"), ("ssda903-episode", "C1003/2023-06-01"),
+      ("ssda903-episode", "C1003/2023-06-09"), ("ssda903-episode", "C1003/2023-12-01"),
+      ("ssda903-looked-after-flag", "C1001"), ("ssda903-looked-after-flag", "C1003")}),
+    # a return without the Missing table says nothing of missing episodes: nothing retired
+    ({"201_missing.csv": None}, set()),
+    ({"201_episodes.csv": None}, set()),
+])
+def test_an_ssda903_child_without_rows_or_an_empty_table_retires_what_it_no_longer_lists(client, tables, gone):
+    _ssda903_tables(client, {})
+    before = _current_keys(client)
+    assert MISSING_C1001 | {MISSING_C1003} <= before
+    outcome = _ssda903_tables(client, tables)
+    after = _current_keys(client)
+    assert before - after == gone
+    assert f"{len(gone)} retired" in _headline(outcome)
+    assert not after - before
+    if gone:
+        nullify = [p for p in _search(client, "Provenance?_count=50")
+                   if p["activity"]["coding"][0]["code"] == "NULLIFY"]
+        assert len(nullify) == 1 and len(nullify[0]["target"]) == len(gone)
+
+
+def test_the_ssda903_collection_year_is_the_one_of_the_latest_date():
+    assert collection_year([]) is None
+    assert collection_year([date(2022, 6, 1), date(2024, 2, 14)]) == Span(date(2023, 3, 31))
+    assert collection_year([date(2024, 3, 31)]) == Span(date(2023, 3, 31))
+    assert collection_year([date(2024, 4, 1)]) == Span(date(2024, 3, 31))

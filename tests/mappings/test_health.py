@@ -248,3 +248,16 @@ def test_two_trusts_sending_one_nhs_number_keep_a_patient_each(client):
     assert sorted((p["meta"]["tag"][0]["code"], p["name"][0]["family"], p["meta"]["versionId"]) for p in patients) \
         == [("health/R9Q", "Pickering", "1"), ("health/RXY", "Pickering-Jones", "1")]
     assert len(search(client, "Organization")) == 2
+
+
+def test_a_health_systems_bundle_is_not_a_full_return_what_it_leaves_out_is_kept(client):
+    # A transaction (or collection) Bundle says what to write, not "these are all the records":
+    # sent again without its Observation and Flag, it changes nothing and retires nothing.
+    content = fixture("bundle.json")
+    assert post_file(client, "fhir-bundle", "bundle.json", content).status_code == 200
+    stored = [one(client, "Observation"), one(client, "Flag")]
+    fewer = json.loads(content)
+    fewer["entry"] = [e for e in fewer["entry"] if e["resource"]["resourceType"] not in ("Observation", "Flag")]
+    outcome = body(post_file(client, "fhir-bundle", "fewer.json", json.dumps(fewer).encode()))
+    assert "0 retired" in outcome["issue"][0]["diagnostics"]
+    assert [one(client, "Observation"), one(client, "Flag")] == stored
