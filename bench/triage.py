@@ -19,9 +19,10 @@ Then the real server (``fhir-server serve --workers N``) answers ``--rounds`` re
 then once per ``--roles`` entry with authentication on (``FHIR_AUTH_ENABLED=1``, the development
 issuer, the audit trail at its default): a bearer token from ``fhir-server dev-token`` for that role,
 agency and purpose of use, so ``$triage`` lists and counts only the children the role may see.
-``--reuse`` skips loading and scoring when the database is there (left by ``--keep``). Baseline, from Python with psycopg:
-the same two statements the operation runs — ``count(*)`` and the ordered ``LIMIT 50`` page on
-``risk_score`` — with no FHIR logic: the floor for answering at all. For the recompute, the baseline
+``--reuse`` skips loading and scoring when the database is there (left by ``--keep``).
+
+Baseline, from Python with psycopg: the same two statements the operation runs — ``count(*)`` and
+the ordered ``LIMIT 50`` page on ``risk_score`` — with no FHIR logic: the floor for answering at all. For the recompute, the baseline
 is reading the same evidence rows (``idx_reference`` join ``resource`` for every Observation and
 EpisodeOfCare subject) with one ``SELECT``: the floor for touching the evidence once.
 """

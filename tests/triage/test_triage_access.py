@@ -146,7 +146,8 @@ def more_families(http: FlaskClient, auth_app: Flask, families: dict[str, str]) 
         post(observation(agency, f"Patient/{ids[key]}", "risk-factor", "missing-episode", 3), agency)
     ids["consent"] = post({
         "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{ids['a_police']}"},
         "provision": {"type": "permit", "provision": [{"type": "deny", "purpose": [
