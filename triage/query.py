@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select, true, union
 
 from fhir_server.errors import BadRequest
 from fhir_server.search.normalize import date_range
-from fhir_server.storage.tables import risk_score, risk_score_history
+from fhir_server.storage.tables import idx_reference, resource, risk_score, risk_score_history
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
+# Hidden children passed to the count and page queries as a list up to this many (bind parameters:
+# SQLite allows 32,766), beyond it as a subquery each query runs.
+HIDDEN_LIST_MAX = 20_000
 KNOWN = frozenset({"band", "local-authority", "age-min", "age-max", "agency", "changed-since", "_count", "_offset",
                    "_format", "_pretty"})
 
@@ -102,12 +105,38 @@ def ranked_page(conn: Connection, q: TriageQuery, now: datetime, *, access: Any 
     cannot reveal a restricted child either."""
     where = _conditions(q, now.date())
     if access is not None:
-        where.append(access.patient_visible(risk_score.c.child_id))
+        where.append(children_visible(conn, access))
     total = conn.execute(select(func.count()).select_from(risk_score).where(*where)).scalar_one()
     rows = conn.execute(select(risk_score).where(*where)
                         .order_by(risk_score.c.score.desc(), risk_score.c.child_id.desc())
                         .limit(q.count).offset(q.offset)).all()
     return total, rows, scores_back_then(conn, [r.child_id for r in rows], now)
+
+
+def children_visible(conn: Connection, access: Any) -> Any:
+    """SQL on ``risk_score``: the child may be seen — its Patient is not deleted, and the caller may see
+    it and every agency record its ``link`` names (what ``Visibility.patient_visible`` says per child).
+    Decided once for the whole list rather than per child: the hidden Patient records
+    (``Visibility.hidden_patients``: the few labelled or Consent-named ones the caller may not see),
+    the masters linking them and the deleted Patients (a partial index: resource rows are never
+    removed, so a child that is not deleted exists) are gathered first; each child is then one probe
+    in that set. The set is read once here (the count and the page then share it) when it is small,
+    as it is when few records carry labels the caller is not cleared for; else it stays a subquery."""
+    hidden = access.hidden_patients()
+    if hidden is None:
+        return access.patient_visible(risk_score.c.child_id)
+    records = hidden.cte("hidden_record")
+    ref, master, gone = idx_reference.alias(), resource.alias(), resource.alias()
+    hidden_children = union(
+        select(records.c.res_id),
+        select(master.c.res_id).select_from(ref.join(master, master.c.pk == ref.c.resource_pk))
+        .where(ref.c.res_type == "Patient", ref.c.param == "link", ref.c.target_type == "Patient",
+               ref.c.target_id.in_(select(records.c.res_id)), master.c.res_type == "Patient"),
+        select(gone.c.res_id).where(gone.c.res_type == "Patient", gone.c.deleted))
+    ids = conn.execute(hidden_children.limit(HIDDEN_LIST_MAX + 1)).scalars().all()
+    if len(ids) > HIDDEN_LIST_MAX:
+        return risk_score.c.child_id.not_in(hidden_children)
+    return risk_score.c.child_id.not_in(sorted(ids)) if ids else true()
 
 
 def scores_back_then(conn: Connection, child_ids: list[str], now: datetime, days: tuple[int, ...] = (7, 30)

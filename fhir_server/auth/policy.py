@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, exists, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, FromClause, and_, exists, false, literal, not_, or_, select, true, union
 
 from ..storage.tables import idx_reference, idx_token, resource
 from . import events, labels
@@ -33,7 +33,7 @@ from .errors import AccessDenied
 from .labels import Label
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
     from ..repository.context import RequestContext
     from ..rest.messages import FhirRequest, FhirResponse
@@ -289,6 +289,46 @@ class Visibility:
         return (select(literal(1)).select_from(me)
                 .where(me.c.res_type == "Patient", me.c.res_id == patient_id, me.c.deleted == false(),
                        self.clause(me), not_(hidden_record)).exists())
+
+    def hidden_patients(self) -> "Select[Any] | None":
+        """SQL: the ids of the (not deleted) Patient records the caller may not see — the Patients
+        :meth:`clause` rejects — found from the few rows that can hide one instead of testing
+        :meth:`clause` on every Patient: a Patient is hidden only by a label it carries, a source
+        tag of a hidden agency kind, or a Consent naming it or a Patient it refers to (the checks
+        of :meth:`_shared_clause`; a Patient is never an owner-only type). :meth:`clause` itself
+        then decides on those candidates, so the rule stays in one place. None when every Patient
+        is a candidate (the role does not read Patients): test :meth:`patient_visible` per row."""
+        if "Patient" in OWNER_ONLY_TYPES or (self.read_types is not None and "Patient" not in self.read_types):
+            return None
+        candidates: list[Any] = []
+        suspect = self.withheld | (self.released if self.release_types is not None else frozenset())
+        if suspect:
+            t = idx_token.alias()
+            by_system: dict[str, list[str]] = {}
+            for system, code in sorted(suspect):
+                by_system.setdefault(system, []).append(code)
+            candidates.append(select(t.c.resource_pk).where(
+                t.c.res_type == "Patient", t.c.param == "_security",
+                or_(*(and_(t.c.system == s, t.c.code.in_(codes)) for s, codes in by_system.items()))))
+        if self.hidden_sources and "Patient" not in self.source_exempt:
+            t = idx_token.alias()
+            candidates.append(select(t.c.resource_pk).where(
+                t.c.res_type == "Patient", t.c.param == "_tag", t.c.system == labels.AGENCY_TAG_SYSTEM,
+                or_(*(t.c.code.like(f"{kind}/%") for kind in sorted(self.hidden_sources)))))
+        named = sorted({p for rule in self.denies for p in rule.patients})
+        if named:  # DenyRule.clause → in_patients: the Patient itself, or one it refers to (link)
+            r = idx_reference.alias()
+            candidates.append(select(resource.c.pk).where(resource.c.res_type == "Patient",
+                                                          resource.c.res_id.in_(named)))
+            candidates.append(select(r.c.resource_pk).where(r.c.res_type == "Patient", r.c.target_type == "Patient",
+                                                            r.c.target_id.in_(named)))
+        hidden = resource.alias()
+        if not candidates:
+            return select(hidden.c.res_id).where(false())
+        suspects = union(*candidates).subquery() if len(candidates) > 1 else candidates[0].subquery()
+        return select(hidden.c.res_id).where(
+            hidden.c.pk.in_(select(suspects.c[0])), hidden.c.res_type == "Patient", hidden.c.deleted == false(),
+            not_(self.clause(hidden)))
 
     def redact(self, conn: "Connection", found: list[Any]) -> list[Any]:
         """Search results (``search.includes.Found``) with each Provenance's targets the caller may

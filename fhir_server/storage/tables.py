@@ -45,6 +45,9 @@ resource = Table(
     Index("ux_resource_type_id", "res_type", "res_id", unique=True),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
     Index("ix_resource_updated", "last_updated"),
+    # The few deleted resources, by type and id: "is this Patient deleted" for a whole list at once
+    # ($triage's visibility filter, triage/query.py) without reading every live row.
+    Index("ix_resource_deleted", "res_type", "res_id", postgresql_where=text("deleted"), sqlite_where=text("deleted")),
 )
 
 resource_history = Table(

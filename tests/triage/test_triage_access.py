@@ -105,3 +105,150 @@ def test_a_restricted_child_is_not_listed_and_hidden_evidence_is_withheld(
     assert amelia["factors-withheld"] == [True]
     csv = http.get("/fhir/$triage?_format=csv", headers=worker).get_data(as_text=True)
     assert "Patel" not in csv and families["b_police"] not in csv and "omestic" not in csv
+
+
+# -- the list filter decides once for all children, as the per-record rule does ------------------
+
+ROLES = [("mash-practitioner", "la:202", "safeguarding"), ("mash-practitioner", "la:202", "CAREMGT"),
+         ("social-worker", "la:202", "CAREMGT"), ("social-worker", "la:202", None),
+         ("school-dsl", "education:202", "safeguarding"), ("police", "police:20", "safeguarding"),
+         ("police", "police:20", None), ("health-safeguarding", "health:R9Q", "CAREMGT"), ("auditor", "la:202", None)]
+EDUCATION, HEALTH = "education/202", "health/R9Q"
+
+
+@pytest.fixture
+def more_families(http: FlaskClient, auth_app: Flask, families: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    """Beside ``families``: child C, a local authority record labelled V (very restricted); child D, a
+    school's record labelled SDV; child E, a hospital record labelled PSY; child F, deleted after it
+    was scored (its score row stays until the drain); child G, a local authority record and a
+    hospital record labelled PSY that linkage joins under a master (the master itself unlabelled);
+    and a police Consent refusing Amelia's police record for care management."""
+    writers = {LA: ("la-app", "social-worker", "la:202"), POLICE: ("police-app", "police", "police:20"),
+               EDUCATION: ("school-app", "school-dsl", "education:202"),
+               HEALTH: ("trust-app", "health-safeguarding", "health:R9Q")}
+
+    def post(resource: dict[str, Any], agency: str) -> str:
+        headers = bearer(token(auth_app, *writers[agency], "system/*.cruds"))
+        res = http.post(f"/fhir/{resource['resourceType']}", json=resource, headers=headers)
+        assert res.status_code == 201, res.get_data(as_text=True)
+        return res.get_json()["id"]
+
+    ids = dict(families)
+    ids["c"] = post(labelled(patient(LA, "9990000034", "Cara", "Jones", "2016-02-01"), CONFIDENTIALITY, "V"), LA)
+    ids["d"] = post(labelled(patient(EDUCATION, "9990000042", "Dan", "Smith", "2013-03-02", "male"),
+                             ACT_CODE, "SDV"), EDUCATION)
+    ids["e"] = post(labelled(patient(HEALTH, "9990000050", "Eve", "Brown", "2011-04-03"), ACT_CODE, "PSY"), HEALTH)
+    ids["f"] = post(patient(LA, "9990000069", "Finn", "Green", "2014-05-04", "male"), LA)
+    ids["g_la"] = post(patient(LA, "9990000077", "Gina", "White", "2012-06-05"), LA)
+    ids["g_health"] = post(labelled(patient(HEALTH, "9990000077", "Gina", "White", "2012-06-05"), ACT_CODE, "PSY"),
+                           HEALTH)
+    for key, agency in (("c", LA), ("d", EDUCATION), ("e", HEALTH), ("f", LA), ("g_la", LA)):
+        post(observation(agency, f"Patient/{ids[key]}", "risk-factor", "missing-episode", 3), agency)
+    ids["consent"] = post({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{ids['a_police']}"},
+        "provision": {"type": "permit", "provision": [{"type": "deny", "purpose": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "CAREMGT"}]}]}}, POLICE)
+    drain(auth_app)
+    from triage.store import children_of
+    services = auth_app.extensions["fhir"]
+    (ids["g"],) = children_of(services.repo._bound, [ids["g_la"]], services.settings.base_url)
+    assert ids["g"] not in (ids["g_la"], ids["g_health"])  # a master links the two records
+    la = bearer(token(auth_app, "la-app", "social-worker", "la:202", "system/*.cruds"))
+    assert http.delete(f"/fhir/Patient/{ids['f']}", headers=la).status_code in (200, 204)
+    return ids
+
+
+def drain(app: Flask) -> None:
+    from fhir_server.worker import drain_batch
+    from linkage.consumer import link_on_write
+    from triage.consumer import rescore_on_write
+    conn = app.extensions["fhir"].repo._bound
+    while drain_batch(conn, consumers=[link_on_write, rescore_on_write]):
+        pass
+
+
+def listed(http: FlaskClient, auth_app: Flask, role: str, agency: str, purpose: str | None  # noqa: F811
+           ) -> tuple[int, set[str]]:
+    headers = bearer(token(auth_app, f"{role}-app", role, agency), **({"X-Purpose-Of-Use": purpose} if purpose else {}))
+    result = triage_page(http, headers)
+    return total(result), {row["patient"][0]["reference"].split("/", 1)[1] for row in children(result)}
+
+
+def triage_page(http: FlaskClient, headers: dict[str, str]) -> dict[str, Any]:  # noqa: F811
+    res = http.get("/fhir/$triage?_count=1000", headers=headers)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    return res.get_json()
+
+
+def per_record(auth_app: Flask, role: str, agency: str, purpose: str | None) -> set[str]:
+    """The children the per-child rule (``Visibility.patient_visible``: the Patient and each record it
+    links, tested one by one) lets this caller see."""
+    from sqlalchemy import select
+
+    from fhir_server.auth.policy import visibility
+    from fhir_server.repository.context import RequestContext
+    from fhir_server.storage.tables import risk_score
+
+    services = auth_app.extensions["fhir"]
+    conn = services.repo._bound
+    ctx = RequestContext(services.settings.base_url, client_id=f"{role}-app", agency=agency, role=role,
+                         purpose_of_use=purpose, authenticated=True, issuer="dev")
+    access = visibility(ctx, conn)
+    assert access is not None
+    return set(conn.execute(select(risk_score.c.child_id).where(access.patient_visible(risk_score.c.child_id)))
+               .scalars())
+
+
+@pytest.mark.parametrize("role,agency,purpose", ROLES)
+def test_the_list_shows_exactly_the_children_the_per_record_rule_shows(
+        http: FlaskClient, auth_app: Flask, more_families: dict[str, str],  # noqa: F811
+        role: str, agency: str, purpose: str | None) -> None:
+    count, shown = listed(http, auth_app, role, agency, purpose)
+    assert shown == per_record(auth_app, role, agency, purpose)
+    assert count == len(shown)
+    assert more_families["f"] not in shown  # deleted: its score row is still there, the child is not
+
+
+def test_labels_consent_and_deletion_hide_the_children_they_should(
+        http: FlaskClient, auth_app: Flask, more_families: dict[str, str]) -> None:  # noqa: F811
+    ids = more_families
+    _, mash = listed(http, auth_app, "mash-practitioner", "la:202", "safeguarding")
+    assert {ids["b_police"], ids["c"], ids["d"], ids["e"], ids["g"]} <= mash and ids["f"] not in mash
+    amelia = next(iter(mash - {ids[k] for k in ("b_police", "c", "d", "e", "g")}))  # the master of her two records
+    assert len(mash) == 6
+    # care management: R, V, SDV and PSY withheld (Gina's hospital record hides her master too);
+    # Amelia's police record refused by Consent hides her too
+    count, care = listed(http, auth_app, "social-worker", "la:202", "CAREMGT")
+    assert care == set() and count == 0
+    _, health = listed(http, auth_app, "health-safeguarding", "health:R9Q", "CAREMGT")
+    assert health == {ids["e"], ids["g"]}  # PSY released for care; the Consent refuses Amelia for care
+    _, school = listed(http, auth_app, "school-dsl", "education:202", "safeguarding")
+    assert school == {amelia, ids["d"]}  # its own SDV-labelled record stays visible to it
+    _, police = listed(http, auth_app, "police", "police:20", "safeguarding")
+    assert police == {amelia, ids["b_police"], ids["d"]}  # SDV and R released for safeguarding; V and PSY not
+
+
+def test_a_label_or_consent_change_shows_at_once_without_rescoring(
+        http: FlaskClient, auth_app: Flask, more_families: dict[str, str]) -> None:  # noqa: F811
+    ids = more_families
+    police = bearer(token(auth_app, "police-app", "police", "police:20", "system/*.cruds"))
+    # care management: R, V, SDV and PSY withheld, Amelia refused by the Consent
+    assert listed(http, auth_app, "social-worker", "la:202", "CAREMGT") == (0, set())
+    record = http.get(f"/fhir/Patient/{ids['b_police']}", headers=police).get_json()
+    record["meta"] = {"tag": record["meta"]["tag"]}  # the R label lifted
+    assert http.put(f"/fhir/Patient/{ids['b_police']}", json=record, headers=police).status_code == 200
+    assert listed(http, auth_app, "social-worker", "la:202", "CAREMGT") == (1, {ids["b_police"]})
+    consent = http.get(f"/fhir/Consent/{ids['consent']}", headers=police).get_json()
+    consent["status"] = "inactive"  # the refusal withdrawn: Amelia shows for care management again
+    assert http.put(f"/fhir/Consent/{ids['consent']}", json=consent, headers=police).status_code == 200
+    count, care = listed(http, auth_app, "social-worker", "la:202", "CAREMGT")
+    assert count == 2 and ids["b_police"] in care
+    # and a label added hides the child again at once
+    record = http.get(f"/fhir/Patient/{ids['b_police']}", headers=police).get_json()
+    assert http.put(f"/fhir/Patient/{ids['b_police']}", json=labelled(record, ACT_CODE, "SDV"),
+                    headers=police).status_code == 200
+    assert listed(http, auth_app, "social-worker", "la:202", "CAREMGT") == (1, care - {ids["b_police"]})
