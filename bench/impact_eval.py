@@ -132,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="PostgreSQL server (a database per seed)")
+    parser.add_argument("--db-prefix", default="bench_impact_eval_",
+                        help="database name prefix (a database per seed: PREFIX + seed)")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the databases a --keep run left (bench_impact_eval_SEED) instead of importing "
+                        help="evaluate the databases a --keep run left (PREFIX + SEED) instead of importing "
                              "again; the files are generated again (the generator is deterministic) for the truth")
     args = parser.parse_args(argv)
     print(harness.machine_summary())
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
         manifest = generate(args.families, seed, directory)
-        name = f"bench_impact_eval_{seed}"
+        name = f"{args.db_prefix}{seed}"
         if args.reuse and harness.database_exists(args.pg_url, name):
             url, loaded = harness.db_url(args.pg_url, name), 0.0
         else:

@@ -245,6 +245,11 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
             parts.append({"name": "outcome", "part": [{"name": "code", "valueCode": o.outcome},
                                                       {"name": "description", "valueString": d.OUTCOMES[o.outcome]},
                                                       *_effect_parts(o.effect)]})
+        if ev.check is not None:
+            parts.append({"name": "first-month-check", "part": [
+                {"name": "passed", "valueCode": {True: "passed", False: "failed", None: "not-made"}[ev.check.passed]},
+                {"name": "statement", "valueString": ev.check.statement},
+                *(p for p in _effect_parts(ev.check.effect, balance=False) if p["name"] not in ("statement", "e-value", "e-value-ci"))]})
         if ev.did is not None:
             traj: list[dict[str, Any]] = [*_effect_parts(ev.did.effect),
                                           {"name": "pre-trend", "valueString": ev.did.pre_trend_statement}]
@@ -264,18 +269,22 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": params}
 
 
-def _effect_parts(e: Effect) -> list[dict[str, Any]]:
+def _effect_parts(e: Effect, *, balance: bool = True) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     if e.reported:
         parts += [{"name": "estimate", "valueDecimal": round(e.estimate, 4)},
                   {"name": "ci-lower", "valueDecimal": round(e.lower, 4)},
                   {"name": "ci-upper", "valueDecimal": round(e.upper, 4)},
                   {"name": "p-value", "valueDecimal": round(e.p_value, 4)}]
+        if e.e_value is not None:
+            parts.append({"name": "e-value", "valueDecimal": round(e.e_value, 2)})
+        if e.e_value_ci is not None:
+            parts.append({"name": "e-value-ci", "valueDecimal": round(e.e_value_ci, 2)})
     parts += [{"name": "treated", "valueInteger": e.treated},
               {"name": "comparison", "valueInteger": e.comparison},
               {"name": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
               {"name": "statement", "valueString": e.statement}]
-    for b in e.balance:
+    for b in e.balance if balance else []:
         parts.append({"name": "balance", "part": [{"name": "covariate", "valueString": b.covariate},
                                                   {"name": "smd-before", "valueDecimal": round(b.before, 3)},
                                                   {"name": "smd-after", "valueDecimal": round(b.after, 3)}]})
