@@ -33,6 +33,9 @@ MAX_SMD = 0.25
 PS_CLIP = (1e-4, 0.99)
 UNFITTED = "The outcome model could not be fitted to these cases (no variation to learn from); no estimate is given."
 LEVEL = 0.95
+# An interval whose E-value is below this could be explained away by an unrecorded difference of a
+# size the synthetic benchmark shows is ordinary (the early-help false harm had 1.4-1.6)
+ROBUST_E_VALUE = 2.0
 
 
 @dataclass
@@ -147,8 +150,8 @@ def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, 
     if not all(np.isfinite(v) for v in (estimate, lower, upper, p)):
         return Effect(None, None, None, None, n_t, n_c, eff, UNFITTED, balance)
     e_point, e_ci = e_values(estimate, lower, upper, y, treated, weights, binary=binary)
-    return Effect(estimate, lower, upper, p, n_t, n_c, eff, _describe(estimate, lower, upper, p, unit), balance,
-                  e_point, e_ci)
+    return Effect(estimate, lower, upper, p, n_t, n_c, eff, _describe(estimate, lower, upper, p, unit, e_ci),
+                  balance, e_point, e_ci)
 
 
 def e_value(rr: float) -> float:
@@ -198,10 +201,16 @@ def _thin(n_treated: int, effective: float, balance: list[Balance]) -> str:
     return ""
 
 
-def _describe(estimate: float, lower: float, upper: float, p: float, unit: str) -> str:
+def _describe(estimate: float, lower: float, upper: float, p: float, unit: str, e_ci: float | None = None) -> str:
     span = f"{estimate:+.3f}{unit} (95% interval {lower:+.3f} to {upper:+.3f})"
     if lower > 0 or upper < 0:
         direction = "higher" if estimate > 0 else "lower"
+        if e_ci is not None and e_ci < ROBUST_E_VALUE:
+            return (f"{span}: the interval excludes no effect, but not robustly: a difference between the groups that "
+                    f"the records do not show, associated with both receiving it and the outcome by a risk ratio of "
+                    f"{e_ci:.2f} (the E-value of the interval), would be enough to explain it away. Differences of "
+                    f"that size are common when help is offered on what workers know and the records do not yet "
+                    f"show; do not read it as {'harm' if estimate > 0 else 'benefit'} without other evidence.")
         return f"{span}: {direction} than without it; the interval excludes no effect."
     return f"{span}: the interval includes no effect, so the data cannot tell whether it helps."
 
