@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import statsmodels.api as sm
@@ -241,14 +241,19 @@ def first_month_check(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights
     span = f"{effect.estimate:+.3f} (95% interval {effect.lower:+.3f} to {effect.upper:+.3f}, p = {effect.p_value:.3f})"
     if effect.p_value < CHECK_ALPHA:
         side = "more" if effect.estimate > 0 else "fewer"
-        return SelectionCheck(effect, False, (
+        return _check(effect, False, (
             f"First-month check failed: in the month it started, too early for it to have worked, the children who "
             f"received it already had {side} concern events than their weighted comparisons ({span} a month). They "
             f"were chosen on a risk their records did not show, and that hidden difference biases every outcome "
             f"below, so no estimate is given."))
-    return SelectionCheck(effect, True, (
+    return _check(effect, True, (
         f"First-month check passed: in the month it started the two groups had similar concern events ({span} a "
         f"month). This does not prove there is no hidden difference, only that none showed in that month."))
+
+
+def _check(effect: Effect, passed: bool, statement: str) -> SelectionCheck:
+    """The check's figures speak of a difference, not of an effect: its own sentence, no E-values."""
+    return SelectionCheck(replace(effect, statement=statement, e_value=None, e_value_ci=None), passed, statement)
 
 
 def withheld(effect: Effect, check: SelectionCheck) -> Effect:
