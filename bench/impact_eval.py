@@ -13,7 +13,8 @@ generator's run in which only that episode does nothing.
 
 Prints one row per intervention and outcome, then the summary: mean bias, the share of intervals
 that contain the truth, and whether the zero-effect intervention (mentoring) was reported as
-significant. ``--time`` also reports how long one evaluation of all types takes.
+significant. Each row also shows the E-value of the interval and the first-month check of the type
+(passed, failed or not made, with the difference in concern events in the first month and its p-value).
 
     python bench/impact_eval.py --families 1500 --seeds 1 2 --keep
     python bench/impact_eval.py --families 1500 --seeds 1 2 --reuse   # again, on the kept databases
@@ -120,10 +121,15 @@ def evaluate_all(app: Any, kinds: list[str]) -> tuple[dict[tuple[str, str], dict
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for result in (p for p in response.get_json()["parameter"] if p["name"] == "result"):
         kind = next(p["valueCoding"]["code"] for p in result["part"] if p["name"] == "intervention")
+        check = next((p for p in result["part"] if p["name"] == "first-month-check"), None)
+        checked = "-"
+        if check is not None:
+            c = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in check["part"]}
+            checked = c["passed"] + (f" {c['estimate']:+.2f} p={c['p-value']:.3f}" if "estimate" in c else "")
         for o in (p for p in result["part"] if p["name"] == "outcome"):
             values = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
                       for p in o["part"] if p["name"] != "balance"}
-            found[(kind, values["code"])] = values
+            found[(kind, values["code"])] = values | {"first-month-check": checked}
     return found, elapsed
 
 
@@ -132,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL, help="PostgreSQL server (a database per seed)")
+    parser.add_argument("--db-prefix", default="bench_impact_eval_",
+                        help="database name prefix (a database per seed: PREFIX + seed)")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the databases a --keep run left (bench_impact_eval_SEED) instead of importing "
+                        help="evaluate the databases a --keep run left (PREFIX + SEED) instead of importing "
                              "again; the files are generated again (the generator is deterministic) for the truth")
     args = parser.parse_args(argv)
     print(harness.machine_summary())
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
         manifest = generate(args.families, seed, directory)
-        name = f"bench_impact_eval_{seed}"
+        name = f"{args.db_prefix}{seed}"
         if args.reuse and harness.database_exists(args.pg_url, name):
             url, loaded = harness.db_url(args.pg_url, name), 0.0
         else:
@@ -172,13 +180,15 @@ def main(argv: list[str] | None = None) -> int:
                     false_alarm.append(significant)
                 rows.append((seed, kind, outcome, n, f"{effect:+.4f}", f"{values['estimate']:+.4f}",
                              f"[{values['ci-lower']:+.4f}, {values['ci-upper']:+.4f}]", "yes" if inside else "NO",
-                             "yes" if significant else "no"))
+                             "yes" if significant else "no", f"{values.get('e-value-ci', '-')}",
+                             values["first-month-check"]))
             else:
-                rows.append((seed, kind, outcome, n, f"{effect:+.4f}", "-", values["statement"][:60], "-", "-"))
+                rows.append((seed, kind, outcome, n, f"{effect:+.4f}", "-", values["statement"][:60], "-", "-", "-",
+                             values["first-month-check"]))
         harness.release_database(args.pg_url, name, keep=args.keep)
     harness.print_table("Reported effect against the truth (first plan / care within 12 months of the start)",
                         ("seed", "intervention", "outcome", "truth n", "true effect", "estimate", "95% interval",
-                         "covered", "significant"), rows)
+                         "covered", "significant", "E-value (interval)", "first-month check"), rows)
     if reported:
         print(f"intervals reported: {reported}; containing the truth: {covered} ({covered / reported:.0%}); "
               f"mean bias {sum(bias) / len(bias):+.4f}; mean |bias| {sum(abs(b) for b in bias) / len(bias):.4f}")

@@ -34,13 +34,14 @@ IDLE_BROKER = "redis://127.0.0.1:6379/15"
 EVALUATE = "/fhir/$intervention-impact?mode=evaluate&intervention=parenting-programme,mentoring"
 
 
-def load(url: str, children: int) -> tuple[int, float]:
+def load(url: str, children: int, broker: str) -> tuple[int, float]:
     from fhir_server import create_app
     from fhir_server.config import Settings
     from impact import simulation
 
     entries, _truth = simulation.population(children, seed=11)
-    client = create_app(Settings(database_url=url, auth_enabled=False, broker_url=IDLE_BROKER)).test_client()
+    client = create_app(Settings(database_url=url, auth_enabled=False, broker_url=broker,
+                                 celery_queue=os.environ.get("FHIR_CELERY_QUEUE", "celery"))).test_client()
     started = time.perf_counter()
     for bundle in simulation.bundles(entries):
         r = client.post("/fhir", data=json.dumps(bundle), content_type="application/fhir+json")
@@ -80,28 +81,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--children", type=int, default=100_000)
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
-    parser.add_argument("--reuse", action="store_true", help=f"use the database {DATABASE} left by --keep")
+    parser.add_argument("--database", default=DATABASE, help="the PostgreSQL database to load (created afresh)")
+    parser.add_argument("--broker", default=IDLE_BROKER,
+                        help="a Redis URL for the after-commit tasks nobody runs; with --queue only that queue is "
+                             "emptied at the end, otherwise the whole Redis database")
+    parser.add_argument("--queue", default=None, help="the Celery queue name for those tasks (shared Redis)")
+    parser.add_argument("--reuse", action="store_true", help="use the database left by --keep")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--port", type=int, default=8097)
     args = parser.parse_args(argv)
     print(harness.machine_summary())
-    os.environ["FHIR_BROKER_URL"] = IDLE_BROKER  # the server's too (harness.running_server passes the environment)
+    os.environ["FHIR_BROKER_URL"] = args.broker  # the server's too (harness.running_server passes the environment)
+    if args.queue:
+        os.environ["FHIR_CELERY_QUEUE"] = args.queue
     try:
         return _run(args)
     finally:
         import redis
 
-        redis.Redis.from_url(IDLE_BROKER).flushdb()  # the queued tasks nobody was meant to run
+        queued = redis.Redis.from_url(args.broker)  # the queued tasks nobody was meant to run
+        if args.queue:
+            queued.delete(args.queue)
+        else:
+            queued.flushdb()
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.reuse and harness.database_exists(args.pg_url, DATABASE):
-        url = harness.db_url(args.pg_url, DATABASE)
-        print(f"reusing {DATABASE}")
+    if args.reuse and harness.database_exists(args.pg_url, args.database):
+        url = harness.db_url(args.pg_url, args.database)
+        print(f"reusing {args.database}")
     else:
-        url = harness.create_database(args.pg_url, DATABASE)
+        url = harness.create_database(args.pg_url, args.database)
         harness.migrate(url)
-        count, seconds = load(url, args.children)
+        count, seconds = load(url, args.children, args.broker)
         print(f"loaded {args.children:,} children ({count:,} resources) in {seconds:.0f} s")
         harness.analyze(url)
     raw = baseline(url)
@@ -119,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
             ("raw PostgreSQL: the study-data SELECTs", f"{raw:.2f}", "1.0x")]
     harness.print_table(f"$intervention-impact over {args.children:,} children (seconds)",
                         ("call", "seconds", "vs raw SQL"), rows)
-    harness.release_database(args.pg_url, DATABASE, keep=args.keep, hint=" (rerun with --reuse)")
+    harness.release_database(args.pg_url, args.database, keep=args.keep, hint=" (rerun with --reuse)")
     return 0
 
 

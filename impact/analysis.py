@@ -10,8 +10,10 @@ from datetime import date
 import numpy as np
 
 from . import design as d
-from .estimators import DiD, Effect, att, att_weights, difference_in_differences, propensity
+from .estimators import (DiD, Effect, SelectionCheck, att, att_weights, difference_in_differences,
+                         first_month_check, propensity, withheld)
 
+BINARY = ("cp-plan", "looked-after")
 CALIPER = 0.2  # comparable: within 0.2 standard deviations of the logit propensity (Austin 2011)
 SEED = 20261125  # the comparison sample is random but repeatable: the same data give the same answer
 
@@ -27,6 +29,7 @@ class Evaluation:
     intervention: tuple[str, ...]
     outcomes: list[OutcomeResult]
     did: DiD | None
+    check: SelectionCheck | None
     treated_episodes: list[str]
     data_through: date
     data_from: date
@@ -42,12 +45,14 @@ def evaluate(h: d.Histories, kinds: set[str], outcomes: list[str], *, horizon: i
     treated = d.treated_cases(h, kinds, provider=provider, start=lo, end=hi)
     study = d.build_study(h, treated, np.random.default_rng(SEED))
     weights = _weights(study)
-    results = [OutcomeResult(name, _effect(h, study, weights, name, horizon)) for name in outcomes]
+    check = _check(h, study, weights)
+    results = [OutcomeResult(name, withheld(_effect(h, study, weights, name, horizon), check)) for name in outcomes]
     values, observed = d.trajectory(h, study.rows, study.month)
     offsets = np.arange(*d.TRAJECTORY)
     did = difference_in_differences(values, observed, offsets, study.treated, weights, h.family[study.rows], study.X,
                                     d.COVARIATES)
-    return Evaluation(tuple(sorted(kinds)), results, did, study.episode_ids, _through(h), h.origin)
+    did.effect = withheld(did.effect, check)
+    return Evaluation(tuple(sorted(kinds)), results, did, check, study.episode_ids, _through(h), h.origin)
 
 
 def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[str], *,
@@ -69,8 +74,9 @@ def estimate(h: d.Histories, kinds: set[str], rows: list[int], outcomes: list[st
         comparable = int((near & (study.treated == 1)).sum())
         weights = att_weights(study.treated, ps)
     sub = d.Study(study.rows[keep], study.month[keep], study.treated[keep], study.X[keep], [])
-    results = [OutcomeResult(name, _effect(h, sub, weights[keep], name, horizon)) for name in outcomes]
-    return Evaluation(tuple(sorted(kinds)), results, None, [], _through(h), h.origin, comparable,
+    check = _check(h, sub, weights[keep])
+    results = [OutcomeResult(name, withheld(_effect(h, sub, weights[keep], name, horizon), check)) for name in outcomes]
+    return Evaluation(tuple(sorted(kinds)), results, None, check, [], _through(h), h.origin, comparable,
                       [h.units[r] for r in rows])
 
 
@@ -97,13 +103,19 @@ def _weights(study: d.Study) -> np.ndarray:
     return att_weights(study.treated, propensity(study.treated, study.X)(study.X))
 
 
+def _check(h: d.Histories, study: d.Study, weights: np.ndarray) -> SelectionCheck:
+    """The first-month check on the study's cases (estimators.first_month_check)."""
+    y = d.first_month_concerns(h, study.rows, study.month)
+    return first_month_check(y, study.treated, study.X, weights, h.family[study.rows], d.COVARIATES)
+
+
 def _effect(h: d.Histories, study: d.Study, weights: np.ndarray, name: str, horizon: int) -> Effect:
     y, eligible = d.outcome(h, name, study.rows, study.month, horizon)
     unit = {"cp-plan": " (probability)", "looked-after": " (probability)", "referrals": " referrals a child",
             "concern-rate-6m": " concern events a month", "risk-score-6m": " risk score points"}[name]
     return att(y[eligible], study.treated[eligible], study.X[eligible], weights[eligible],
                h.family[study.rows[eligible]],
-               d.COVARIATES, unit=unit)
+               d.COVARIATES, unit=unit, binary=name in BINARY)
 
 
 def _through(h: d.Histories) -> date:

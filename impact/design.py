@@ -344,6 +344,12 @@ def outcome(h: Histories, name: str, rows: np.ndarray, months: np.ndarray,
     raise KeyError(name)
 
 
+def first_month_concerns(h: Histories, rows: np.ndarray, months: np.ndarray) -> np.ndarray:
+    """Concern events in the index month itself (the first month of the intervention): the
+    first-month check's negative-control outcome."""
+    return h.concern_total()[rows, np.clip(months, 0, h.months - 1)].astype(float)
+
+
 def trajectory(h: Histories, rows: np.ndarray, months: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concern events a month at each month relative to the index (TRAJECTORY): (values, observed)."""
     offsets = np.arange(TRAJECTORY[0], TRAJECTORY[1])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import statsmodels.api as sm
@@ -33,6 +33,9 @@ MAX_SMD = 0.25
 PS_CLIP = (1e-4, 0.99)
 UNFITTED = "The outcome model could not be fitted to these cases (no variation to learn from); no estimate is given."
 LEVEL = 0.95
+# An interval whose E-value is below this could be explained away by an unrecorded difference of a
+# size the synthetic benchmark shows is ordinary (the early-help false harm had 1.4-1.6)
+ROBUST_E_VALUE = 2.0
 
 
 @dataclass
@@ -53,6 +56,10 @@ class Effect:
     effective_comparison: float
     statement: str
     balance: list[Balance] = field(default_factory=list)
+    # E-values (VanderWeele & Ding 2017): how strong an unrecorded confounder would have to be, as a risk
+    # ratio with both the intervention and the outcome, to explain away the estimate / its interval
+    e_value: float | None = None
+    e_value_ci: float | None = None
 
     @property
     def reported(self) -> bool:
@@ -122,8 +129,11 @@ def standardised_differences(X: np.ndarray, treated: np.ndarray, weights: np.nda
 
 
 def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, clusters: np.ndarray,
-        names: tuple[str, ...], *, unit: str = "") -> Effect:
-    """The effect on the treated of one outcome, or a plain statement of why there is none."""
+        names: tuple[str, ...], *, unit: str = "", binary: bool = False) -> Effect:
+    """The effect on the treated of one outcome, or a plain statement of why there is none. With each
+    estimate its E-values: for a ``binary`` outcome from the risk ratio (the treated's risk against
+    their risk without it, that risk less the estimated difference), otherwise from the standardised
+    difference (RR ~ exp(0.91 d), VanderWeele & Ding 2017)."""
     n_t, n_c = int(treated.sum()), int((treated == 0).sum())
     eff = effective_size(weights[treated == 0])
     before, after = standardised_differences(X, treated, weights) if n_t and n_c else (np.zeros(len(names)),) * 2
@@ -139,7 +149,42 @@ def att(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, 
     p = float(fit.pvalues[1])
     if not all(np.isfinite(v) for v in (estimate, lower, upper, p)):
         return Effect(None, None, None, None, n_t, n_c, eff, UNFITTED, balance)
-    return Effect(estimate, lower, upper, p, n_t, n_c, eff, _describe(estimate, lower, upper, p, unit), balance)
+    e_point, e_ci = e_values(estimate, lower, upper, y, treated, weights, binary=binary)
+    return Effect(estimate, lower, upper, p, n_t, n_c, eff, _describe(estimate, lower, upper, p, unit, e_ci),
+                  balance, e_point, e_ci)
+
+
+def e_value(rr: float) -> float:
+    """VanderWeele & Ding's E-value of a risk ratio: the minimum strength of association, on the
+    risk-ratio scale, that an unmeasured confounder would need with both the treatment and the
+    outcome to fully explain the ratio away (Ann Intern Med 2017;167:268)."""
+    rr = 1.0 / rr if rr < 1 else rr
+    return float(rr + np.sqrt(rr * (rr - 1.0)))
+
+
+def e_values(estimate: float, lower: float, upper: float, y: np.ndarray, treated: np.ndarray, weights: np.ndarray,
+             *, binary: bool) -> tuple[float | None, float | None]:
+    """(E-value of the estimate, E-value of the interval's limit nearest no effect: 1 when the
+    interval includes no effect)."""
+    t, c = treated == 1, treated == 0
+    if binary:
+        risk = float(y[t].mean())  # the treated's observed risk; without it: that less the difference
+
+        def ratio(diff: float) -> float | None:
+            without = risk - diff
+            return risk / without if risk > 0 and without > 0 else None
+    else:
+        spread = float(np.sqrt(np.average((y[c] - np.average(y[c], weights=weights[c])) ** 2, weights=weights[c])))
+
+        def ratio(diff: float) -> float | None:
+            return float(np.exp(0.91 * diff / spread)) if spread > 0 else None
+    point = ratio(estimate)
+    if point is None:
+        return None, None
+    if lower <= 0 <= upper:
+        return e_value(point), 1.0
+    nearest = ratio(lower if estimate > 0 else upper)
+    return e_value(point), (e_value(nearest) if nearest is not None else None)
 
 
 def _thin(n_treated: int, effective: float, balance: list[Balance]) -> str:
@@ -156,12 +201,68 @@ def _thin(n_treated: int, effective: float, balance: list[Balance]) -> str:
     return ""
 
 
-def _describe(estimate: float, lower: float, upper: float, p: float, unit: str) -> str:
+def _describe(estimate: float, lower: float, upper: float, p: float, unit: str, e_ci: float | None = None) -> str:
     span = f"{estimate:+.3f}{unit} (95% interval {lower:+.3f} to {upper:+.3f})"
     if lower > 0 or upper < 0:
         direction = "higher" if estimate > 0 else "lower"
+        if e_ci is not None and e_ci < ROBUST_E_VALUE:
+            return (f"{span}: the interval excludes no effect, but not robustly: a difference between the groups that "
+                    f"the records do not show, associated with both receiving it and the outcome by a risk ratio of "
+                    f"{e_ci:.2f} (the E-value of the interval), would be enough to explain it away. Differences of "
+                    f"that size are common when help is offered on what workers know and the records do not yet "
+                    f"show; do not read it as {'harm' if estimate > 0 else 'benefit'} without other evidence.")
         return f"{span}: {direction} than without it; the interval excludes no effect."
     return f"{span}: the interval includes no effect, so the data cannot tell whether it helps."
+
+
+CHECK_ALPHA = 0.05
+
+
+@dataclass
+class SelectionCheck:
+    """The first-month check: the weighted difference in concern events in the month the intervention
+    started, a month no intervention can yet have changed much. The covariates already balance
+    everything recorded up to the offer; a difference left in the very next month means the children
+    were offered help on a risk their records did not (yet) show, and that same hidden risk biases
+    every later outcome (towards harm when the riskier children are the ones helped)."""
+
+    effect: Effect
+    passed: bool | None  # None: it could not be made
+    statement: str
+
+
+def first_month_check(y: np.ndarray, treated: np.ndarray, X: np.ndarray, weights: np.ndarray, clusters: np.ndarray,
+                      names: tuple[str, ...]) -> SelectionCheck:
+    """A negative-control outcome (Lipsitch, Tchetgen Tchetgen & Cohen 2010): the outcome the
+    intervention cannot have caused, estimated exactly as the real ones are."""
+    effect = att(y, treated, X, weights, clusters, names, unit=" concern events in the first month")
+    if not effect.reported:
+        return SelectionCheck(effect, None, "The first-month check could not be made: " + effect.statement)
+    span = f"{effect.estimate:+.3f} (95% interval {effect.lower:+.3f} to {effect.upper:+.3f}, p = {effect.p_value:.3f})"
+    if effect.p_value < CHECK_ALPHA:
+        side = "more" if effect.estimate > 0 else "fewer"
+        return _check(effect, False, (
+            f"First-month check failed: in the month it started, too early for it to have worked, the children who "
+            f"received it already had {side} concern events than their weighted comparisons ({span} a month). They "
+            f"were chosen on a risk their records did not show, and that hidden difference biases every outcome "
+            f"below, so no estimate is given."))
+    return _check(effect, True, (
+        f"First-month check passed: in the month it started the two groups had similar concern events ({span} a "
+        f"month). This does not prove there is no hidden difference, only that none showed in that month."))
+
+
+def _check(effect: Effect, passed: bool, statement: str) -> SelectionCheck:
+    """The check's figures speak of a difference, not of an effect: its own sentence, no E-values."""
+    return SelectionCheck(replace(effect, statement=statement, e_value=None, e_value_ci=None), passed, statement)
+
+
+def withheld(effect: Effect, check: SelectionCheck) -> Effect:
+    """``effect`` as it must be reported after ``check``: unchanged when the check passed or could not
+    be made, without its figures (counts, balance and the reason kept) when it failed."""
+    if check.passed is not False or not effect.reported:
+        return effect
+    return Effect(None, None, None, None, effect.treated, effect.comparison, effect.effective_comparison,
+                  check.statement, effect.balance)
 
 
 @dataclass

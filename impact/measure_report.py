@@ -37,6 +37,10 @@ EXT_INTERVENTION = f"{EXTENSION}/impact-intervention"  # the group's interventio
 EXT_CHART = f"{EXTENSION}/impact-trajectory-chart"  # Attachment, image/svg+xml
 EXT_PRE_TREND = f"{EXTENSION}/impact-pre-trend"  # string: the pre-trend check in words
 EXT_TEXT = f"{EXTENSION}/impact-caution"  # string: the method and the caution
+EXT_CHECK = f"{EXTENSION}/impact-first-month-check"  # string: the first-month check in words
+FIRST_MONTH = "first-month-check"
+FIRST_MONTH_TEXT = ("Concern events in the month the intervention started, against the weighted comparison group: a "
+                    "difference there is selection on a risk the records did not show, not an effect")
 TRAJECTORY = "concern-trajectory-did"
 TRAJECTORY_TEXT = ("Difference-in-differences on concern events a month, from 6 months before the start to 12 "
                    "after, against the weighted comparison group")
@@ -52,6 +56,10 @@ def measure_report(mode: str, results: list[Evaluation], *, method: str, caution
         coding = {"system": EPISODE_TYPE, "code": ev.intervention[0]}
         for o in ev.outcomes:
             groups.append(_group(coding, o.outcome, d.OUTCOMES[o.outcome], o.effect))
+        if ev.check is not None:
+            group = _group(coding, FIRST_MONTH, FIRST_MONTH_TEXT, ev.check.effect)
+            group["extension"].append({"url": EXT_CHECK, "valueString": ev.check.statement})
+            groups.append(group)
         if ev.did is not None:
             group = _group(coding, TRAJECTORY, TRAJECTORY_TEXT, ev.did.effect)
             group["extension"].append({"url": EXT_PRE_TREND, "valueString": ev.did.pre_trend_statement})
@@ -102,6 +110,10 @@ def _effect_extension(e: Effect) -> dict[str, Any]:
         parts += [{"url": "ci-lower", "valueDecimal": round(e.lower, 4)},
                   {"url": "ci-upper", "valueDecimal": round(e.upper, 4)},
                   {"url": "p-value", "valueDecimal": round(e.p_value, 4)}]
+        if e.e_value is not None:
+            parts.append({"url": "e-value", "valueDecimal": round(e.e_value, 2)})
+        if e.e_value_ci is not None:
+            parts.append({"url": "e-value-ci", "valueDecimal": round(e.e_value_ci, 2)})
     parts += [{"url": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
               {"url": "statement", "valueString": e.statement}]
     return {"url": EXT_EFFECT, "extension": parts}

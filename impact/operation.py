@@ -33,13 +33,18 @@ MODES = ("estimate", "evaluate")
 OUTPUTS = ("parameters", "measure-report")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
-           "and is not recorded here. On the synthetic benchmark, where offers follow a risk the agencies only "
-           "partly see, 2 of the 4 intervals given held the true effect and the estimates leaned towards harm "
-           "(docs/benchmarks.md): treat these figures as exploratory, not as evidence to decide on.")
+           "and is not recorded here. Two checks look for that and withhold or qualify a figure: the first-month "
+           "check (a difference in the month help started, before it could work) and the E-value (how strong a "
+           "hidden difference would have to be to explain the result away). Neither can prove there is none: on "
+           "the synthetic benchmark, where offers follow a risk the agencies only partly see, a false finding of "
+           "harm for early help passed both checks at 1,500 families, with an E-value of 1.4-1.6 "
+           "(docs/benchmarks.md). Treat these figures as exploratory, not as evidence to decide on.")
 METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
           "by agency, A&E attendances, school absence, open and recently closed episodes and history, all as known "
           "at the end of the month before the start), weighted regression adjustment, standard errors clustered by "
-          "family; evaluate adds difference-in-differences on the monthly concern-event trajectory with a "
+          "family, E-values with every estimate; a first-month check (concern events in the month the "
+          "intervention started, estimated the same way) withholds every figure when the groups already differ "
+          "there; evaluate adds difference-in-differences on the monthly concern-event trajectory with a "
           "pre-trend check. Comparison cases: child-months when the child could have started an intervention "
           "and did not (at home, none open in the 3 months before), whatever happened later.")
 
@@ -245,6 +250,11 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
             parts.append({"name": "outcome", "part": [{"name": "code", "valueCode": o.outcome},
                                                       {"name": "description", "valueString": d.OUTCOMES[o.outcome]},
                                                       *_effect_parts(o.effect)]})
+        if ev.check is not None:
+            parts.append({"name": "first-month-check", "part": [
+                {"name": "passed", "valueCode": {True: "passed", False: "failed", None: "not-made"}[ev.check.passed]},
+                {"name": "statement", "valueString": ev.check.statement},
+                *(p for p in _effect_parts(ev.check.effect, balance=False) if p["name"] not in ("statement", "e-value", "e-value-ci"))]})
         if ev.did is not None:
             traj: list[dict[str, Any]] = [*_effect_parts(ev.did.effect),
                                           {"name": "pre-trend", "valueString": ev.did.pre_trend_statement}]
@@ -264,18 +274,22 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": params}
 
 
-def _effect_parts(e: Effect) -> list[dict[str, Any]]:
+def _effect_parts(e: Effect, *, balance: bool = True) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     if e.reported:
         parts += [{"name": "estimate", "valueDecimal": round(e.estimate, 4)},
                   {"name": "ci-lower", "valueDecimal": round(e.lower, 4)},
                   {"name": "ci-upper", "valueDecimal": round(e.upper, 4)},
                   {"name": "p-value", "valueDecimal": round(e.p_value, 4)}]
+        if e.e_value is not None:
+            parts.append({"name": "e-value", "valueDecimal": round(e.e_value, 2)})
+        if e.e_value_ci is not None:
+            parts.append({"name": "e-value-ci", "valueDecimal": round(e.e_value_ci, 2)})
     parts += [{"name": "treated", "valueInteger": e.treated},
               {"name": "comparison", "valueInteger": e.comparison},
               {"name": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
               {"name": "statement", "valueString": e.statement}]
-    for b in e.balance:
+    for b in e.balance if balance else []:
         parts.append({"name": "balance", "part": [{"name": "covariate", "valueString": b.covariate},
                                                   {"name": "smd-before", "valueDecimal": round(b.before, 3)},
                                                   {"name": "smd-after", "valueDecimal": round(b.after, 3)}]})

@@ -25,6 +25,7 @@ ORIGIN = date(2022, 1, 1)
 MONTHS = 36
 CHILDREN = 1_200
 PARENTING_HAZARD = 0.3  # the programme cuts the monthly hazard of a first plan to 30%
+CRISIS_SHARE, CRISIS_MONTHS, CRISIS_OFFER = 0.15, 3, 3.0  # the unrecorded crisis of population(hidden=…)
 
 
 def day(month: int, of_month: int = 10) -> str:
@@ -37,9 +38,15 @@ def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
-def population(children: int = CHILDREN, seed: int = 5) -> tuple[list[dict], dict[str, float]]:
+def population(children: int = CHILDREN, seed: int = 5, *, hidden: float = 0.0) -> tuple[list[dict], dict[str, float]]:
     """Transaction entries (``POST`` with ``urn:uuid`` references) and the true effect on the treated
-    per intervention."""
+    per intervention.
+
+    With ``hidden`` > 0 some children (``CRISIS_SHARE``) have a crisis that starts in the month of
+    their possible start and lasts ``CRISIS_MONTHS``: ``hidden`` extra concern events a month on
+    average, so a higher hazard of a plan. Their workers know of it at the offer, the month before,
+    when no agency has recorded anything yet, and offer help far more often (``CRISIS_OFFER`` on the
+    log-odds): selection on a risk the records do not yet show, which no weighting can undo."""
     rng = np.random.default_rng(seed)
     entries: list[dict] = []
     truth: dict[str, list[float]] = {"parenting-programme": [], "mentoring": []}
@@ -63,14 +70,18 @@ def population(children: int = CHILDREN, seed: int = 5) -> tuple[list[dict], dic
         patient = add({"resourceType": "Patient", "identifier": [{"system": "https://example.org/child", "value": str(i)}],
                        "birthDate": born.isoformat(), "gender": "female" if i % 2 else "male"})
         events = rng.poisson(0.06 * math.exp(rng.normal()), MONTHS)
+        start = int(rng.integers(12, MONTHS - 12))
+        draws = rng.random(MONTHS)
+        crisis = hidden > 0 and rng.random() < CRISIS_SHARE  # no draw without it: the same default population
+        if crisis:
+            events[start:start + CRISIS_MONTHS] += rng.poisson(hidden, CRISIS_MONTHS)
         for month in np.nonzero(events)[0]:
             for _ in range(int(events[month])):
                 add({"resourceType": "Observation", "status": "final",
                      "code": {"coding": [{"system": RISK, "code": "domestic-abuse-child-present"}]},
                      "subject": {"reference": patient}, "effectiveDateTime": day(int(month))})
-        start = int(rng.integers(12, MONTHS - 12))
-        draws = rng.random(MONTHS)
-        offered = rng.random() < sigmoid(-2.2 + 1.4 * float(np.log1p(events[start - 12:start].sum())))
+        offered = rng.random() < sigmoid(-2.2 + 1.4 * float(np.log1p(events[start - 12:start].sum()))
+                                         + CRISIS_OFFER * crisis)
         kind = ("parenting-programme" if rng.random() < 0.7 else "mentoring") if offered else None
         factor = PARENTING_HAZARD if kind == "parenting-programme" else 1.0
         plan = first_plan(events, draws, start, factor)
