@@ -159,7 +159,7 @@ class UnitOfWork:
         if stamp is not None and stamp.claim():
             from ..audit.pending import execute, read_statement
 
-            row = next(iter(execute(self.conn, read_statement(stamp, res_type, res_id, self.access))), None)
+            row = next(iter(execute(self.conn, *read_statement(stamp, res_type, res_id, self.access))), None)
             if row is not None and not row.deleted:
                 shown = self.access is None or self.access.allows(row.content)
                 stamp.settle(row.audited, [f"{res_type}/{res_id}/_history/{row.version_id}"] if shown else [])
