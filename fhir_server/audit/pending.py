@@ -91,6 +91,21 @@ class Stamp:
         self.used = True
         return True
 
+    def read(self, conn: Connection, res_type: str, res_id: str, access: Any) -> Any:
+        """The current row of ``res_type/res_id`` (or None), read by the statement that also writes
+        this AuditEvent (:func:`read_statement`); its ``audited`` says whether it did."""
+        return next(iter(execute(conn, *read_statement(self, res_type, res_id, access))), None)
+
+    def page(self, conn: Connection, page: Select[Any], shown: int) -> list[Any]:
+        """The rows of a search's ``page`` (select_matches ``numbered``), read by the statement that
+        also writes this AuditEvent listing the first ``shown`` (:func:`search_statement`); then
+        settled. The search engine calls this without knowing of the audit trail."""
+        answered = execute(conn, search_statement(self, page, shown))
+        rows = [r for r in answered if r.pk is not None]
+        self.settle(answered[0].audited, [reference(r.res_type, r.res_id, r.version_id)
+                                          for r in rows if r.audit_rn <= shown])
+        return rows
+
     def settle(self, audited: int, disclosed: list[str]) -> None:
         """After the statement: ``audited`` rows written, ``disclosed`` what will be answered."""
         if audited:

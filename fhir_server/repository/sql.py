@@ -157,9 +157,7 @@ class UnitOfWork:
         request's AuditEvent when the audit trail asked for that (:attr:`audit_stamp`)."""
         stamp = self.audit_stamp if disclose else None
         if stamp is not None and stamp.claim():
-            from ..audit.pending import execute, read_statement
-
-            row = next(iter(execute(self.conn, *read_statement(stamp, res_type, res_id, self.access))), None)
+            row = stamp.read(self.conn, res_type, res_id, self.access)
             if row is not None and not row.deleted:
                 shown = self.access is None or self.access.allows(row.content)
                 stamp.settle(row.audited, [f"{res_type}/{res_id}/_history/{row.version_id}"] if shown else [])

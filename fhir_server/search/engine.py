@@ -40,8 +40,9 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     accurate (default accurate). Unknown parameters are ignored with a warning in ``outcome`` unless
     ``strict``, when they raise BadRequest.
 
-    ``audit`` (audit/pending.py Stamp): the page query also writes the search's AuditEvent, listing
-    the page, when the page is all the search discloses (no ``_include``/``_revinclude``).
+    ``audit`` (the audit hook, audit/pending.py Stamp): runs the page query so that the same
+    statement writes the search's AuditEvent, listing the page, when the page is all the search
+    discloses (no ``_include``/``_revinclude``).
     """
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     req = parse_search(params, registry, resource_types, strict=strict, base_url=settings.base_url)
@@ -63,12 +64,8 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
 
     rows: list[Any] = []
     if count > 0 and audit is not None and not req.includes and audit.claim():
-        from ..audit.pending import execute, reference, search_statement
-
         page = select_matches(req, now=now, snapshot=snapshot, limit=count + 1, offset=req.offset, numbered=True)
-        answered = execute(conn, search_statement(audit, page, req.offset + count))
-        rows = [r for r in answered if r.pk is not None]
-        audit.settle(answered[0].audited, [reference(r.res_type, r.res_id, r.version_id) for r in rows[:count]])
+        rows = audit.page(conn, page, req.offset + count)
     elif count > 0:
         stmt = select_matches(req, now=now, snapshot=snapshot, limit=count + 1, offset=req.offset)
         rows = list(conn.execute(stmt))
