@@ -302,12 +302,51 @@ def _entities(items: list[Interaction], patients: list[str]) -> Iterator[dict[st
                    "description": f"{item.method} {item.path}",
                    "query": base64.b64encode(item.query.encode("utf-8")).decode("ascii")}
         for ref in [*item.written, *item.returned]:
-            if ref in seen or _unversioned(ref) in patient_refs:
+            if ref in seen or unversioned(ref) in patient_refs:
                 continue
             seen.add(ref)
             yield {"what": {"reference": ref},
                    "type": _coding(ENTITY_TYPE, "2", "System Object"),
                    "role": _coding(OBJECT_ROLE, "4", "Domain Resource")}
+
+
+def with_disclosed(head: dict[str, Any], disclosed: list[tuple[str, dict[str, Any] | None]]) -> dict[str, Any]:
+    """The full AuditEvent of a read or search recorded compactly by its own statement
+    (audit/pending.py): ``head`` (built by :func:`audit_event` before the statement ran, with the
+    patients its URL names) completed with what was disclosed, ``(reference, content of that
+    version)`` in the order answered — the same entities, in the same order, and the same Patient*
+    profile as :func:`audit_event` gives when told of the answer."""
+    entities = list(head.get("entity") or [])
+    patients = [e["what"]["reference"] for e in entities if _is_patient_entity(e)]
+    for _ref, content in disclosed:
+        if content is not None:
+            patients.extend(patients_in(content))
+    patients = list(dict.fromkeys(patients))
+    queries = [e for e in entities if (e.get("role") or {}).get("code") == "24"]
+    others = [e for e in entities if not _is_patient_entity(e) and (e.get("role") or {}).get("code") != "24"]
+    patient_refs = set(patients)
+    returned: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for ref, _content in disclosed:
+        if ref in seen or unversioned(ref) in patient_refs:
+            continue
+        seen.add(ref)
+        returned.append({"what": {"reference": ref}, "type": _coding(ENTITY_TYPE, "2", "System Object"),
+                         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")})
+    event = dict(head)
+    event["entity"] = [*(_patient_entity(p) for p in patients), *queries, *returned, *others]
+    meta = dict(event.get("meta") or {})
+    profiles = list(meta.get("profile") or [])
+    if patients and profiles and profiles[0] in (BALP + "Read", BALP + "Query"):
+        profiles[0] = BALP + "Patient" + profiles[0][len(BALP):]
+        meta["profile"] = profiles
+        event["meta"] = meta
+    return event
+
+
+def _is_patient_entity(entity: dict[str, Any]) -> bool:
+    return (entity.get("role") or {}).get("code") == "1" and (entity.get("type") or {}).get("code") == "1" \
+        and isinstance((entity.get("what") or {}).get("reference"), str)
 
 
 def request_entity(request_id: str) -> dict[str, Any]:
@@ -343,8 +382,10 @@ def _profile(code: str) -> str:
     return {"create": "Create", "update": "Update", "patch": "Update", "delete": "Delete"}.get(code, "Query")
 
 
-def _unversioned(ref: str) -> str:
+def unversioned(ref: str) -> str:
+    """``Type/id`` of a reference that may carry ``/_history/v``."""
     return "/".join(ref.split("/")[:2])
+
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:

@@ -30,6 +30,7 @@ from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
 from ..storage import policy_version
 from ..storage.tables import INDEX_TABLES, audit_event, resource, resource_history
+from . import pending as compact
 from .balp import CHAIN_EXTENSION
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ def seal(conn: Connection, indexer: "Indexer", *, limit: int = SEAL_BATCH, wait:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEAL_LOCK})
         elif not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEAL_LOCK}).scalar_one():
             return 0
+    # reads' and searches' compact AuditEvents first (audit/pending.py): they join the chain here
+    compact.expand(conn, limit)
     pending = conn.execute(select(audit_event.c.seq, audit_event.c.event_id, audit_event.c.content)
                            .where(audit_event.c.chain_pos.is_(None))
                            .order_by(audit_event.c.seq).limit(limit)).all()
@@ -188,6 +191,10 @@ def verify(conn: Connection, *, batch: int = 5000) -> Verification:
     result = Verification()
     result.pending, result.oldest_pending = conn.execute(
         select(func.count(), func.min(audit_event.c.recorded)).where(audit_event.c.chain_pos.is_(None))).one()
+    waiting, oldest = compact.waiting(conn)  # reads' compact AuditEvents, not yet expanded
+    result.pending += waiting
+    if oldest is not None and (result.oldest_pending is None or oldest < result.oldest_pending):
+        result.oldest_pending = oldest
     prev, expected_pos = GENESIS, 1
     last = 0
     while True:

@@ -31,7 +31,8 @@ from ..auth.access import classify
 from ..errors import FhirError, MethodNotAllowed, RunAgain
 from ..fhir.instants import utcnow
 from ..storage.db import retry_when_busy, write_retrying
-from . import balp, chain, provenance
+from . import balp, chain, pending, provenance
+from .pending import AuditUnavailable
 
 if TYPE_CHECKING:
     from ..auth.events import AuthEvent
@@ -51,6 +52,8 @@ SEAL_BEFORE = frozenset({"subject-access"})
 class Recorder(Protocol):
     """What the Router tells the audit trail (rest/router.py ``recorders``)."""
 
+    def prepare(self, uow: "UnitOfWork", req: "FhirRequest") -> None: ...
+
     def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None: ...
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None: ...
@@ -59,12 +62,6 @@ class Recorder(Protocol):
         """An attempt at ``req`` begins; the function returned forgets what the recorder was told
         during it (the Router calls it when the attempt answered nothing and is run again)."""
         ...
-
-
-class AuditUnavailable(FhirError):
-    """The audit trail could not be written: the request is not answered (fail closed)."""
-
-    status, code = 503, "transient"
 
 
 class _Outer:
@@ -127,6 +124,28 @@ class AuditRecorder:
         return None
 
     # -- recorder --------------------------------------------------------------------------------
+
+    def prepare(self, uow: "UnitOfWork", req: "FhirRequest") -> None:
+        """PostgreSQL reads and searches: give ``uow`` the request's AuditEvent as known now (a
+        :class:`~.pending.Stamp`), for the statement that reads to write it (audit/pending.py). Not
+        for storage bound to a test's connection, durable reads (FHIR_AUDIT_DURABLE_READS=1: the
+        INSERT waits for its WAL flush, in the separate writer), compartments, AuditEvents (an
+        auditor's read seals first) or anything inside a Bundle."""
+        repo = self.repo
+        if req.method != "GET" or repo._bound is not None or repo.settings.audit_durable_reads \
+                or not uow._is_postgres or not uow.conn.get_execution_options().get("readonly"):
+            return
+        outer = _outer.get()
+        if outer is not None and outer.ctx is req.ctx and outer.bundle is not None:
+            return
+        item, found = _asked(req, 200)
+        if item.code not in ("read", "search-type") or found.compartment or item.res_type in (None, "AuditEvent"):
+            return
+        now = utcnow()
+        cache = self.consent_cache
+        uow.audit_stamp = pending.Stamp(balp.audit_event(req.ctx, [item], now), now,
+                                        getattr(uow.access, "consent_version", None),
+                                        cache.invalidate if cache is not None else None)
 
     def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None:
         item = interaction_of(req, response)
@@ -221,7 +240,7 @@ class _Session:
         self.items: list[balp.Interaction] = []
 
     def flush(self) -> None:
-        if not self.items:
+        if not self.items or self._written_by_statement():
             return
         self.uow.__dict__.pop("_audit_session", None)
         now = utcnow()
@@ -254,6 +273,20 @@ class _Session:
             if cache is not None:
                 cache.invalidate(version)
             raise RunAgain("The Consents changed while the request ran")
+
+    def _written_by_statement(self) -> bool:
+        """The read's or search's own statement wrote its AuditEvent (audit/pending.py), disclosing
+        what the answer holds. Should they differ, the full event is written here too (a warning:
+        an event too many rather than a disclosure unrecorded)."""
+        stamp = self.uow.audit_stamp
+        if stamp is None or stamp.returned is None:
+            return False
+        answered = [balp.unversioned(ref) for item in self.items for ref in item.returned]
+        if len(self.items) == 1 and answered == [balp.unversioned(ref) for ref in stamp.returned]:
+            return True
+        log.warning("A statement recorded %s but the answer disclosed %s: writing its AuditEvent too",
+                    stamp.returned, answered)
+        return False
 
     def _written(self) -> list[tuple[balp.Interaction, str]]:
         return [(item, ref) for item in self.items for ref in item.written]

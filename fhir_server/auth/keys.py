@@ -185,6 +185,10 @@ class KeyStore:
         self._lock = threading.Lock()
         self._ring: KeyRing | None = None
         self._read_at = 0.0
+        # Keys already parsed, by their PEM: the ring is re-read every ``cache_seconds`` (to see a
+        # rotation or a removal), but parsing an RSA private key (with its consistency check) costs
+        # milliseconds, paid by whichever request found the ring stale.
+        self._parsed: dict[str, SigningKey] = {}
 
     @property
     def configured(self) -> bool:
@@ -234,7 +238,12 @@ class KeyStore:
             rows = conn.execute(select(auth_signing_key.c.private_pem)
                                 .where(auth_signing_key.c.issuer == self.issuer)
                                 .order_by(auth_signing_key.c.slot.desc())).all()
-        return KeyRing(tuple(SigningKey.from_private(load_private_pem(r.private_pem)) for r in rows))
+        parsed = {}
+        for r in rows:
+            pem = r.private_pem if isinstance(r.private_pem, str) else bytes(r.private_pem).decode("ascii")
+            parsed[pem] = self._parsed.get(pem) or SigningKey.from_private(load_private_pem(pem))
+        self._parsed = parsed  # (a removed key is forgotten with its row)
+        return KeyRing(tuple(parsed.values()))
 
     def _insert(self, private_key: PrivateKey, *, expect_empty: bool) -> SigningKey:
         """Store a key in the next slot. Two workers generating the first key at once: the unique

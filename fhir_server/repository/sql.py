@@ -129,6 +129,9 @@ class UnitOfWork:
                                    dict[str, Any] | None] | None = None
         self._is_postgres = conn.dialect.name == "postgresql"
         self._before_commit: list[Callable[[], None]] = []
+        # Audit hook (audit/pending.py Stamp): the AuditEvent of this read or search, which the
+        # statement that discloses (``read``/``search`` with ``disclose``) writes itself.
+        self.audit_stamp: Any = None
 
     def before_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` at the end of this unit of work, inside its transaction, only if the
@@ -148,9 +151,18 @@ class UnitOfWork:
             query = query.with_for_update()
         return self.conn.execute(query).first()
 
-    def read(self, res_type: str, res_id: str) -> Stored:
-        """http.html#read: 404 if never known, 410 if the current version is a deletion."""
-        row = self._current_row(res_type, res_id)
+    def read(self, res_type: str, res_id: str, *, disclose: bool = False) -> Stored:
+        """http.html#read: 404 if never known, 410 if the current version is a deletion.
+        ``disclose``: what is read is the answer (a read interaction): its statement also writes the
+        request's AuditEvent when the audit trail asked for that (:attr:`audit_stamp`)."""
+        stamp = self.audit_stamp if disclose else None
+        if stamp is not None and stamp.claim():
+            row = stamp.read(self.conn, res_type, res_id, self.access)
+            if row is not None and not row.deleted:
+                shown = self.access is None or self.access.allows(row.content)
+                stamp.settle(row.audited, [f"{res_type}/{res_id}/_history/{row.version_id}"] if shown else [])
+        else:
+            row = self._current_row(res_type, res_id)
         if row is None:
             raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
         if row.deleted:
@@ -244,10 +256,11 @@ class UnitOfWork:
         return page, total
 
     def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
-               *, strict: bool = False, compartment: Any = None) -> SearchResult:
+               *, strict: bool = False, compartment: Any = None, disclose: bool = False) -> SearchResult:
+        """``disclose``: the page is the answer (a search interaction), see :meth:`read`."""
         return execute_search(self.conn, self.repo.registry, resource_types, params,
                               settings=self.repo.settings, strict=strict, compartment=compartment,
-                              access=self.access)
+                              access=self.access, audit=self.audit_stamp if disclose else None)
 
     def find(self, res_type: str, params: list[tuple[str, str]]) -> list[str]:
         """Ids of the current resources matching ``params`` (conditional interactions)."""

@@ -38,9 +38,10 @@ def create(uow: UnitOfWork, req: FhirRequest, res_type: str) -> FhirResponse:
 def read(uow: UnitOfWork, req: FhirRequest, res_type: str, res_id: str) -> FhirResponse:
     """http.html#read with conditional read (``If-None-Match``, ``If-Modified-Since`` → 304)."""
     check_id(res_id)
-    stored = uow.read(res_type, res_id)
-    headers = stored_headers(stored)
     wanted = req.header("if-none-match")
+    # (a conditional read may answer 304 without the resource: then it has not disclosed it)
+    stored = uow.read(res_type, res_id, disclose=not (wanted or req.header("if-modified-since")))
+    headers = stored_headers(stored)
     if wanted and version_from_etag(wanted, "If-None-Match") == stored.version_id:
         return FhirResponse(304, None, headers)
     since = parse_http_date(req.header("if-modified-since") or "")

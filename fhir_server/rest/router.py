@@ -114,6 +114,8 @@ class Router:
         handler = self._resolve(req)
         self._guard_before(req)  # auth hook: scopes (and later policies) for this request or entry
         self.bind_access(uow, req)
+        for recorder in self.recorders:  # audit hook: a read's or search's statement may write its event
+            recorder.prepare(uow, req)
         response = handler(uow, req)
         self._guard_after(req, response)  # raising here rolls the unit of work back
         self.record(uow, req, response)

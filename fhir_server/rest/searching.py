@@ -18,7 +18,7 @@ def search(uow: UnitOfWork, req: FhirRequest, resource_types: list[str] | None) 
     params = list(req.query)
     if req.method == "POST":
         params += _form_params(req)
-    result = uow.search(resource_types, params, strict=is_strict(req))
+    result = uow.search(resource_types, params, strict=is_strict(req), disclose=True)
     return FhirResponse(200, searchset(req.ctx.base_url, result))
 
 

@@ -30,7 +30,8 @@ _INCLUDE_ROUNDS = 4
 
 def execute_search(conn: Connection, registry: ParamSource, resource_types: list[str] | None,
                    params: Sequence[tuple[str, str]], *, settings: Settings, strict: bool = False,
-                   now: datetime | None = None, compartment: Any = None, access: Any = None) -> SearchResult:
+                   now: datetime | None = None, compartment: Any = None, access: Any = None,
+                   audit: Any = None) -> SearchResult:
     """Run a type search (one type) or a whole-system search (None or several types) and return one
     page of matches with its includes, total and links (search.html#return, http.html#paging).
 
@@ -38,6 +39,10 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
     ``_count=0`` and ``_summary=count`` return only the total; ``_total`` is none | estimate |
     accurate (default accurate). Unknown parameters are ignored with a warning in ``outcome`` unless
     ``strict``, when they raise BadRequest.
+
+    ``audit`` (the audit hook, audit/pending.py Stamp): runs the page query so that the same
+    statement writes the search's AuditEvent, listing the page, when the page is all the search
+    discloses (no ``_include``/``_revinclude``).
     """
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
     req = parse_search(params, registry, resource_types, strict=strict, base_url=settings.base_url)
@@ -58,7 +63,10 @@ def execute_search(conn: Connection, registry: ParamSource, resource_types: list
         result.outcome = operation_outcome(list(req.warnings))
 
     rows: list[Any] = []
-    if count > 0:
+    if count > 0 and audit is not None and not req.includes and audit.claim():
+        page = select_matches(req, now=now, snapshot=snapshot, limit=count + 1, offset=req.offset, numbered=True)
+        rows = audit.page(conn, page, req.offset + count)
+    elif count > 0:
         stmt = select_matches(req, now=now, snapshot=snapshot, limit=count + 1, offset=req.offset)
         rows = list(conn.execute(stmt))
     has_next = len(rows) > count

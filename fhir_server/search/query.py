@@ -47,11 +47,15 @@ def base_filter(req: SearchRequest, *, now: datetime, snapshot: int | None = Non
 
 
 def select_matches(req: SearchRequest, *, now: datetime, snapshot: int | None, limit: int | None,
-                   offset: int = 0) -> Select[Any]:
-    """The page query: (pk, res_type, res_id, content) ordered by ``_sort`` then pk (search.html#sort)."""
-    stmt = (select(resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.content)
-            .where(*base_filter(req, now=now, snapshot=snapshot))
-            .order_by(*order_by(req.sort, req.resource_types)))
+                   offset: int = 0, numbered: bool = False) -> Select[Any]:
+    """The page query: (pk, res_type, res_id, content) ordered by ``_sort`` then pk (search.html#sort).
+    ``numbered``: also ``version_id`` and ``audit_rn``, each row's place in that order counted from
+    the first match (before the offset), for the page's own AuditEvent (audit/pending.py)."""
+    keys = order_by(req.sort, req.resource_types)
+    columns = [resource.c.pk, resource.c.res_type, resource.c.res_id, resource.c.content]
+    if numbered:
+        columns += [resource.c.version_id, func.row_number().over(order_by=keys).label("audit_rn")]
+    stmt = select(*columns).where(*base_filter(req, now=now, snapshot=snapshot)).order_by(*keys)
     if limit is not None:
         stmt = stmt.limit(limit)
     if offset:

@@ -68,6 +68,37 @@ SQLITE_DROP = (
 TRIGGERS = Triggers(POSTGRESQL_CREATE, POSTGRESQL_DROP, SQLITE_CREATE, SQLITE_DROP)
 create_statements = TRIGGERS.create_statements
 drop_statements = TRIGGERS.drop_statements
+
+# ``audit_pending`` (the compact AuditEvents that reads append in their own statement, expanded by
+# the sealer: audit/pending.py): never updated; a row may be removed only once the AuditEvent it
+# expands to is in ``audit_event`` (the sealer does both in one transaction), so a read's record
+# cannot be dropped before it is in the chain.
+PENDING_TRIGGER = "audit_pending_append_only"
+PENDING_MESSAGE = "audit_pending is append-only: a pending AuditEvent is removed only once it is in audit_event"
+PENDING = Triggers(
+    (f"""CREATE OR REPLACE FUNCTION {PENDING_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM audit_event WHERE event_id = OLD.event_id) THEN
+        RETURN OLD;  -- expanded into the trail
+    END IF;
+    RAISE EXCEPTION USING MESSAGE = '{PENDING_MESSAGE} (' || TG_OP || ' refused)',
+                          ERRCODE = 'insufficient_privilege';
+END
+$$""",
+     f"CREATE TRIGGER {PENDING_TRIGGER} BEFORE UPDATE OR DELETE ON audit_pending "
+     f"FOR EACH ROW EXECUTE FUNCTION {PENDING_TRIGGER}()",
+     f"CREATE TRIGGER {PENDING_TRIGGER}_truncate BEFORE TRUNCATE ON audit_pending "
+     f"FOR EACH STATEMENT EXECUTE FUNCTION {PENDING_TRIGGER}()"),
+    (f"DROP TRIGGER IF EXISTS {PENDING_TRIGGER}_truncate ON audit_pending",
+     f"DROP TRIGGER IF EXISTS {PENDING_TRIGGER} ON audit_pending",
+     f"DROP FUNCTION IF EXISTS {PENDING_TRIGGER}()"),
+    (f"""CREATE TRIGGER {PENDING_TRIGGER}_delete BEFORE DELETE ON audit_pending
+WHEN NOT EXISTS (SELECT 1 FROM audit_event WHERE event_id = OLD.event_id)
+BEGIN SELECT RAISE(ABORT, '{PENDING_MESSAGE} (DELETE refused)'); END""",
+     f"""CREATE TRIGGER {PENDING_TRIGGER}_update BEFORE UPDATE ON audit_pending
+BEGIN SELECT RAISE(ABORT, '{PENDING_MESSAGE} (UPDATE refused)'); END"""),
+    (f"DROP TRIGGER IF EXISTS {PENDING_TRIGGER}_delete", f"DROP TRIGGER IF EXISTS {PENDING_TRIGGER}_update"),
+)
 attach = TRIGGERS.attach  # create them whenever ``metadata.create_all`` creates the table(s)
 
 
@@ -83,9 +114,9 @@ def bypassed(conn: Connection) -> Iterator[None]:
         # (after an error the transaction rolls back, which ends the SET LOCAL too)
         conn.exec_driver_sql("SET LOCAL session_replication_role = origin")
         return
-    for statement in drop_statements(dialect):
+    for statement in (*drop_statements(dialect), *PENDING.drop_statements(dialect)):
         conn.exec_driver_sql(statement)
     yield
     # (after an error the caller's rollback brings the triggers back: SQLite's DDL is transactional)
-    for statement in create_statements(dialect):
+    for statement in (*create_statements(dialect), *PENDING.create_statements(dialect)):
         conn.exec_driver_sql(statement)

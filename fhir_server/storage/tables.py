@@ -389,6 +389,23 @@ audit_event = Table(
           sqlite_where=text("chain_pos IS NULL")),
 )
 append_only.attach(audit_event)  # the database refuses UPDATE/DELETE of a recorded AuditEvent
+# The sealer's lookup of an expanded read's event (and the audit_pending DELETE trigger's check).
+Index("ix_audit_event_event_id", audit_event.c.event_id)
+
+# PostgreSQL reads and searches: the compact AuditEvent that the read statement itself appends (a
+# data-modifying CTE, audit/pending.py) — the AuditEvent as known before the statement (``head``)
+# and what the statement disclosed (``returned``: "Type/id/_history/v", in the order answered). The
+# sealer expands each into the full AuditEvent in ``audit_event`` and only then removes it (a
+# trigger refuses any other UPDATE or DELETE: storage/append_only.py).
+audit_pending = Table(
+    "audit_pending", metadata,
+    Column("seq", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("recorded", DateTime, nullable=False),
+    Column("head", JSON, nullable=False),
+    Column("returned", JSON, nullable=False),
+)
+append_only.PENDING.attach(audit_pending)
 
 # Raised by triggers on every Consent/Organization write (storage/policy_version.py): processes cache
 # the Consents and check this in the statement that writes a read's AuditEvent.

@@ -531,20 +531,25 @@ def test_the_worker_seals_on_a_schedule(client: FlaskClient, monkeypatch: pytest
 
 
 def test_reads_fail_closed_on_their_own_connection_too(committing_app: Any) -> None:
-    """Outside a test transaction a read's AuditEvent goes its own way (PostgreSQL: the
-    synchronous_commit=off connection; SQLite: a writer transaction): a failure there is a 503 too."""
+    """Outside a test transaction a read's AuditEvent goes its own way (PostgreSQL: written by the
+    read's own statement into audit_pending; SQLite: a writer transaction): a failure there is a 503
+    too, for a read and for a search."""
     client = committing_app.test_client()
     pid = child(client)
     engine = committing_app.extensions["fhir"].engine
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE audit_event RENAME TO audit_event_away"))
+        conn.execute(text("ALTER TABLE audit_pending RENAME TO audit_pending_away"))
     try:
-        res = client.get(f"/fhir/Patient/{pid}")
-        assert res.status_code == 503
-        assert res.get_json()["resourceType"] == "OperationOutcome"
+        for path in (f"Patient/{pid}", f"Patient?_id={pid}"):
+            res = client.get(f"/fhir/{path}")
+            assert res.status_code == 503, path
+            assert res.get_json()["resourceType"] == "OperationOutcome"
+            assert "audit" in res.get_json()["issue"][0]["diagnostics"]
     finally:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE audit_event_away RENAME TO audit_event"))
+            conn.execute(text("ALTER TABLE audit_pending_away RENAME TO audit_pending"))
     assert client.get(f"/fhir/Patient/{pid}").status_code == 200  # and it recovers
 
 
