@@ -4,7 +4,7 @@ append-only triggers (fhir_server/storage/append_only.py ``PENDING``); and an in
 ``audit_event.event_id`` (the sealer's and the trigger's lookup).
 
 Revision ID: 0020_s4_audit
-Revises: 0019
+Revises: 0020_s4triage
 Create Date: 2026-11-25
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic import op
 from fhir_server.storage import append_only
 
 revision: str = "0020_s4_audit"
-down_revision: str | Sequence[str] | None = "0019"
+down_revision: str | Sequence[str] | None = "0020_s4triage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
