@@ -50,7 +50,14 @@ def to_fhir(ed: EdFile, agency: Agency, bad_records: set[str]) -> list[Upsert]:
 
 
 def _patient(p: EdPatient, ods: str) -> Upsert:
+    """The patient by hospital number, with the latest attendance's details. The postcodes of their
+    other attendances follow the current one as addresses of ``use`` old, as the school census mapping
+    keeps a pupil's: a trust that saw the child before and after a move is evidence of both homes, and
+    record linkage compares every address an agency knows (docs/linkage.md)."""
     elements, _ = demographics(p)  # no extensions: an unknown gender is kept as _gender's originalText
+    old = [{"use": "old", "postalCode": code} for code in p.postcodes_seen if code != p.postcode]
+    if old:
+        elements["address"] = [*elements.get("address", []), *old]
     nhs = [identifier(systems.NHS_NUMBER, p.nhs_number, "official")] if p.nhs_number else []
     return patient(hospital_number_system(ods), p.hospital_number, record=p.record, identifiers=nhs, **elements)
 
