@@ -12,10 +12,13 @@ themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM
 PostgreSQL database (the server's own schema and index rows, written with the bulk writer), starts
 the real server and times ``--queries`` sequential ``POST /fhir/Patient/$match`` calls over HTTP,
 each with an agency record of the dataset as the query (p50/p95/p99). The raw-SQL baseline is the
-blocking query alone (what a match cannot do without), run directly with psycopg.
+blocking query alone (what a match cannot do without), run directly with psycopg. It also prints the
+load average and, per ``$match``, the CPU time of the server's processes and of its PostgreSQL
+backends and the time they waited for a CPU (the kernel's schedstat): on a shared machine that tells
+slow code from a starved machine. ``--reuse`` keeps a loaded database for the next run.
 
     python bench/linkage_eval.py quality --families 5000 --seed 11
-    python bench/linkage_eval.py latency --children 100000 --queries 500
+    python bench/linkage_eval.py latency --children 100000 --queries 500 [--data DIR --reuse]
 """
 from __future__ import annotations
 
