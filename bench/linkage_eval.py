@@ -12,10 +12,13 @@ themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM
 PostgreSQL database (the server's own schema and index rows, written with the bulk writer), starts
 the real server and times ``--queries`` sequential ``POST /fhir/Patient/$match`` calls over HTTP,
 each with an agency record of the dataset as the query (p50/p95/p99). The raw-SQL baseline is the
-blocking query alone (what a match cannot do without), run directly with psycopg.
+blocking query alone (what a match cannot do without), run directly with psycopg. It also prints the
+load average and, per ``$match``, the CPU time of the server's processes and of its PostgreSQL
+backends and the time they waited for a CPU (the kernel's schedstat): on a shared machine that tells
+slow code from a starved machine. ``--reuse`` keeps a loaded database for the next run.
 
     python bench/linkage_eval.py quality --families 5000 --seed 11
-    python bench/linkage_eval.py latency --children 100000 --queries 500
+    python bench/linkage_eval.py latency --children 100000 --queries 500 [--data DIR --reuse]
 """
 from __future__ import annotations
 
@@ -151,11 +154,17 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         evaluate.generate(families, args.seed, directory)
     patients = agency_patients(directory)
     children = sum(1 for line in (directory / "ground_truth" / "persons.csv").open() if ",child," in line)
-    url = harness.create_database(args.pg_url, args.database)
+    url = harness.db_url(args.pg_url, args.database)
     try:
-        harness.migrate(url)
-        print(f"loading {len(patients):,} agency Patients ({children:,} children) …", file=sys.stderr)
-        load_seconds = load_patients(url, patients)
+        if args.reuse and _patients_stored(url) == len(patients):
+            harness.migrate(url)
+            load_seconds = 0.0
+            print(f"reusing {args.database}: {len(patients):,} agency Patients ({children:,} children)", file=sys.stderr)
+        else:
+            url = harness.create_database(args.pg_url, args.database)
+            harness.migrate(url)
+            print(f"loading {len(patients):,} agency Patients ({children:,} children) …", file=sys.stderr)
+            load_seconds = load_patients(url, patients)
         harness.analyze(url)
         rng = random.Random(args.seed)
         queries = [json.dumps({"resourceType": "Parameters", "parameter": [
@@ -168,15 +177,31 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             client = harness.Client(server.port)
             for body in queries[:20]:  # warm-up: imports, caches, connection pool
                 client.call("POST", "/fhir/Patient/$match", body)
+            # Where the time goes: CPU time of the server's processes and of its PostgreSQL backends, and
+            # the time they were runnable but waited for a CPU (/proc/<pid>/task/*/schedstat), over the run.
+            server_pids = _process_tree(server.proc.pid)
+            backend_pids = _backends(url)
+            load_before = os.getloadavg()
+            sched_before = _schedstat(server_pids), _schedstat(backend_pids)
             for body in queries:
                 started = time.perf_counter()
                 status, answer = client.call("POST", "/fhir/Patient/$match", body)
                 timings.append(time.perf_counter() - started)
                 assert status == 200, answer[:300]
                 found.append(len(json.loads(answer).get("entry", [])))
+            sched_after = _schedstat(server_pids), _schedstat(backend_pids)
+            load_after = os.getloadavg()
             client.close()
         summary = harness.latency_summary(timings)
         print(f"$match over HTTP: {summary}", file=sys.stderr)
+        n = len(queries)
+        where = {name: {"cpu_ms": 1000 * (after[0] - before[0]) / n, "wait_ms": 1000 * (after[1] - before[1]) / n}
+                 for name, before, after in (("server", sched_before[0], sched_after[0]),
+                                             ("postgres", sched_before[1], sched_after[1]))}
+        print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; per $match: "
+              f"server CPU {where['server']['cpu_ms']:.1f} ms + waiting for a CPU {where['server']['wait_ms']:.1f} ms; "
+              f"PostgreSQL backends CPU {where['postgres']['cpu_ms']:.1f} ms + waiting "
+              f"{where['postgres']['wait_ms']:.1f} ms")
         baseline = blocking_baseline(url, patients, rng, args.queries)
         base = harness.latency_summary(baseline)
         harness.print_table(
@@ -186,10 +211,62 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             [("$match over HTTP", summary["p50"], summary["p95"], summary["p99"], summary["mean"]),
              ("raw SQL: blocking query only", base["p50"], base["p95"], base["p99"], base["mean"])])
         print(f"load: {load_seconds:.0f} s; candidates returned per query: mean {sum(found) / len(found):.1f}")
-        return {"patients": len(patients), "children": children, **summary}
+        return {"patients": len(patients), "children": children, **summary, "per_match": where,
+                "load": [load_before[0], load_after[0]]}
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):
             harness.drop_database(args.pg_url, args.database)
+
+
+def _patients_stored(url: str) -> int | None:
+    """How many Patients database ``url`` holds, or None when it does not exist or has no schema."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as conn:
+            return conn.execute("SELECT count(*) FROM resource WHERE res_type = 'Patient'").fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (the server's master and workers)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
+        tree += frontier
+    return tree
+
+
+def _backends(url: str) -> list[int]:
+    """The PostgreSQL backends connected to the benchmark's database (the server's pool), but ours."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()").fetchall()
+    return [r[0] for r in rows]
+
+
+def _schedstat(pids: list[int]) -> tuple[float, float]:
+    """Seconds on a CPU and seconds runnable but waiting for one, summed over the threads of ``pids``
+    (the kernel's /proc/<pid>/task/<tid>/schedstat)."""
+    on_cpu = waiting = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                run, wait, _ = stat.read_text().split()
+            except (OSError, ValueError):
+                continue
+            on_cpu, waiting = on_cpu + int(run), waiting + int(wait)
+    return on_cpu / 1e9, waiting / 1e9
 
 
 def blocking_baseline(url: str, patients: list[dict[str, Any]], rng: random.Random, n: int) -> list[float]:
@@ -254,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--database", default="bench_linkage")
     lat.add_argument("--port", type=int, default=8093)
     lat.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    lat.add_argument("--reuse", action="store_true",
+                     help="reuse --database when it holds the dataset's Patients (implies --keep)")
     args = p.parse_args(argv)
     result = quality(args) if args.command == "quality" else latency(args)
     print(json.dumps(result))

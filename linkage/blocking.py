@@ -4,7 +4,8 @@ Comparing a record with every other is quadratic; a candidate must share at leas
 key. The rules are chosen so that a true match survives any single error the agencies make (a typo
 in the name, a transposed or mistyped birth date, a changed surname, a stale postcode):
 
-1. any identifier (NHS number, UPN, local authority child id, police person id, hospital number);
+1. any identifier (NHS number, UPN — a former UPN too —, local authority child id, police person id,
+   hospital number);
 2. date of birth, or the date with day and month exchanged, with the same gender (or none known);
 3. surname (as the search index normalises it), any spelling or known-as form of the first given
    name, and year of birth ± 1 (a mistyped birth date);
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from fhir_server.search.normalize import normalize_string
 
 from .compare import name_variants, swapped
-from .record import NHS_NUMBER, PersonRecord
+from .record import FORMER_UPN, NHS_NUMBER, UPN, PersonRecord
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def index_form(value: str) -> str:
 def query_for(record: PersonRecord) -> BlockingQuery:
     """The blocking keys to look up for ``record``."""
     identifiers = set(record.identifiers)
+    # a stored record keeps a former UPN under its own system in the index (a PersonRecord reads it as a UPN)
+    identifiers.update((FORMER_UPN, v) for s, v in record.identifiers if s == UPN)
     if record.nhs:
         identifiers.add((NHS_NUMBER, record.nhs))
     dates: set[dt.date] = set()

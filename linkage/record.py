@@ -16,6 +16,8 @@ from .compare import name_key, normalise_postcode, parse_date
 
 NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 LA_CHILD_ID_PREFIX = f"{CANONICAL_BASE}/Id/la-child-id/"
+UPN = f"{CANONICAL_BASE}/Id/upn"
+FORMER_UPN = f"{CANONICAL_BASE}/Id/former-upn"
 MASTER_SYSTEM = f"{CANONICAL_BASE}/Id/master-person"
 LINKAGE_CODES = f"{CANONICAL_BASE}/CodeSystem/linkage"
 MASTER_TAG = {"system": LINKAGE_CODES, "code": "master", "display": "Master (golden) person record"}
@@ -92,6 +94,11 @@ def from_patient(patient: dict[str, Any], res_id: str | None = None) -> PersonRe
             continue
         if system == NHS_NUMBER:
             nhs = nhs or value.replace(" ", "")
+        elif system == FORMER_UPN:
+            # A former UPN is a UPN the child held before (a temporary one replaced, a move between
+            # systems): the DfE issues UPNs from one number space and never reuses one, so another
+            # agency's record may hold it as the child's UPN. Compared and blocked on as a UPN.
+            others.add((UPN, value.strip()))
         elif system != MASTER_SYSTEM and system not in _IGNORED_SYSTEMS:
             others.add((system, value.strip()))
     gender = patient.get("gender") if patient.get("gender") in ("male", "female") else None

@@ -106,11 +106,15 @@ class KnownPerson(Person, Protocol):
     nhs_number: str | None
 
 
-def person_patient(system: str, value: str, person: KnownPerson) -> Upsert:
+def person_patient(system: str, value: str, person: KnownPerson, old_postcodes: Iterable[str] = ()) -> Upsert:
     """The Patient of a person a police or health CSV names (police person id, hospital number):
     :func:`demographics` without extensions (an unknown gender is kept as ``_gender``'s
-    originalText) and the NHS number as an official identifier."""
+    originalText), the NHS number as an official identifier, and ``old_postcodes`` (other than the
+    current one) as addresses of ``use`` old: record linkage compares every address an agency knows."""
     elements, _ = demographics(person)
+    old = [{"use": "old", "postalCode": code} for code in old_postcodes if code != person.postcode]
+    if old:
+        elements["address"] = [*elements.get("address", []), *old]
     nhs = [identifier(systems.NHS_NUMBER, person.nhs_number, "official")] if person.nhs_number else []
     return patient(system, value, record=person.record, identifiers=nhs, **elements)
 

@@ -41,6 +41,7 @@ class EdPatient:
     gender: str | None = None
     gender_text: str = ""
     postcode: str = ""
+    postcodes_seen: list[str] = field(default_factory=list)  # every postcode of their attendances
 
 
 @dataclass
@@ -149,11 +150,15 @@ def _patient(row: Row, hospital_number: str, arrival: dt.datetime | dt.date, pat
     person.nhs_number = row.nhs_number("nhs_number")
     earlier = patients.get(hospital_number)
     when = instant(arrival)
+    person.postcodes_seen = [person.postcode] if person.postcode else []
     if earlier is not None:
         row.differs({"dob": (earlier.birth_date, person.birth_date),
                      "nhs_number": (earlier.nhs_number, person.nhs_number)},
                     f"hospital number {hospital_number} at another attendance")
+        person.postcodes_seen = [*earlier.postcodes_seen,
+                                 *(c for c in person.postcodes_seen if c not in earlier.postcodes_seen)]
         if when < latest[hospital_number]:
+            earlier.postcodes_seen = person.postcodes_seen
             return person  # an older attendance: its details are not the ones kept
     patients[hospital_number] = person
     latest[hospital_number] = when

@@ -50,7 +50,11 @@ def to_fhir(ed: EdFile, agency: Agency, bad_records: set[str]) -> list[Upsert]:
 
 
 def _patient(p: EdPatient, ods: str) -> Upsert:
-    return person_patient(hospital_number_system(ods), p.hospital_number, p)
+    """The patient by hospital number, with the latest attendance's details. The postcodes of their
+    other attendances follow the current one as addresses of ``use`` old, as the school census mapping
+    keeps a pupil's: a trust that saw the child before and after a move is evidence of both homes, and
+    record linkage compares every address an agency knows (docs/linkage.md)."""
+    return person_patient(hospital_number_system(ods), p.hospital_number, p, old_postcodes=p.postcodes_seen)
 
 
 def _observation(kind: str, key: str, subject: Upsert, agency: Agency, record: str, **elements: Any) -> Upsert:
