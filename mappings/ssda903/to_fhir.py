@@ -68,7 +68,7 @@ def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> lis
     (Episodes, Missing), every record of that table of every child its Header names — care
     episodes (and so the looked-after Flag made from them) and missing episodes — open at any time
     in the collection year (:func:`collection_year`), and, before the year, from the start of the
-    earliest one it lists for that child (an episode that ended the day that one began is history:
+    earliest one it lists for that child (never records started after the year) (an episode that ended the day that one began is history:
     kept). So a child whose rows are gone from a table, or a table sent with no rows, retires the
     child's records of that table in the year. A table the return does not have accounts for
     nothing (a return of Header and Episodes leaves the missing episodes as they are); nor does a
@@ -86,7 +86,7 @@ def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> lis
                 snapshot.cover(upsert.full_url, year)
             for row in rows:
                 if row.child_id in patients:
-                    snapshot.cover(patients[row.child_id].full_url, Span(row.start))
+                    snapshot.cover(patients[row.child_id].full_url, Span(row.start, year.until))
             snapshots.append(snapshot)
     return snapshots
 
@@ -94,12 +94,14 @@ def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> lis
 def collection_year(dates: list[date]) -> Span | None:
     """The SSDA903 collection year (1 April to 31 March) a return is for, which its files do not
     state: the one holding the latest date it lists. As a Span: records open at some moment after
-    the 31 March before it. None without any date."""
+    the 31 March before it that started by the year's 31 March — so a late or corrected return of
+    an earlier year, imported after a later one, never retires the later year's records. None
+    without any date."""
     if not dates:
         return None
     latest = max(dates)
     year_end = date(latest.year if latest <= date(latest.year, 3, 31) else latest.year + 1, 3, 31)
-    return Span(date(year_end.year - 1, 3, 31))
+    return Span(date(year_end.year - 1, 3, 31), year_end)
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:

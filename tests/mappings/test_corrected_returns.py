@@ -266,6 +266,26 @@ def test_an_ssda903_child_without_rows_or_an_empty_table_retires_what_it_no_long
 
 def test_the_ssda903_collection_year_is_the_one_of_the_latest_date():
     assert collection_year([]) is None
-    assert collection_year([date(2022, 6, 1), date(2024, 2, 14)]) == Span(date(2023, 3, 31))
-    assert collection_year([date(2024, 3, 31)]) == Span(date(2023, 3, 31))
-    assert collection_year([date(2024, 4, 1)]) == Span(date(2024, 3, 31))
+    assert collection_year([date(2022, 6, 1), date(2024, 2, 14)]) == Span(date(2023, 3, 31), date(2024, 3, 31))
+    assert collection_year([date(2024, 3, 31)]) == Span(date(2023, 3, 31), date(2024, 3, 31))
+    assert collection_year([date(2024, 4, 1)]) == Span(date(2024, 3, 31), date(2025, 3, 31))
+
+
+def _started_before(name: str, day: str) -> bytes:
+    """The fixture table ``name`` with only the rows whose dates (dd/mm/yyyy) all fall before ``day``."""
+    def early(row: str) -> bool:
+        found = [f"{d[6:10]}-{d[3:5]}-{d[0:2]}" for d in row.split(",") if len(d) == 10 and d[2] == d[5] == "/"]
+        return all(iso < day for iso in found)
+    return _rows(name, early)
+
+
+def test_an_earlier_years_return_imported_later_never_retires_the_later_years_records(client):
+    """The 2022-23 return sent after the 2023-24 one (late, or corrected): it accounts for its own
+    year only, so the episodes, Flag and missing episodes that began after 31 March 2023 stay."""
+    _ssda903_tables(client, {})
+    before = _current_keys(client)
+    outcome = _ssda903_tables(client, {"201_episodes.csv": _started_before("201_episodes.csv", "2023-04-01"),
+                                       "201_missing.csv": _started_before("201_missing.csv", "2023-04-01")})
+    after = _current_keys(client)
+    assert before - after == set(), _headline(outcome)
+    assert {("ssda903-episode", "C1003/2023-06-01"), MISSING_C1003} <= after
