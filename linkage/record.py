@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.conformance import CANONICAL_BASE
+from mappings.systems import FORMER_UPN, NHS_NUMBER, UPN  # the identifier systems the mappings write
 
 from .compare import name_key, normalise_postcode, parse_date
 
-NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 LA_CHILD_ID_PREFIX = f"{CANONICAL_BASE}/Id/la-child-id/"
-UPN = f"{CANONICAL_BASE}/Id/upn"
-FORMER_UPN = f"{CANONICAL_BASE}/Id/former-upn"
 MASTER_SYSTEM = f"{CANONICAL_BASE}/Id/master-person"
 LINKAGE_CODES = f"{CANONICAL_BASE}/CodeSystem/linkage"
 MASTER_TAG = {"system": LINKAGE_CODES, "code": "master", "display": "Master (golden) person record"}
