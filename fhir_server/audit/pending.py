@@ -9,6 +9,7 @@ read's statement appends a *compact* AuditEvent itself, in a data-modifying CTE:
                                        [AND <policy_version> = :consent_version]
                    RETURNING seq)
     SELECT resource.*, (SELECT count(*) FROM audit) AS audited,
+           [<policy_version> = :consent_version] AS policy_ok,
            set_config('synchronous_commit', 'off', true)
     FROM resource WHERE res_type = :type AND res_id = :id
 
@@ -16,8 +17,11 @@ read's statement appends a *compact* AuditEvent itself, in a data-modifying CTE:
 the BALP AuditEvent as known before the statement runs (who, why, what was asked, the request id:
 :class:`Stamp`); ``returned`` is what the statement disclosed. The row is written by the statement
 that reads, so the answer and its record succeed or fail together: a read whose statement fails
-is not answered (fail closed), and one whose INSERT found the Consents changed (``audited`` = 0)
-runs again with fresh Consents (errors.RunAgain), as with the separate INSERT before.
+is not answered (fail closed), and one whose INSERT found the Consents changed (``policy_ok``
+false) runs again with fresh Consents (errors.RunAgain), as with the separate INSERT before. Callers
+with Consent deny rules do not come here (recorder.AuditRecorder.prepare: the SQL and Python rules
+see different references), and an attempt that answers nothing after its statement wrote the row
+is corrected by a failure event naming it (balp.not_answered).
 
 ``synchronous_commit`` is off for that one statement (``set_config(..., true)``: the transaction
 of an autocommit read is the statement): like the separate INSERT it replaces, a PostgreSQL crash
