@@ -63,9 +63,9 @@ class Recorder(Protocol):
         during it (the Router calls it when the attempt answered nothing and is run again)."""
         ...
 
-    def unanswered(self, req: "FhirRequest", reason: str) -> None:
+    def unanswered(self, req: "FhirRequest", reason: str, status: int) -> None:
         """The attempt at ``req`` ends without an answer, not by a FhirError (:meth:`failed`): it is
-        run again, or an unexpected error ends it (``reason``)."""
+        run again (503), or an unexpected error ends it (500); ``reason`` says which."""
         ...
 
 
@@ -195,14 +195,15 @@ class AuditRecorder:
         _attempt_stamp.set(None)
         return self.checkpoint() if self.checkpoint is not None else _nothing
 
-    def unanswered(self, req: "FhirRequest", reason: str) -> None:
+    def unanswered(self, req: "FhirRequest", reason: str, status: int) -> None:
         """Recorder.unanswered: if the attempt's statement wrote a compact AuditEvent (a disclosure),
         write the event saying its answer was not sent (:func:`balp.not_answered`)."""
         compact = _written_compact(req)
         if compact is None:
             return
-        item, _found = _asked(req, 503)
-        event = balp.not_answered(balp.failure_event(req.ctx, item, utcnow(), status=503, code="transient",
+        item, _found = _asked(req, status)
+        code = "transient" if status == 503 else "exception"
+        event = balp.not_answered(balp.failure_event(req.ctx, item, utcnow(), status=status, code=code,
                                                      diagnostics=reason), compact)
         self._write_correction(event)
 

@@ -131,6 +131,10 @@ def test_an_unexpected_error_after_the_statement_recorded_it_is_said_not_sent(co
     app.config["PROPAGATE_EXCEPTIONS"] = False
     assert get(http, "Observation/other-weight", care).status_code == 500
     assert uncorrected_disclosures(app, "Observation/other-weight") == []
+    if services.engine.dialect.name == "postgresql":
+        correction = next(e for e in events(app) if any(x.get("what", {}).get("reference", "").startswith(
+            "AuditEvent/") for x in e.get("entity", [])))
+        assert correction["outcome"] == "8" and correction["outcomeDesc"].startswith("500 exception")
 
 
 def test_a_read_the_sql_rule_refuses_but_the_answer_allows_is_recorded_not_run_again(
