@@ -150,6 +150,18 @@ def failure_event(ctx: "RequestContext", item: Interaction, recorded: datetime, 
     return event
 
 
+def not_answered(event: dict[str, Any], recorded_by_statement: str) -> dict[str, Any]:
+    """``event`` (a :func:`failure_event`) also names the AuditEvent ``recorded_by_statement``: the
+    compact event the read's or search's own statement wrote before the answer was refused or failed
+    (audit/pending.py), so that event's disclosure is known not to have been sent. An entity of
+    type System Object without the Domain Resource role (R4 AuditEvent.entity): it discloses nothing."""
+    event["entity"] = [*(event.get("entity") or []), {
+        "what": {"reference": f"AuditEvent/{recorded_by_statement}"},
+        "type": _coding(ENTITY_TYPE, "2", "System Object"),
+        "description": "The answer recorded by this AuditEvent was not sent"}]
+    return event
+
+
 def auth_event(kind: str, reason: str, *, base_url: str, recorded: datetime, ctx: "RequestContext | None",
                client_id: str | None, method: str | None, path: str | None, remote_addr: str | None,
                detail: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ read's statement appends a *compact* AuditEvent itself, in a data-modifying CTE:
                                        [AND <policy_version> = :consent_version]
                    RETURNING seq)
     SELECT resource.*, (SELECT count(*) FROM audit) AS audited,
+           [<policy_version> = :consent_version] AS policy_ok,
            set_config('synchronous_commit', 'off', true)
     FROM resource WHERE res_type = :type AND res_id = :id
 
@@ -16,8 +17,11 @@ read's statement appends a *compact* AuditEvent itself, in a data-modifying CTE:
 the BALP AuditEvent as known before the statement runs (who, why, what was asked, the request id:
 :class:`Stamp`); ``returned`` is what the statement disclosed. The row is written by the statement
 that reads, so the answer and its record succeed or fail together: a read whose statement fails
-is not answered (fail closed), and one whose INSERT found the Consents changed (``audited`` = 0)
-runs again with fresh Consents (errors.RunAgain), as with the separate INSERT before.
+is not answered (fail closed), and one whose INSERT found the Consents changed (``policy_ok``
+false) runs again with fresh Consents (errors.RunAgain), as with the separate INSERT before. Callers
+with Consent deny rules do not come here (recorder.AuditRecorder.prepare: the SQL and Python rules
+see different references), and an attempt that answers nothing after its statement wrote the row
+is corrected by a failure event naming it (balp.not_answered).
 
 ``synchronous_commit`` is off for that one statement (``set_config(..., true)``: the transaction
 of an autocommit read is the statement): like the separate INSERT it replaces, a PostgreSQL crash
@@ -38,8 +42,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, bindparam, String, Select, cast, delete, func, insert, literal, select, \
-    text, true, tuple_
+from sqlalchemy import Connection, DateTime, Integer, bindparam, String, Select, cast, delete, func, insert, literal, \
+    literal_column, select, true, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -100,33 +104,39 @@ class Stamp:
         """The rows of a search's ``page`` (select_matches ``numbered``), read by the statement that
         also writes this AuditEvent listing the first ``shown`` (:func:`search_statement`); then
         settled. The search engine calls this without knowing of the audit trail."""
-        answered = execute(conn, search_statement(self, page, shown))
+        params = {"a_version": self.consent_version} if self.consent_version is not None else {}
+        answered = execute(conn, search_statement(self, page, shown), params)
         rows = [r for r in answered if r.pk is not None]
         self.settle(answered[0].audited, [reference(r.res_type, r.res_id, r.version_id)
-                                          for r in rows if r.audit_rn <= shown])
+                                          for r in rows if r.audit_rn <= shown], bool(answered[0].policy_ok))
         return rows
 
-    def settle(self, audited: int, disclosed: list[str]) -> None:
-        """After the statement: ``audited`` rows written, ``disclosed`` what will be answered."""
+    def settle(self, audited: int, disclosed: list[str], policy_ok: bool = True) -> None:
+        """After the statement: ``audited`` rows written, ``disclosed`` what will be answered,
+        ``policy_ok`` whether the cached Consents' version was still current (the statement's own
+        column: the INSERT's WHERE alone cannot say which of its conditions refused)."""
         if audited:
             self.returned = disclosed
             return
         if not disclosed:  # (a read of something hidden: its refusal is audited, and checked, as one)
             return
-        if self.consent_version is not None:
-            # the INSERT's policy_version check failed: the cached Consents are stale, nothing is answered
+        if not policy_ok:
+            # the cached Consents are stale: nothing is answered, the request runs again afresh
             if self.invalidate is not None:
                 self.invalidate(self.consent_version)
             raise RunAgain("The Consents changed while the request ran")
-        # the SQL and Python access checks disagree: the recorder writes the full event
-        log.warning("A read's statement did not record %s; writing its AuditEvent separately", disclosed)
+        # the SQL access rule refused what the Python rule shows: the recorder writes the full event
+        # (with its own Consent version check) after the answer
+        log.warning("A read's statement did not record %s (its SQL access rule refused it); "
+                    "writing its AuditEvent separately", disclosed)
 
 
-def _policy(stamp: Stamp) -> list[Any]:
-    if stamp.consent_version is None:
-        return []
-    return [text(f"{policy_version.CURRENT} = :audit_consent_version").bindparams(
-        audit_consent_version=stamp.consent_version)]
+def _policy_ok(check: bool) -> Any:
+    """SQL: the Consents' policy_version is still the one the cached copy was read at (bind
+    ``a_version``); always true without a cached copy (the Consents were read for this request)."""
+    if not check:
+        return true()
+    return literal_column(policy_version.CURRENT, Integer) == bindparam("a_version", type_=Integer)
 
 
 def _values(stamp: Stamp) -> list[Any]:
@@ -170,8 +180,8 @@ def _build_read(access: Any, check_policy: bool) -> Select[Any]:
     where = [resource.c.res_type == bindparam("a_type", type_=String),
              resource.c.res_id == bindparam("a_id", type_=String)]
     shown = [*where, resource.c.deleted.is_(False)]
-    if check_policy:
-        shown.append(text(f"{policy_version.CURRENT} = :a_version").bindparams(bindparam("a_version")))
+    policy_ok = _policy_ok(check_policy)
+    shown.append(policy_ok)
     if access is not None:
         shown.append(access.clause(resource))
     values = [bindparam("a_event", type_=String), bindparam("a_recorded", type_=DateTime),
@@ -180,7 +190,9 @@ def _build_read(access: Any, check_policy: bool) -> Select[Any]:
         COLUMNS, select(*values, func.json_build_array(_ref(resource))).where(*shown)
     ).returning(audit_pending.c.seq).cte("audit")
     audited = select(func.count()).select_from(written).scalar_subquery()
-    return select(resource, audited.label("audited"), _SYNC_OFF.label("audit_sync")).where(*where)
+    # (the same snapshot as the CTE's: one statement)
+    return select(resource, audited.label("audited"), policy_ok.label("policy_ok"),
+                  _SYNC_OFF.label("audit_sync")).where(*where)
 
 
 def search_statement(stamp: Stamp, page: Select[Any], shown: int) -> Select[Any]:
@@ -189,13 +201,16 @@ def search_statement(stamp: Stamp, page: Select[Any], shown: int) -> Select[Any]
     next page exists). Always one row at least: ``audited``, and the page's columns NULL when it is
     empty."""
     p = page.cte("page")
+    policy_ok = _policy_ok(stamp.consent_version is not None)
     refs = select(func.coalesce(func.json_agg(aggregate_order_by(_ref(p), p.c.audit_rn)),
                                 func.json_build_array())).where(p.c.audit_rn <= shown).scalar_subquery()
     written = insert(audit_pending).from_select(
-        COLUMNS, select(*_values(stamp), refs).where(true(), *_policy(stamp))
+        COLUMNS, select(*_values(stamp), refs).where(policy_ok)
     ).returning(audit_pending.c.seq).cte("audit")
-    n = select(func.count().label("audited"), _SYNC_OFF.label("audit_sync")).select_from(written).subquery("n")
-    return select(n.c.audited, *(c for c in p.c)).select_from(n.outerjoin(p, true())).order_by(p.c.audit_rn)
+    n = select(func.count().label("audited"), policy_ok.label("policy_ok"),
+               _SYNC_OFF.label("audit_sync")).select_from(written).subquery("n")
+    return select(n.c.audited, n.c.policy_ok, *(c for c in p.c)).select_from(n.outerjoin(p, true())) \
+        .order_by(p.c.audit_rn)
 
 
 def reference(res_type: str, res_id: str, version_id: int) -> str:

@@ -63,6 +63,11 @@ class Recorder(Protocol):
         during it (the Router calls it when the attempt answered nothing and is run again)."""
         ...
 
+    def unanswered(self, req: "FhirRequest", reason: str, status: int) -> None:
+        """The attempt at ``req`` ends without an answer, not by a FhirError (:meth:`failed`): it is
+        run again (503), or an unexpected error ends it (500); ``reason`` says which."""
+        ...
+
 
 class _Outer:
     """The top-level request an interaction belongs to (a Bundle's entries share its context)."""
@@ -76,6 +81,11 @@ class _Outer:
 
 
 _outer: ContextVar[_Outer | None] = ContextVar("audit_outer_request", default=None)
+# The Stamp of the current attempt's read or search (PostgreSQL, :meth:`AuditRecorder.prepare`):
+# once its statement has written the compact AuditEvent, an attempt that then answers nothing says so.
+# (with its request: a later request of the same thread never sees it)
+_attempt_stamp: ContextVar["tuple[FhirRequest, pending.Stamp] | None"] = ContextVar("audit_attempt_stamp",
+                                                                                    default=None)
 
 
 class AuditRecorder:
@@ -141,11 +151,17 @@ class AuditRecorder:
         item, found = _asked(req, 200)
         if item.code not in ("read", "search-type") or found.compartment or item.res_type in (None, "AuditEvent"):
             return
+        if getattr(uow.access, "denies", ()):
+            # Consent refusals: DenyRule.clause (SQL) sees only indexed references, DenyRule.matches
+            # (the answer's rule) every reference in the content, so the statement could record a
+            # read the answer then refuses. The recorder writes the event after the answer instead.
+            return
         now = utcnow()
         cache = self.consent_cache
         uow.audit_stamp = pending.Stamp(balp.audit_event(req.ctx, [item], now), now,
                                         getattr(uow.access, "consent_version", None),
                                         cache.invalidate if cache is not None else None)
+        _attempt_stamp.set((req, uow.audit_stamp))
 
     def record(self, uow: "UnitOfWork | None", req: "FhirRequest", response: "FhirResponse") -> None:
         item = interaction_of(req, response)
@@ -176,7 +192,26 @@ class AuditRecorder:
         grant, a share without consent made from stale Consents) is dropped from the request's
         buffer. Its AuditEvent and Provenance were never written (the unit of work rolled back, or
         the read's INSERT found the Consents changed), so nothing else is left of it."""
+        _attempt_stamp.set(None)
         return self.checkpoint() if self.checkpoint is not None else _nothing
+
+    def unanswered(self, req: "FhirRequest", reason: str, status: int) -> None:
+        """Recorder.unanswered: if the attempt's statement wrote a compact AuditEvent (a disclosure),
+        write the event saying its answer was not sent (:func:`balp.not_answered`)."""
+        compact = _written_compact(req)
+        if compact is None:
+            return
+        item, _found = _asked(req, status)
+        code = "transient" if status == 503 else "exception"
+        event = balp.not_answered(balp.failure_event(req.ctx, item, utcnow(), status=status, code=code,
+                                                     diagnostics=reason), compact)
+        self._write_correction(event)
+
+    def _write_correction(self, event: dict[str, Any]) -> None:
+        try:
+            self.write_events([event])
+        except Exception:  # noqa: BLE001 - the answer is withheld either way; the log line keeps the event
+            log.exception("Could not write the AuditEvent saying a recorded answer was not sent: %s", event)
 
     def failed(self, req: "FhirRequest", exc: FhirError) -> None:
         """A request answered with an OperationOutcome instead (400, 404, 409, 412, 422…; issue 4:
@@ -185,12 +220,18 @@ class AuditRecorder:
         a request, straight into a transaction of its own. Refusals already recorded as
         authentication events (fhir_server/auth/events.py: 401/403) are not recorded twice, and a
         503 because the trail could not be written is not retried here."""
-        if isinstance(exc, AuditUnavailable) or exc.status < 400:
+        compact = _written_compact(req)
+        if compact is None and (isinstance(exc, AuditUnavailable) or exc.status < 400):
             return
         item, _found = _asked(req, exc.status)
         issue = exc.issues[0].code if exc.issues else exc.code
         event = balp.failure_event(req.ctx, item, utcnow(), status=exc.status, code=issue,
                                    diagnostics=exc.diagnostics)
+        if compact is not None:
+            # the read's statement recorded an answer that is not sent: say so, now and whatever
+            # else recorded the refusal (a 401/403 authentication event does not name that event)
+            self._write_correction(balp.not_answered(event, compact))
+            return
         if self.defer is not None and self.defer(event):
             return
         try:
@@ -397,6 +438,17 @@ def interaction_of(req: "FhirRequest", response: "FhirResponse") -> balp.Interac
         patients.extend(balp.patients_in(res))
     item.patients = list(dict.fromkeys(patients))
     return item
+
+
+def _written_compact(req: "FhirRequest") -> str | None:
+    """The id of the compact AuditEvent the current attempt at ``req`` had its statement write, if
+    it wrote one (once: the attempt's stamp is forgotten)."""
+    held = _attempt_stamp.get()
+    if held is None or held[0] is not req:
+        return None
+    _attempt_stamp.set(None)
+    stamp = held[1]
+    return stamp.head["id"] if stamp.returned is not None else None
 
 
 def _asked(req: "FhirRequest", status: int) -> tuple[balp.Interaction, Any]:

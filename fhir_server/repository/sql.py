@@ -160,7 +160,8 @@ class UnitOfWork:
             row = stamp.read(self.conn, res_type, res_id, self.access)
             if row is not None and not row.deleted:
                 shown = self.access is None or self.access.allows(row.content)
-                stamp.settle(row.audited, [f"{res_type}/{res_id}/_history/{row.version_id}"] if shown else [])
+                stamp.settle(row.audited, [f"{res_type}/{res_id}/_history/{row.version_id}"] if shown else [],
+                             bool(row.policy_ok))
         else:
             row = self._current_row(res_type, res_id)
         if row is None:

@@ -57,6 +57,7 @@ class Router:
                 try:
                     return self._handle(req)
                 except RunAgain:  # what changed has been read afresh: run it again
+                    self.unanswered(req, "The Consents changed while the request ran: it was run again", 503)
                     for discard in discards:
                         discard()
                     continue
@@ -65,6 +66,15 @@ class Router:
         except FhirError as exc:
             self.failed(req, exc)
             raise
+        except Exception as exc:
+            self.unanswered(req, f"The request failed ({type(exc).__name__}): nothing was answered", 500)
+            raise
+
+    def unanswered(self, req: FhirRequest, reason: str, status: int) -> None:
+        """Tell the recorders that an attempt at ``req`` ended without an answer, not by a FhirError
+        (run again: 503, or an unexpected error: 500)."""
+        for recorder in self.recorders:
+            recorder.unanswered(req, reason, status)
 
     def failed(self, req: FhirRequest, exc: FhirError) -> None:
         """Tell the recorders (the audit trail) of a request refused with ``exc`` (its unit of work,

@@ -58,3 +58,23 @@ def test_a_version_no_longer_found_is_still_listed() -> None:
     assert [e["what"].get("reference") for e in event["entity"] if "reference" in e["what"]] == \
         ["Observation/o1/_history/3"]
     assert event["meta"]["profile"][0].endswith(".Read")
+
+
+def test_settle_runs_again_only_when_the_consents_changed() -> None:
+    """pending.Stamp.settle: ``audited`` 0 with a row to disclose is stale Consents only when the
+    statement's ``policy_ok`` says so; otherwise the SQL access rule refused it and the recorder
+    writes the full event (Stamp.returned stays None)."""
+    from fhir_server.audit.pending import Stamp
+    from fhir_server.errors import RunAgain
+
+    dropped: list[int | None] = []
+    refused = Stamp({"id": "e1"}, NOW, consent_version=7, invalidate=dropped.append)
+    refused.settle(0, ["Observation/o1/_history/1"], policy_ok=True)
+    assert refused.returned is None and dropped == []
+    stale = Stamp({"id": "e2"}, NOW, consent_version=7, invalidate=dropped.append)
+    with pytest.raises(RunAgain):
+        stale.settle(0, ["Observation/o1/_history/1"], policy_ok=False)
+    assert stale.returned is None and dropped == [7]
+    written = Stamp({"id": "e3"}, NOW, consent_version=7, invalidate=dropped.append)
+    written.settle(1, ["Observation/o1/_history/1"], policy_ok=True)
+    assert written.returned == ["Observation/o1/_history/1"]
