@@ -288,14 +288,18 @@ def _outcome(res: Any, target: str) -> tuple[int, list[tuple[str, str, str]]]:
                              for i in body.get("issue", [])]
 
 
+WRITE_CASES = ["put", "put-if-match", "delete-if-match", "conditional-update", "validate-delete", "owner-put-new-id"]
+
+
+@pytest.mark.parametrize("case", WRITE_CASES)
 def test_another_clients_subscription_is_written_to_exactly_as_an_unknown_id(
-        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver) -> None:
+        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver, case: str) -> None:
     """PUT (plain, with If-Match, conditional with a body id) and DELETE with If-Match get, for another
     client's Subscription, the status and message of an id that does not exist: the ownership check
     comes straight after the row is read, before version and existence checks. A Subscription gets a
     server-assigned id only (http.html#update: a server that does not allow client-defined ids
-    answers 405), so a PUT to an unknown id and to a hidden one are the same 405. Each refusal is
-    audited as a `not-owner` Security Alert; nothing changes."""
+    answers 405), so a PUT to an unknown id and to a hidden one are the same 405, the owner's own
+    included. Each refusal is audited as a `not-owner` Security Alert; nothing changes."""
     auth = auth_sub_app.extensions["fhir"].auth
     colleague = auth.mint_dev_token(client_id="mash-dashboard-app", scope="user/*.cruds",
                                     practitioner="Practitioner/p2", agency="la:201", role="mash-practitioner",
@@ -332,31 +336,34 @@ def test_another_clients_subscription_is_written_to_exactly_as_an_unknown_id(
     def hijack(target: str) -> dict[str, Any]:
         return {**body, "id": target, "channel": {**body["channel"], "endpoint": "https://attacker.example/hook"}}
 
-    status, issues = same_as_unknown("PUT", "Subscription/{}", hijack)
-    assert status == 405 and "POST" in issues[0][2], issues
-    for tag in (f'W/"{version}"', f'W/"{int(version) + 1}"', 'W/"1"'):
-        assert same_as_unknown("PUT", "Subscription/{}", hijack, **{"If-Match": tag})[0] == 405, tag
-        status, _issues = same_as_unknown("DELETE", "Subscription/{}", None, **{"If-Match": tag})
-        assert status == 412, tag
-    status, _issues = same_as_unknown("PUT", "Subscription?_id=no-such-subscription", hijack)
-    assert status == 405
-    assert same_as_unknown("DELETE", "Subscription/{}")[0] == 204
+    tags = (f'W/"{version}"', f'W/"{int(version) + 1}"', 'W/"1"')
+    if case == "put":
+        status, issues = same_as_unknown("PUT", "Subscription/{}", hijack)
+        assert status == 405 and "POST" in issues[0][2], issues
+    elif case == "put-if-match":
+        for tag in tags:
+            assert same_as_unknown("PUT", "Subscription/{}", hijack, **{"If-Match": tag})[0] == 405, tag
+    elif case == "delete-if-match":
+        for tag in tags:
+            assert same_as_unknown("DELETE", "Subscription/{}", None, **{"If-Match": tag})[0] == 412, tag
+        assert same_as_unknown("DELETE", "Subscription/{}")[0] == 204
+    elif case == "conditional-update":
+        assert same_as_unknown("PUT", "Subscription?_id=no-such-subscription", hijack)[0] == 405
+    elif case == "validate-delete":  # it says whether the id exists
+        status, issues = same_as_unknown("POST", "Subscription/{}/$validate?mode=delete", None, audited=False)
+        assert status == 200, issues
+    else:  # the owner itself creates no Subscription with an id it chooses: the same 405
+        own = send(api, "PUT", f"Subscription/{unknown}", {**body, "id": unknown}, tokens["mash"])
+        theirs = send(api, "PUT", f"Subscription/{sub_id}", hijack(sub_id), colleague)
+        assert own.status_code == 405 and _outcome(own, unknown) == _outcome(theirs, sub_id)
+        assert send(api, "GET", f"Subscription/{unknown}", None, tokens["mash"]).status_code == 404
+        statement = api.get("/fhir/metadata").get_json()["rest"][0]["resource"]
+        assert next(r for r in statement if r["type"] == "Subscription")["updateCreate"] is False
+        assert next(r for r in statement if r["type"] == "Patient")["updateCreate"] is True
 
-    # nothing changed, and the owner itself creates no Subscription with an id it chooses
+    # nothing changed
     after = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).get_json()
     assert after["meta"]["versionId"] == version and after["channel"]["endpoint"] == receiver.url
-    own = send(api, "PUT", f"Subscription/{unknown}", {**body, "id": unknown}, tokens["mash"])
-    assert _outcome(own, unknown) == _outcome(send(api, "PUT", f"Subscription/{sub_id}", hijack(sub_id), colleague),
-                                              sub_id)
-    assert send(api, "GET", f"Subscription/{unknown}", None, tokens["mash"]).status_code == 404
-    statement = api.get("/fhir/metadata").get_json()
-    entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription")
-    assert entry["updateCreate"] is False
-    assert next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")["updateCreate"] is True
-
-    # $validate mode=delete says the same for both (it asks whether the id exists)
-    status, issues = same_as_unknown("POST", "Subscription/{}/$validate?mode=delete", None, audited=False)
-    assert status == 200, issues
 
 
 def test_a_hidden_delete_in_a_failing_transaction_keeps_the_bundles_audit_event(
