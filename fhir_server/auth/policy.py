@@ -567,7 +567,9 @@ def _owner_only_write(ctx: "RequestContext", res_type: str, old: dict[str, Any] 
                       new: dict[str, Any] | None) -> dict[str, Any] | None:
     """A client changes or deletes only its own Subscriptions; another's is answered as unknown
     (errors.Hidden: 404, or a delete of something absent) and the attempt is recorded (a denied
-    event: an AuditEvent). A new version carries the owner-client tag of its owner."""
+    event: an AuditEvent). The repository's :func:`hidden_from_writer` check comes first (before
+    If-Match); this one stands for any writer that bypasses it. A new version carries the
+    owner-client tag of its owner."""
     if old is not None and not owns(ctx, old):
         events.denied("not-owner", ctx, None,
                       f"{res_type}/{old.get('id')} is another client's; refused as if unknown (no existence leak)",
