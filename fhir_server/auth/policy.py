@@ -614,5 +614,5 @@ def _info(req: "FhirRequest") -> events.RequestInfo:
     return events.RequestInfo(req.method, req.path, req.ctx.remote_addr, None, req.ctx.request_id)
 
 
-__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "hidden_from_writer", "creates_with_client_id", "ROLES", "OWNER_ONLY_TYPES", "PURPOSES", "WRITE_TYPES",
-           "purpose_class"]
+__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "hidden_from_writer", "creates_with_client_id",
+           "with_owner_only_types", "ROLES", "OWNER_ONLY_TYPES", "PURPOSES", "WRITE_TYPES", "purpose_class"]
