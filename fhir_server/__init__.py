@@ -59,9 +59,10 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
         router.guards.append(ScopeGuard(router.operations, registry))
     if settings.auth_enabled and settings.access_policy_enabled:
         # access policy (auth/policy.py): role and agency rules, security labels and consent
-        from .auth.policy import PolicyGuard, check_write, visibility
+        from .auth.policy import PolicyGuard, check_write, creates_with_client_id, hidden_from_writer, visibility
         router.guards.append(PolicyGuard())
         router.access_policy, router.write_policy = visibility, check_write
+        router.hidden_write, router.update_create = hidden_from_writer, creates_with_client_id
     services = Services(settings, engine, repo, router, auth)
     register_import_operation(services)
     # -- record linkage (linkage/): $match, $link, $unlink and linking on write (outbox consumer) --
@@ -90,6 +91,9 @@ def build_services(settings: Settings | None = None, *, connection: Connection |
     if services.audit is not None:  # audit trail: AuditEvent is read-only
         from .audit import with_read_only_audit
         capabilities.statement = with_read_only_audit(capabilities.statement)  # type: ignore[method-assign]
+    if settings.auth_enabled and settings.access_policy_enabled:
+        from .auth.policy import with_owner_only_types
+        capabilities.statement = with_owner_only_types(capabilities.statement)  # type: ignore[method-assign]
     router.capabilities = capabilities.build
     if connection is None:
         install_outbox_drain(repo)

@@ -111,7 +111,10 @@ def _buffer_auth_event(event: "events.AuthEvent") -> None:
             return  # one request, one review flag: a Bundle's entries pass the same guard
         flagged[key] = len(pending)
     pending.append(recorder.auth_event_resource(event))
-    if event.kind == "denied":
+    if event.kind == "denied" and event.extra.get("refusal_answers", True):
+        # the refusal is the request's answer: its failure AuditEvent would repeat it. A refusal set
+        # aside (another client's Subscription deleted as an absent one: 204) is not, so a later
+        # failure of the request (a transaction Bundle's failing entry) still gets its AuditEvent.
         g.audit_refusal_recorded = True
 
 

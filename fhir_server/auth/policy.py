@@ -517,17 +517,59 @@ def check_write(ctx: "RequestContext", old: dict[str, Any] | None, new: dict[str
 def owns(ctx: "RequestContext", content: dict[str, Any]) -> bool:
     """Whether ``content`` (of an OWNER_ONLY_TYPES type) is the caller's: its agency's source-agency
     tag and its client's owner-client tag. One without an owner-client tag (written before the tag
-    existed) is nobody's: hidden from every client (fail closed) until the server re-stamps it."""
+    existed) is nobody's: hidden from every client (fail closed); nothing stamps it afterwards (an
+    operator deletes it and its client creates it again, docs/security.md)."""
     own = labels.agency_tag_code(ctx.agency)
     return own is not None and ctx.client_id is not None and own in labels.source_agencies(content) \
         and ctx.client_id in labels.owner_clients(content)
+
+
+def hidden_from_writer(ctx: "RequestContext", current: dict[str, Any], *, refusal_answers: bool) -> bool:
+    """Whether the current content of a resource a write targets is, for the caller, not there: an
+    OWNER_ONLY_TYPES resource of another client. The repository then answers exactly as for an id
+    that does not exist, before any If-Match or existence check (a different status or message would
+    confirm that the id exists, or its version), and the attempt is recorded (a denied event).
+    ``refusal_answers``: the refusal is the request's answer (an update: the write is refused) rather
+    than set aside (a delete of something absent succeeds), see audit/__init__.py."""
+    res_type = str(current.get("resourceType"))
+    if not restricted(ctx) or res_type not in OWNER_ONLY_TYPES or owns(ctx, current):
+        return False
+    events.denied("not-owner", ctx, None,
+                  f"{res_type}/{current.get('id')} is another client's; refused as if unknown (no existence leak)",
+                  resource=f"{res_type}/{current.get('id')}", refusal_answers=refusal_answers)
+    return True
+
+
+def creates_with_client_id(ctx: "RequestContext", res_type: str) -> bool:
+    """http.html#update, update as create: whether the caller may create ``res_type`` with an id it
+    chooses (PUT to an unknown id). An OWNER_ONLY_TYPES resource gets a server-assigned id only
+    (create, POST): a PUT to an id that is unknown, deleted or another client's gets one answer, the
+    405 of a server that does not allow client-defined ids for the type."""
+    return not (restricted(ctx) and res_type in OWNER_ONLY_TYPES)
+
+
+def with_owner_only_types(statement: Any) -> Any:
+    """Wrap a CapabilityStatement builder: an OWNER_ONLY_TYPES type declares updateCreate false
+    (capabilitystatement-definitions.html#CapabilityStatement.rest.resource.updateCreate), as
+    :func:`creates_with_client_id` enforces for every caller the policy applies to."""
+    def build() -> dict[str, Any]:
+        built = statement()
+        rest = []
+        for r in built.get("rest") or []:
+            rest.append({**r, "resource": [
+                {**res, "updateCreate": False} if res.get("type") in OWNER_ONLY_TYPES else res
+                for res in r.get("resource") or []]})
+        return {**built, "rest": rest}
+    return build
 
 
 def _owner_only_write(ctx: "RequestContext", res_type: str, old: dict[str, Any] | None,
                       new: dict[str, Any] | None) -> dict[str, Any] | None:
     """A client changes or deletes only its own Subscriptions; another's is answered as unknown
     (errors.Hidden: 404, or a delete of something absent) and the attempt is recorded (a denied
-    event: an AuditEvent). A new version carries the owner-client tag of its owner."""
+    event: an AuditEvent). The repository's :func:`hidden_from_writer` check comes first (before
+    If-Match); this one stands for any writer that bypasses it. A new version carries the
+    owner-client tag of its owner."""
     if old is not None and not owns(ctx, old):
         events.denied("not-owner", ctx, None,
                       f"{res_type}/{old.get('id')} is another client's; refused as if unknown (no existence leak)",
@@ -572,5 +614,5 @@ def _info(req: "FhirRequest") -> events.RequestInfo:
     return events.RequestInfo(req.method, req.path, req.ctx.remote_addr, None, req.ctx.request_id)
 
 
-__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "ROLES", "OWNER_ONLY_TYPES", "PURPOSES", "WRITE_TYPES",
-           "purpose_class"]
+__all__ = ["PolicyGuard", "Visibility", "visibility", "check_write", "hidden_from_writer", "creates_with_client_id",
+           "with_owner_only_types", "ROLES", "OWNER_ONLY_TYPES", "PURPOSES", "WRITE_TYPES", "purpose_class"]

@@ -91,6 +91,22 @@ class DeferredCreates:
     def write_check(self, value: Any) -> None:
         self._uow.write_check = value
 
+    @property
+    def hidden_write(self) -> Any:
+        return self._uow.hidden_write
+
+    @hidden_write.setter
+    def hidden_write(self, value: Any) -> None:
+        self._uow.hidden_write = value
+
+    @property
+    def update_create(self) -> Any:
+        return self._uow.update_create
+
+    @update_create.setter
+    def update_create(self, value: Any) -> None:
+        self._uow.update_create = value
+
     def __getattr__(self, name: str) -> Any:
         # Anything but ``create`` may read what the queue would have written: write it first.
         self.flush()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
-from ..errors import Conflict, Gone, NotFound, PreconditionFailed
+from ..errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
 from ..search.engine import execute_search, find_matches
@@ -127,6 +127,11 @@ class UnitOfWork:
         self.access: Any = None
         self.write_check: Callable[[RequestContext, dict[str, Any] | None, dict[str, Any] | None],
                                    dict[str, Any] | None] | None = None
+        # ``hidden_write`` (ctx, current content, refusal_answers=) → True when the current row is, for
+        # this writer, not there (recorded as a refusal); ``update_create`` (ctx, type) → whether a PUT
+        # may create that type with a client-chosen id (fhir_server.auth.policy).
+        self.hidden_write: Callable[..., bool] | None = None
+        self.update_create: Callable[[RequestContext, str], bool] | None = None
         self._is_postgres = conn.dialect.name == "postgresql"
         self._before_commit: list[Callable[[], None]] = []
         # Audit hook (audit/pending.py Stamp): the AuditEvent of this read or search, which the
@@ -217,8 +222,18 @@ class UnitOfWork:
         return self._redacted(_stored(row))
 
     def exists(self, res_type: str, res_id: str) -> bool:
+        """Whether a current (not deleted) version exists that the caller may see: one it may not see
+        does not exist for it, as for :meth:`read`."""
         row = self._current_row(res_type, res_id)
-        return row is not None and not row.deleted
+        return row is not None and not row.deleted and (self.access is None or self.access.allows(row.content))
+
+    def _writable_row(self, ctx: RequestContext, row: Any, *, refusal_answers: bool) -> Any:
+        """The current row a write targets, or None when it is, for this writer, not there (another
+        client's Subscription): checked straight after reading it, before If-Match and existence
+        checks, so that every answer is the one for an id that does not exist."""
+        if row is None or row.deleted or self.hidden_write is None:
+            return row
+        return None if self.hidden_write(ctx, row.content, refusal_answers=refusal_answers) else row
 
     def history(self, *, res_type: str | None = None, res_id: str | None = None,
                 since: datetime | None = None, at: datetime | None = None,
@@ -276,10 +291,21 @@ class UnitOfWork:
         return self._insert_new(ctx, res_type, res_id or str(uuid.uuid4()), content, "POST")
 
     def update(self, ctx: RequestContext, res_type: str, res_id: str, content: dict[str, Any],
-               *, if_match: int | None = None, method: str = "PUT") -> WriteResult:
+               *, if_match: int | None = None, method: str = "PUT", create_only: bool = False) -> WriteResult:
         """http.html#update, including update-as-create with a client-chosen id and version-aware
-        updates (``If-Match`` → 412 when stale). An update that changes nothing keeps the version."""
-        row = self._current_row(res_type, res_id, lock=True)
+        updates (``If-Match`` → 412 when stale). An update that changes nothing keeps the version.
+        A type the caller may not create with its own id (``update_create``) answers 405 for an id
+        that is unknown, deleted or hidden from it alike (http.html#update: a server that does not
+        allow client-defined ids). ``create_only`` (conditional update with a body id): an existing
+        row is not updated (400)."""
+        row = self._writable_row(ctx, self._current_row(res_type, res_id, lock=True), refusal_answers=True)
+        if (row is None or row.deleted) and self.update_create is not None \
+                and not self.update_create(ctx, res_type):
+            raise MethodNotAllowed(f"{res_type}/{res_id} is not known, and a {res_type} is not created with a "
+                                   f"client-chosen id: create it with POST (the server assigns its id)",
+                                   expression="id")
+        if create_only and row is not None and not row.deleted:
+            raise BadRequest(f"{res_type}/{res_id} exists but does not match the criteria", expression=f"{res_type}.id")
         if row is None:
             if if_match is not None:
                 raise PreconditionFailed(f"{res_type}/{res_id} does not exist; If-Match cannot match")
@@ -305,8 +331,9 @@ class UnitOfWork:
     def delete(self, ctx: RequestContext, res_type: str, res_id: str,
                *, if_match: int | None = None) -> Stored | None:
         """http.html#delete: soft delete, a new version that is a deletion; history is kept.
-        Deleting something unknown or already deleted is not an error (returns None)."""
-        row = self._current_row(res_type, res_id, lock=True)
+        Deleting something unknown or already deleted is not an error (returns None); one hidden from
+        the caller is deleted as an unknown one is, If-Match included (412 whatever the version)."""
+        row = self._writable_row(ctx, self._current_row(res_type, res_id, lock=True), refusal_answers=False)
         if if_match is not None and (row is None or row.version_id != if_match):
             raise PreconditionFailed(f"{res_type}/{res_id} is not at version {if_match}", expression="If-Match")
         if row is None or row.deleted:

@@ -78,7 +78,8 @@ def conditional_update(uow: UnitOfWork, req: FhirRequest, res_type: str) -> Fhir
             if uow.exists(res_type, body["id"]):
                 raise BadRequest(f"{res_type}/{body['id']} exists but does not match the criteria",
                                  expression=f"{res_type}.id")
-            result = uow.update(req.ctx, res_type, body["id"], body)
+            # one the caller may not see is not updated either: the repository answers as for an unknown id
+            result = uow.update(req.ctx, res_type, body["id"], body, create_only=True)
             return write_response(req, result.stored, 201, message=f"Created {result.stored.reference}")
         stored = uow.create(req.ctx, body)
         return write_response(req, stored, 201, message=f"Created {stored.reference}")

@@ -45,6 +45,8 @@ class Router:
         # check every stored version passes through. None when authentication is off.
         self.access_policy: Callable[..., Any] | None = None
         self.write_policy: Callable[..., Any] | None = None
+        self.hidden_write: Callable[..., bool] | None = None
+        self.update_create: Callable[..., bool] | None = None
         # The process's Consent cache (auth/consent.py ConsentCache), given to reads whose AuditEvent
         # INSERT checks its version (set by the audit trail; None: Consents read on every request).
         self.consent_cache: Any = None
@@ -140,6 +142,7 @@ class Router:
                     and uow.conn.get_execution_options().get("readonly", False)
                 uow.access = self.access_policy(req.ctx, uow.conn, consents=self.consent_cache if cached else None)
             uow.write_check = self.write_policy
+            uow.hidden_write, uow.update_create = self.hidden_write, self.update_create
 
     def _guard_before(self, req: FhirRequest) -> None:
         for guard in self.guards:

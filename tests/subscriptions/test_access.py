@@ -256,7 +256,7 @@ def test_only_the_creating_client_reads_changes_or_deletes_a_subscription(
     before = len(trail())
     res = send(api, "PUT", f"Subscription/{sub_id}", {**body, "id": sub_id, "channel": {
         **body["channel"], "endpoint": "https://attacker.example/hook"}}, colleague)
-    assert res.status_code == 404 and "la-201-receiver" not in res.get_data(as_text=True)
+    assert res.status_code == 405 and "la-201-receiver" not in res.get_data(as_text=True)
     assert any("not-owner" in e.get("outcomeDesc", "") for e in trail()[before:])
     status, _text = refused_as_unknown("DELETE", "Subscription/{}")
     assert status == 204
@@ -279,3 +279,119 @@ def test_only_the_creating_client_reads_changes_or_deletes_a_subscription(
     # the owner deletes its own
     assert send(api, "DELETE", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 204
     assert send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 410
+
+
+def _outcome(res: Any, target: str) -> tuple[int, list[tuple[str, str, str]]]:
+    """The status and OperationOutcome issues of ``res`` with ``target`` (an id) written as ID."""
+    body = res.get_json() or {}
+    return res.status_code, [(i.get("severity", ""), i.get("code", ""), i.get("diagnostics", "").replace(target, "ID"))
+                             for i in body.get("issue", [])]
+
+
+WRITE_CASES = ["put", "put-if-match", "delete-if-match", "conditional-update", "validate-delete", "owner-put-new-id"]
+
+
+@pytest.mark.parametrize("case", WRITE_CASES)
+def test_another_clients_subscription_is_written_to_exactly_as_an_unknown_id(
+        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver, case: str) -> None:
+    """PUT (plain, with If-Match, conditional with a body id) and DELETE with If-Match get, for another
+    client's Subscription, the status and message of an id that does not exist: the ownership check
+    comes straight after the row is read, before version and existence checks. A Subscription gets a
+    server-assigned id only (http.html#update: a server that does not allow client-defined ids
+    answers 405), so a PUT to an unknown id and to a hidden one are the same 405, the owner's own
+    included. Each refusal is audited as a `not-owner` Security Alert; nothing changes."""
+    auth = auth_sub_app.extensions["fhir"].auth
+    colleague = auth.mint_dev_token(client_id="mash-dashboard-app", scope="user/*.cruds",
+                                    practitioner="Practitioner/p2", agency="la:201", role="mash-practitioner",
+                                    purpose="safeguarding")
+    body = subscription(receiver.url, headers=("Authorization: Bearer la-201-receiver",))
+    sub_id = created(api, body, tokens["mash"])["id"]
+    deadline = time.monotonic() + 20  # the handshake (the server's own write) makes it active first
+    current = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).get_json()
+    while current["status"] != "active" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        current = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).get_json()
+    assert current["status"] == "active", current
+    version = current["meta"]["versionId"]
+    unknown = "00000000-0000-4000-8000-00000000abcd"
+
+    def trail() -> list[dict[str, Any]]:
+        with auth_sub_app.extensions["fhir"].engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(audit_event.c.content).order_by(audit_event.c.seq))]
+
+    def same_as_unknown(method: str, url: str, payload: Any = None, *, audited: bool = True,
+                        **headers: str) -> tuple[int, Any]:
+        answers = []
+        for target in (sub_id, unknown):
+            before = len(trail())
+            sent = payload(target) if callable(payload) else payload
+            res = send(api, method, url.format(target), sent, colleague, **headers)
+            assert "la-201-receiver" not in res.get_data(as_text=True)
+            answers.append(_outcome(res, target))
+            if target == sub_id and audited:
+                assert any("not-owner" in e.get("outcomeDesc", "") for e in trail()[before:]), (method, url)
+        assert answers[0] == answers[1], (method, url, headers, answers)
+        return answers[0]
+
+    def hijack(target: str) -> dict[str, Any]:
+        return {**body, "id": target, "channel": {**body["channel"], "endpoint": "https://attacker.example/hook"}}
+
+    tags = (f'W/"{version}"', f'W/"{int(version) + 1}"', 'W/"1"')
+    if case == "put":
+        status, issues = same_as_unknown("PUT", "Subscription/{}", hijack)
+        assert status == 405 and "POST" in issues[0][2], issues
+    elif case == "put-if-match":
+        for tag in tags:
+            assert same_as_unknown("PUT", "Subscription/{}", hijack, **{"If-Match": tag})[0] == 405, tag
+    elif case == "delete-if-match":
+        for tag in tags:
+            assert same_as_unknown("DELETE", "Subscription/{}", None, **{"If-Match": tag})[0] == 412, tag
+        assert same_as_unknown("DELETE", "Subscription/{}")[0] == 204
+    elif case == "conditional-update":
+        assert same_as_unknown("PUT", "Subscription?_id=no-such-subscription", hijack)[0] == 405
+    elif case == "validate-delete":  # it says whether the id exists
+        status, issues = same_as_unknown("POST", "Subscription/{}/$validate?mode=delete", None, audited=False)
+        assert status == 200, issues
+    else:  # the owner itself creates no Subscription with an id it chooses: the same 405
+        own = send(api, "PUT", f"Subscription/{unknown}", {**body, "id": unknown}, tokens["mash"])
+        theirs = send(api, "PUT", f"Subscription/{sub_id}", hijack(sub_id), colleague)
+        assert own.status_code == 405 and _outcome(own, unknown) == _outcome(theirs, sub_id)
+        assert send(api, "GET", f"Subscription/{unknown}", None, tokens["mash"]).status_code == 404
+        statement = api.get("/fhir/metadata").get_json()["rest"][0]["resource"]
+        assert next(r for r in statement if r["type"] == "Subscription")["updateCreate"] is False
+        assert next(r for r in statement if r["type"] == "Patient")["updateCreate"] is True
+
+    # nothing changed
+    after = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).get_json()
+    assert after["meta"]["versionId"] == version and after["channel"]["endpoint"] == receiver.url
+
+
+def test_a_hidden_delete_in_a_failing_transaction_keeps_the_bundles_audit_event(
+        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver) -> None:
+    """The `not-owner` refusal of a DELETE answered as the delete of an absent id is not the request's
+    answer: when the transaction then fails, its own failure AuditEvent is still written."""
+    auth = auth_sub_app.extensions["fhir"].auth
+    colleague = auth.mint_dev_token(client_id="mash-dashboard-app", scope="user/*.cruds",
+                                    practitioner="Practitioner/p2", agency="la:201", role="mash-practitioner",
+                                    purpose="safeguarding")
+    sub_id = created(api, subscription(receiver.url), tokens["mash"])["id"]
+
+    def trail() -> list[dict[str, Any]]:
+        with auth_sub_app.extensions["fhir"].engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(audit_event.c.content).order_by(audit_event.c.seq))]
+
+    before = len(trail())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": f"Subscription/{sub_id}"}},
+        {"resource": {"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}},
+         "request": {"method": "POST", "url": "Observation"}},
+    ]}
+    res = send(api, "POST", "", bundle, colleague)
+    assert 400 <= res.status_code < 500, res.get_data(as_text=True)
+    new = trail()[before:]
+    assert any("not-owner" in e.get("outcomeDesc", "") for e in new), new
+    failures = [e for e in new if e.get("outcome") not in (None, "0")  # the Bundle's own (a system interaction)
+                and any(s.get("code") in ("batch", "transaction") for s in e.get("subtype", []))]
+    assert len(failures) == 1 and "Observation.status" in failures[0]["outcomeDesc"], \
+        [(e.get("outcome"), e.get("subtype"), e.get("outcomeDesc")) for e in new]
+    assert send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 200
