@@ -23,7 +23,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -83,19 +82,11 @@ def audit_count(conn: psycopg.Connection) -> int:
     return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
 
 
+WARM_READS, WARM_SEARCHES = 100, 30  # requests of each run not timed (imports, pools, caches)
+
+
 def time_paths(port: int, paths: list[str], headers: dict[str, str]) -> list[float]:
-    client = harness.Client(port)
-    times = []
-    try:
-        for path in paths:
-            t0 = time.perf_counter()
-            status, body = client.call("GET", path, headers=headers)
-            times.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body[:400]!r}")
-    finally:
-        client.close()
-    return times
+    return harness.time_http(port, paths, headers)[0]
 
 
 def run(args: argparse.Namespace, url: str, on: bool, token: str, reads: list[str],
@@ -107,7 +98,7 @@ def run(args: argparse.Namespace, url: str, on: bool, token: str, reads: list[st
                       FHIR_AUTH_DEV_ISSUER="1" if auth else "0", FHIR_ACCESS_POLICY_ENABLED="1" if policy else "0")
     headers = {"Authorization": f"Bearer {token}"} if auth else {}
     with harness.running_server(url, port=args.port, workers=args.workers, log=args.log):
-        time_paths(args.port, reads[:100] + searches[:30], headers)  # warm-up
+        time_paths(args.port, reads[:WARM_READS] + searches[:WARM_SEARCHES], headers)  # warm-up
         return time_paths(args.port, reads, headers), time_paths(args.port, searches, headers)
 
 
@@ -147,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             n_res = conn.execute("SELECT count(*) FROM resource").fetchone()[0]  # type: ignore[index]
         base_read, _ = time_sql(url, PK_SELECT, [(i,) for _t, i in ids])
         base_search, _ = time_sql(url, OBS_SELECT, [(s, "http://loinc.org", c) for s, c in pairs])
-        expected = args.rounds * 2 * (len(reads) + len(searches) + 130)
+        per_run = len(reads) + len(searches) + min(WARM_READS, len(reads)) + min(WARM_SEARCHES, len(searches))
+        expected = args.rounds * 2 * per_run
         rows = []
         for label, k, base in (("read by id", 0, base_read), ("search", 1, base_search)):
             off, on = harness.latency_summary(figures[False][k]), harness.latency_summary(figures[True][k])
@@ -172,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.print_table("Where the overhead goes (same rounds)", ["what", "p50 ms", "p95 ms", "p99 ms"], [
                 [f"{label}: {name}", *(harness.latency_summary(times[k])[p] for p in ("p50", "p95", "p99"))]
                 for name, times in split.items() for label, k in (("read", 0), ("search", 1))])
-            expected += args.rounds * (len(reads) + len(searches) + 130)  # the "audit only" runs
+            expected += args.rounds * per_run  # the "audit only" runs
         print(f"AuditEvents written while on: {audited:,} (expected {expected:,}: one per request)")
     finally:
         print(f"after the run: {harness.load_average()}")

@@ -228,14 +228,15 @@ class Client:
         self.conn.close()
 
 
-def time_http(port: int, paths: list[str]) -> tuple[list[float], list[bytes]]:
-    """GET each path in turn on one keep-alive connection: (seconds per request, bodies); non-200 raises."""
+def time_http(port: int, paths: list[str], headers: dict[str, str] | None = None) -> tuple[list[float], list[bytes]]:
+    """GET each path in turn on one keep-alive connection, with ``headers`` (a bearer token…):
+    (seconds per request, bodies); non-200 raises."""
     client = Client(port)
     times, bodies = [], []
     try:
         for path in paths:
             t0 = time.perf_counter()
-            status, body = client.call("GET", path)
+            status, body = client.call("GET", path, headers=headers)
             times.append(time.perf_counter() - t0)
             if status != 200:
                 raise RuntimeError(f"GET {path} answered {status}: {body[:400]!r}")

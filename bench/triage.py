@@ -220,18 +220,8 @@ def dev_token(url: str, port: int, role: str, agency: str, purpose: str) -> str:
 
 def time_paths(port: int, paths: list[str], headers: dict[str, str]) -> tuple[list[float], bytes]:
     """GET each path in turn (one keep-alive connection): (seconds per request, the last body)."""
-    client = harness.Client(port)
-    times, body = [], b""
-    try:
-        for path in paths:
-            t0 = time.perf_counter()
-            status, body = client.call("GET", path, headers=headers)
-            times.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"GET {path} answered {status}: {body[:400]!r}")
-    finally:
-        client.close()
-    return times, body
+    times, bodies = harness.time_http(port, paths, headers)
+    return times, bodies[-1] if bodies else b""
 
 
 def measure(args: argparse.Namespace, url: str, label: str, headers: dict[str, str],
