@@ -110,7 +110,20 @@ def ranked_page(conn: Connection, q: TriageQuery, now: datetime, *, access: Any 
     rows = conn.execute(select(risk_score).where(*where)
                         .order_by(risk_score.c.score.desc(), risk_score.c.child_id.desc())
                         .limit(q.count).offset(q.offset)).all()
+    if access is not None and rows:
+        rows = still_visible(conn, access, rows)
     return total, rows, scores_back_then(conn, [r.child_id for r in rows], now)
+
+
+def still_visible(conn: Connection, access: Any, rows: list[Any]) -> list[Any]:
+    """The page's children the per-child rule (``Visibility.patient_visible``) lets the caller see
+    now: the hidden list of :func:`children_visible` was read by an earlier statement (reads run in
+    autocommit), so a label or Consent committed in between would otherwise show its child for this
+    one request. One probe per listed child (a page: 50), never per child of the whole list."""
+    ids = [r.child_id for r in rows]
+    seen = set(conn.execute(select(risk_score.c.child_id).where(
+        risk_score.c.child_id.in_(ids), access.patient_visible(risk_score.c.child_id))).scalars())
+    return [r for r in rows if r.child_id in seen]
 
 
 def children_visible(conn: Connection, access: Any) -> Any:
