@@ -35,6 +35,11 @@ DEFAULT_BATCH = 500
 _NOT_INDEXED = frozenset({"_id", "_lastUpdated"})
 
 
+def _forwarded(name: str) -> Any:
+    """A property that reads and writes attribute ``name`` of the wrapped unit of work (``_uow``)."""
+    return property(lambda self: getattr(self._uow, name), lambda self, value: setattr(self._uow, name, value))
+
+
 class DeferredCreates:
     """A UnitOfWork whose plain creates are written in batches; every other call goes straight
     through (after writing the queue). ``next_id`` lets the caller choose the id of the next
@@ -74,38 +79,12 @@ class DeferredCreates:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._queue.__exit__(exc_type, exc, tb)
 
-    # The access hook (fhir_server/auth/policy.py) lives on the wrapped unit of work, whose reads use it.
-    @property
-    def access(self) -> Any:
-        return self._uow.access
-
-    @access.setter
-    def access(self, value: Any) -> None:
-        self._uow.access = value
-
-    @property
-    def write_check(self) -> Any:
-        return self._uow.write_check
-
-    @write_check.setter
-    def write_check(self, value: Any) -> None:
-        self._uow.write_check = value
-
-    @property
-    def hidden_write(self) -> Any:
-        return self._uow.hidden_write
-
-    @hidden_write.setter
-    def hidden_write(self, value: Any) -> None:
-        self._uow.hidden_write = value
-
-    @property
-    def update_create(self) -> Any:
-        return self._uow.update_create
-
-    @update_create.setter
-    def update_create(self, value: Any) -> None:
-        self._uow.update_create = value
+    # The access hooks (fhir_server/auth/policy.py) live on the wrapped unit of work, whose reads and
+    # writes use them: set through this wrapper, they are set there.
+    access = _forwarded("access")
+    write_check = _forwarded("write_check")
+    hidden_write = _forwarded("hidden_write")
+    update_create = _forwarded("update_create")
 
     def __getattr__(self, name: str) -> Any:
         # Anything but ``create`` may read what the queue would have written: write it first.
