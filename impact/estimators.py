@@ -65,6 +65,17 @@ class Effect:
     def reported(self) -> bool:
         return self.estimate is not None
 
+    def interval_figures(self) -> list[tuple[str, float]]:
+        """(name, rounded value) of a reported effect's interval, p-value and E-values, in the order
+        both outputs (Parameters parts, MeasureReport extensions) carry them; none when withheld."""
+        if not self.reported:
+            return []
+        figures = [("ci-lower", round(self.lower, 4)), ("ci-upper", round(self.upper, 4)),
+                   ("p-value", round(self.p_value, 4))]
+        figures += [(name, round(value, 2)) for name, value in (("e-value", self.e_value),
+                                                                ("e-value-ci", self.e_value_ci)) if value is not None]
+        return figures
+
 
 def propensity(treated: np.ndarray, X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A fitted model of P(treated | X): call it with covariate rows (the study's own or new ones)."""

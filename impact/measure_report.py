@@ -105,15 +105,7 @@ def _group(intervention: dict[str, str], code: str, text: str, e: Effect) -> dic
 
 
 def _effect_extension(e: Effect) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = []
-    if e.reported:
-        parts += [{"url": "ci-lower", "valueDecimal": round(e.lower, 4)},
-                  {"url": "ci-upper", "valueDecimal": round(e.upper, 4)},
-                  {"url": "p-value", "valueDecimal": round(e.p_value, 4)}]
-        if e.e_value is not None:
-            parts.append({"url": "e-value", "valueDecimal": round(e.e_value, 2)})
-        if e.e_value_ci is not None:
-            parts.append({"url": "e-value-ci", "valueDecimal": round(e.e_value_ci, 2)})
+    parts: list[dict[str, Any]] = [{"url": name, "valueDecimal": value} for name, value in e.interval_figures()]
     parts += [{"url": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
               {"url": "statement", "valueString": e.statement}]
     return {"url": EXT_EFFECT, "extension": parts}

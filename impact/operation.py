@@ -276,15 +276,9 @@ def _parameters(mode: str, results: list[Evaluation]) -> dict[str, Any]:
 
 def _effect_parts(e: Effect, *, balance: bool = True) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    if e.reported:
-        parts += [{"name": "estimate", "valueDecimal": round(e.estimate, 4)},
-                  {"name": "ci-lower", "valueDecimal": round(e.lower, 4)},
-                  {"name": "ci-upper", "valueDecimal": round(e.upper, 4)},
-                  {"name": "p-value", "valueDecimal": round(e.p_value, 4)}]
-        if e.e_value is not None:
-            parts.append({"name": "e-value", "valueDecimal": round(e.e_value, 2)})
-        if e.e_value_ci is not None:
-            parts.append({"name": "e-value-ci", "valueDecimal": round(e.e_value_ci, 2)})
+    if e.estimate is not None:
+        parts.append({"name": "estimate", "valueDecimal": round(e.estimate, 4)})
+    parts += [{"name": name, "valueDecimal": value} for name, value in e.interval_figures()]
     parts += [{"name": "treated", "valueInteger": e.treated},
               {"name": "comparison", "valueInteger": e.comparison},
               {"name": "effective-comparison", "valueDecimal": round(e.effective_comparison, 1)},
