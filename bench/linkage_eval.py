@@ -4,8 +4,9 @@
 maps the agency files without a server, links the agency Patients in load order exactly as linking
 on write does (linkage.linker over an in-memory store) and prints pairwise precision, recall, F1,
 the false-merge rate for children, what review Tasks would add, the true pairs no rule could link
-(:func:`linkage.evaluate.unlinkable_pairs`, counted apart, never dropped) and the missed pairs by cause
-and agreement pattern. ``--model em`` (default) estimates m/u by EM on the evaluated records
+(:func:`linkage.evaluate.unlinkable_pairs`, counted apart, never dropped), the *ceiling* beside F1 (the
+best F1 any linker can reach on the evidence the records carry) and every missed pair by cause, agency
+pair and the evidence each side carries (:func:`linkage.evaluate.missed_breakdown`). ``--model em`` (default) estimates m/u by EM on the evaluated records
 themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM on another seed).
 
 ``latency`` loads the agency Patients of enough families for ``--children`` children into a fresh
@@ -39,7 +40,7 @@ if __package__ in (None, ""):
 from bench import harness  # noqa: E402
 from linkage import evaluate  # noqa: E402
 from linkage.linker import Matcher  # noqa: E402
-from linkage.model import COMPARISONS, Model, train  # noqa: E402
+from linkage.model import Model, train  # noqa: E402
 
 CHILDREN_PER_FAMILY = 1.87  # the generator's mean (1,870 children in 1,000 families, seed 7)
 
@@ -62,17 +63,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     truth = evaluate.true_pairs(data)
     predicted = evaluate.cluster_pairs(store.clusters.values())
     by_id = {r.id: r for r in data.records}
-    matcher = Matcher(model, store)
-    unlinkable = evaluate.unlinkable_pairs(data, truth)
-    causes: Counter[tuple[str, str, str]] = Counter()
-    for pair in truth - predicted:
-        a, b = (by_id[i] for i in sorted(pair))
-        kinds = " + ".join(sorted(((a.agency or "?").split("/")[0], (b.agency or "?").split("/")[0])))
-        score = matcher.score(a, b)
-        vector = dict(zip((c.name for c in COMPARISONS), score.vector))
-        causes[(evaluate.miss_cause(a, b, vector, pair in unlinkable), kinds, score.grade or "-")] += 1
-    rows = [(*k, n) for k, n in sorted(causes.items(), key=lambda kv: (kv[0][0], -kv[1]))]
-    harness.print_table("Missed true pairs by cause", ("cause", "agencies", "grade given", "pairs"), rows)
+    rows = evaluate.missed_breakdown(data, truth, predicted, Matcher(model, store))
+    by_cause: Counter[str] = Counter()
+    for row in rows:
+        by_cause[row[0]] += row[-1]
+    harness.print_table("Missed true pairs by cause", ("cause", "pairs", "share of true pairs"),
+                        [(c, n, f"{n / len(truth):.5f}") for c, n in sorted(by_cause.items())])
+    harness.print_table("Missed true pairs by cause, agencies and the evidence each side carries",
+                        ("cause", "agencies", "evidence (first)", "evidence (second)", "grade given", "pairs"), rows)
     named_truth = {p for p in truth if all(by_id[i].family for i in p)}
     named_tp = len(named_truth & predicted)
     named_pred = {p for p in predicted if all(by_id[i].family for i in p)}
@@ -82,7 +80,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
           f"F1 {2 * named_precision * named_recall / (named_precision + named_recall):.5f}")
     result = {"precision": report.precision, "recall": report.recall, "f1": report.f1,
               "unlinkable_pairs": report.unlinkable, "recall_linkable": report.recall_linkable,
-              "f1_linkable": report.f1_linkable, "children_false_merged": report.children_false_merged,
+              "f1_linkable": report.f1_linkable, "recall_ceiling": report.recall_ceiling,
+              "f1_ceiling": report.f1_ceiling, "missed_by_cause": dict(by_cause),
+              "children_false_merged": report.children_false_merged,
               "false_merge_rate": report.false_merge_rate, "reviews": report.reviews,
               "named_recall": named_recall, "named_precision": named_precision}
     if args.save_model:

@@ -12,7 +12,10 @@ resulting clusters with the truth:
 - the false-merge rate for children: the share of children whose master holds a record of someone
   else;
 - what review would add (pairs put to a practitioner, and how many of them are true);
-- blocking recall (true pairs that share at least one blocking key).
+- blocking recall (true pairs that share at least one blocking key);
+- the *ceiling*: the best F1 any linker can reach on the evidence the records carry (precision 1, every
+  pair found but those :func:`unlinkable_pairs` names), so that the headline F1 is read against it;
+- every missed pair by cause, agency pair and the evidence each side carries (:func:`missed_breakdown`).
 """
 from __future__ import annotations
 
@@ -31,8 +34,12 @@ from urllib.parse import unquote
 from .blocking import query_for, query_keys, stored_keys
 from .linker import Matcher
 from .memory import MemoryStore
-from .model import Model, train
-from .record import AGENCY_TAG_SYSTEM, PersonRecord, from_patient
+from .model import COMPARISONS, Model, train
+from .record import AGENCY_TAG_SYSTEM, LA_CHILD_ID_PREFIX, PersonRecord, from_patient
+
+# Patient extensions the mappings write from the DfE returns (mappings/fhir_shapes.py, cin_census/to_fhir.py):
+# read for the breakdown of missed pairs only, never compared.
+_EXT_CODES = {"ethnic-category": "ethnicity", "upn-unknown-reason": "upn_unknown"}
 
 
 @dataclass
@@ -41,6 +48,9 @@ class Dataset:
     person: dict[str, str]  # record id → true person id
     children: set[str]  # true person ids of children
     unmatched: int = 0  # Patients whose source record the ground truth does not name
+    # record id → {"ethnicity": code, "upn_unknown": UN1…UN7}: what the LA returns carry beyond the
+    # compared fields (the breakdown of missed pairs reports it)
+    extras: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def generate(families: int, seed: int, out: Path) -> Path:
@@ -95,7 +105,18 @@ def load_dataset(directory: Path) -> Dataset:
             else:
                 person[key] = who
     records = [from_patient(resource, res_id=key) for key, resource in patients.items() if key in person]
-    return Dataset(records, person, children, unmatched)
+    extras = {key: _extension_codes(patients[key]) for key in person}
+    return Dataset(records, person, children, unmatched, {k: v for k, v in extras.items() if v})
+
+
+def _extension_codes(patient: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for ext in patient.get("extension") or []:
+        name = _EXT_CODES.get(str(ext.get("url", "")).rsplit("/", 1)[-1])
+        coding = ((ext.get("valueCodeableConcept") or {}).get("coding") or [{}])[0]
+        if name and coding.get("code"):
+            out[name] = str(coding["code"])
+    return out
 
 
 def combine(stored: dict[str, Any] | None, new: dict[str, Any], *, merge: bool) -> dict[str, Any]:
@@ -152,6 +173,19 @@ class Report:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     @property
+    def recall_ceiling(self) -> float:
+        """The best recall of any linker on this evidence: every pair but the unlinkable ones."""
+        return (self.true_pairs - self.unlinkable) / self.true_pairs if self.true_pairs else 1.0
+
+    @property
+    def f1_ceiling(self) -> float:
+        """The best F1 of any linker on this evidence: precision 1 at :attr:`recall_ceiling`. An upper
+        bound: it counts as found every pair two named records could support, even on name and birth
+        date alone, which the wrong-merge guard leaves to a practitioner."""
+        r = self.recall_ceiling
+        return 2 * r / (1 + r) if r else 0.0
+
+    @property
     def false_merge_rate(self) -> float:
         return self.children_false_merged / self.children if self.children else 0.0
 
@@ -164,7 +198,9 @@ class Report:
             f"records (agency Patients): {self.records:,}; true pairs: {self.true_pairs:,}; "
             f"blocking recall {self.blocking_recall:.4f}",
             f"auto-linked pairs: {self.predicted_pairs:,} (true {self.true_positives:,})",
-            f"precision {self.precision:.5f}  recall {self.recall:.5f}  F1 {self.f1:.5f}",
+            f"precision {self.precision:.5f}  recall {self.recall:.5f}  F1 {self.f1:.5f}  "
+            f"(ceiling: recall {self.recall_ceiling:.5f}  F1 {self.f1_ceiling:.5f}; linkable pairs missed: "
+            f"{self.true_pairs - self.unlinkable - self.linkable_true_positives:,})",
             f"unlinkable true pairs (no name, no shared identifier on one side): {self.unlinkable:,}; over the "
             f"{self.true_pairs - self.unlinkable:,} linkable ones: recall {self.recall_linkable:.5f}  "
             f"F1 {self.f1_linkable:.5f}",
@@ -231,6 +267,50 @@ def miss_cause(a: PersonRecord, b: PersonRecord, vector: dict[str, str | None], 
     if vector["postcode"] in ("different", "district"):
         return "named; same name and birth date, different address, no shared identifier or household evidence"
     return "named; other (below the certain threshold)"
+
+
+def evidence(record: PersonRecord, extras: dict[str, str] | None = None) -> str:
+    """What a record carries to be linked by, in words: name, NHS number, identifiers by kind, postcode,
+    and the LA returns' ethnicity and UPNunknown reason (birth date and sex: nearly every record)."""
+    extras = extras or {}
+    parts = ["name" if record.given and record.family else "no name"]
+    if record.nhs:
+        parts.append("NHS no.")
+    kinds = set()
+    for system, _ in record.identifiers:
+        if system.startswith(LA_CHILD_ID_PREFIX):
+            kinds.add("LA child id")
+        elif system.endswith("/Id/upn"):
+            kinds.add("UPN")
+        else:
+            kinds.add({"health": "hospital no.", "police": "police id"}.get((record.agency or "").split("/")[0],
+                                                                           "local id"))
+    parts += sorted(kinds)
+    if "upn_unknown" in extras:
+        parts.append(f"UPNunknown {extras['upn_unknown']}")
+    if record.postcodes:
+        parts.append("postcode")
+    if "ethnicity" in extras:
+        parts.append("ethnicity")
+    return ", ".join(parts)
+
+
+def missed_breakdown(data: Dataset, truth: set[frozenset[str]], predicted: set[frozenset[str]],
+                     matcher: Matcher) -> list[tuple[str, str, str, str, str, int]]:
+    """Every true pair not linked, counted by (cause, agencies, evidence of one side, of the other,
+    grade given), most frequent first within a cause. The sides are ordered by agency kind."""
+    by_id = {r.id: r for r in data.records}
+    unlinkable = unlinkable_pairs(data, truth)
+    counts: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+    for pair in truth - predicted:
+        a, b = sorted((by_id[i] for i in pair), key=lambda r: ((r.agency or "?").split("/")[0], r.id))
+        score = matcher.score(a, b)
+        vector = dict(zip((c.name for c in COMPARISONS), score.vector))
+        kinds = " + ".join((r.agency or "?").split("/")[0] for r in (a, b))
+        key = (miss_cause(a, b, vector, pair in unlinkable), kinds, evidence(a, data.extras.get(a.id)),
+               evidence(b, data.extras.get(b.id)), score.grade or "-")
+        counts[key] += 1
+    return [(*k, n) for k, n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0]))]
 
 
 def cluster_pairs(clusters: Iterable[set[str]]) -> set[frozenset[str]]:
