@@ -168,11 +168,28 @@ def soundex(value: str) -> str:
     return out.ljust(4, "0")
 
 
+def keying_slips(value: str) -> set[str]:
+    """What ``value`` (a name key) reads as with one keying slip undone: two adjacent letters swapped
+    back (Xni → Xin) or a doubled letter typed once (Dannyy → Danny). Only these two: a dropped or a
+    replaced letter turns one real name into another (Mira → Mia, Eva → Ava), which twins can bear;
+    a swap or a doubling of a short name's letters rarely does. Jaro–Winkler misses both in a name of
+    three or four letters (its match window is a letter or none)."""
+    out = set()
+    for i in range(len(value) - 1):
+        if value[i] != value[i + 1]:
+            out.add(value[:i] + value[i + 1] + value[i] + value[i + 2:])
+        else:
+            out.add(value[:i] + value[i + 1:])
+    out.discard(value)
+    return out
+
+
 def compare_forenames(a: list[str], b: list[str]) -> str | None:
     """Given names: ``exact`` (first names equal), ``equivalent`` (nickname or spelling variant, or the
-    first name of one is another given name of the other), ``close`` (Jaro–Winkler ≥ 0.92: a typo),
-    ``similar`` (≥ 0.80, or one first name is a 3+ letter part of the other: Dami ~ Oluwadamilare),
-    ``initial`` (only the initial agrees), else ``different``."""
+    first name of one is another given name of the other), ``close`` (Jaro–Winkler ≥ 0.92, or one
+    swapped or doubled letter of three or more (:func:`keying_slips`): a typo), ``similar`` (≥ 0.80,
+    or one first name is a 3+ letter part of the other: Dami ~ Oluwadamilare, or a typo of a nickname:
+    Pegggy ~ Margaret), ``initial`` (only the initial agrees), else ``different``."""
     if not a or not b:
         return None
     fa, fb = name_key(a[0]), name_key(b[0])
@@ -183,10 +200,13 @@ def compare_forenames(a: list[str], b: list[str]) -> str | None:
     if names_equivalent(fa, fb) or any(names_equivalent(x, y) for x in a for y in b):
         return "equivalent"
     score = jaro_winkler(fa, fb)
-    if score >= 0.92:
+    slips = (keying_slips(fa) | keying_slips(fb)) if min(len(fa), len(fb)) >= 3 else set()
+    if score >= 0.92 or fa in slips or fb in slips:
         return "close"
     short, long_ = sorted((fa, fb), key=len)
-    if score >= 0.80 or (len(short) >= 3 and short in long_):
+    if score >= 0.80 or (len(short) >= 3 and short in long_) or any(
+            names_equivalent(x, fb) for x in keying_slips(fa) if len(fa) >= 3) or any(
+            names_equivalent(fa, y) for y in keying_slips(fb) if len(fb) >= 3):
         return "similar"
     if len(fa) == 1 or len(fb) == 1:
         return "initial" if fa[0] == fb[0] else "different"

@@ -82,6 +82,16 @@ def test_twins_are_not_linked():
     assert s.grade not in (CERTAIN, PROBABLE)
     s = score_pair(model, person("a", "Amara"), person("b", "Adaeze"))
     assert s.grade != CERTAIN
+    # names one replaced letter apart are two real names, not a keying slip (compare.keying_slips)
+    s = score_pair(model, person("a", "Ava"), person("b", "Eva"))
+    assert s.grade != CERTAIN
+
+
+def test_a_swapped_letter_in_a_short_forename_is_a_typo_at_one_address():
+    model = _model().for_population(100_000)
+    s = score_pair(model, person("a", "Zoe", "Jones"), person("b", "Zeo", "Jones"))
+    assert dict(zip((c.name for c in COMPARISONS), s.vector))["forename"] == "close"
+    assert s.grade == CERTAIN
 
 
 def test_certainly_not():
