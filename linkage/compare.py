@@ -168,7 +168,8 @@ def soundex(value: str) -> str:
     return out.ljust(4, "0")
 
 
-def keying_slips(value: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def keying_slips(value: str) -> frozenset[str]:
     """What ``value`` (a name key) reads as with one keying slip undone: two adjacent letters swapped
     back (Xni → Xin) or a doubled letter typed once (Dannyy → Danny). Only these two: a dropped or a
     replaced letter turns one real name into another (Mira → Mia, Eva → Ava), which twins can bear;
@@ -181,7 +182,13 @@ def keying_slips(value: str) -> set[str]:
         else:
             out.add(value[:i] + value[i + 1:])
     out.discard(value)
-    return out
+    return frozenset(out)
+
+
+def _slip_of_variant(a: str, b: str) -> bool:
+    """Whether name key ``a`` with one keying slip undone is a nickname or variant of ``b``."""
+    groups = NAME_GROUPS.get(b)
+    return bool(groups) and len(a) >= 3 and any(groups & NAME_GROUPS.get(x, frozenset()) for x in keying_slips(a))
 
 
 def compare_forenames(a: list[str], b: list[str]) -> str | None:
@@ -200,13 +207,10 @@ def compare_forenames(a: list[str], b: list[str]) -> str | None:
     if names_equivalent(fa, fb) or any(names_equivalent(x, y) for x in a for y in b):
         return "equivalent"
     score = jaro_winkler(fa, fb)
-    slips = (keying_slips(fa) | keying_slips(fb)) if min(len(fa), len(fb)) >= 3 else set()
-    if score >= 0.92 or fa in slips or fb in slips:
+    if score >= 0.92 or (min(len(fa), len(fb)) >= 3 and (fa in keying_slips(fb) or fb in keying_slips(fa))):
         return "close"
     short, long_ = sorted((fa, fb), key=len)
-    if score >= 0.80 or (len(short) >= 3 and short in long_) or any(
-            names_equivalent(x, fb) for x in keying_slips(fa) if len(fa) >= 3) or any(
-            names_equivalent(fa, y) for y in keying_slips(fb) if len(fb) >= 3):
+    if score >= 0.80 or (len(short) >= 3 and short in long_) or _slip_of_variant(fa, fb) or _slip_of_variant(fb, fa):
         return "similar"
     if len(fa) == 1 or len(fb) == 1:
         return "initial" if fa[0] == fb[0] else "different"
