@@ -7,7 +7,8 @@ the false-merge rate for children, what review Tasks would add, the true pairs n
 (:func:`linkage.evaluate.unlinkable_pairs`, counted apart, never dropped), the *ceiling* beside F1 (the
 best F1 any linker can reach on the evidence the records carry) and every missed pair by cause, agency
 pair and the evidence each side carries (:func:`linkage.evaluate.missed_breakdown`). ``--model em``
-(default) estimates m/u by EM on the evaluated records themselves (unlabelled); ``--model shipped`` uses linkage/default_model.json (EM on another seed).
+(default) estimates m/u by EM on the evaluated records themselves (unlabelled); ``--model shipped``
+uses linkage/default_model.json (EM on another seed).
 
 ``latency`` loads the agency Patients of enough families for ``--children`` children into a fresh
 PostgreSQL database (the server's own schema and index rows, written with the bulk writer), starts
