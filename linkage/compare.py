@@ -173,8 +173,9 @@ def keying_slips(value: str) -> frozenset[str]:
     """What ``value`` (a name key) reads as with one keying slip undone: two adjacent letters swapped
     back (Xni → Xin) or a doubled letter typed once (Dannyy → Danny). Only these two: a dropped or a
     replaced letter turns one real name into another (Mira → Mia, Eva → Ava), which twins can bear;
-    a swap or a doubling of a short name's letters rarely does. Jaro–Winkler misses both in a name of
-    three or four letters (its match window is a letter or none)."""
+    a swap or a doubling seldom does (Mia ~ Mai is one that does: twins so named at one address would
+    be linked, as twins Jayden and Jaydon already would by Jaro–Winkler). Jaro–Winkler misses both
+    slips in a name of three or four letters (its match window is a letter or none)."""
     out = set()
     for i in range(len(value) - 1):
         if value[i] != value[i + 1]:
@@ -210,7 +211,8 @@ def compare_forenames(a: list[str], b: list[str]) -> str | None:
     if score >= 0.92 or (min(len(fa), len(fb)) >= 3 and (fa in keying_slips(fb) or fb in keying_slips(fa))):
         return "close"
     short, long_ = sorted((fa, fb), key=len)
-    if score >= 0.80 or (len(short) >= 3 and short in long_) or _slip_of_variant(fa, fb) or _slip_of_variant(fb, fa):
+    if (score >= 0.80 or (len(short) >= 3 and short in long_)
+            or _slip_of_variant(fa, fb) or _slip_of_variant(fb, fa)):
         return "similar"
     if len(fa) == 1 or len(fb) == 1:
         return "initial" if fa[0] == fb[0] else "different"
