@@ -3,21 +3,24 @@ effects are known, and report bias, interval coverage and false alarms.
 
 For each seed: generate ``--families`` families (with the counterfactual run: every treated child's
 outcomes without any intervention effect, from the same random numbers), import every agency file
-through the server's own importer into a fresh PostgreSQL database, do the after-commit work a
-server's workers would (record linkage, risk scoring), call ``GET [base]/$intervention-impact?mode=evaluate`` for every intervention type
-in-process, and compare each reported effect with the truth computed from the ground truth for the
-same estimand: among children whose first episode of the type started at month >= 3 with 12 months
-of data after it and no child protection plan (care episode) before it, the mean of factual minus
-counterfactual "first plan (care) within 12 months of the start", the counterfactual being the
-generator's run in which only that episode does nothing.
+through the server's own importer (``fhir-server import``) into a fresh PostgreSQL database, do the
+after-commit work a server's workers would (record linkage on the outbox, then one risk recompute:
+see :func:`settle`), call ``GET [base]/$intervention-impact?mode=evaluate`` for every intervention
+type in-process through the Flask test client, and compare each reported effect with the truth
+computed from the ground truth for the same estimand: among children whose first episode of the type
+started at month >= 3 with 12 months of data after it and no child protection plan (care episode)
+before it, the mean of factual minus counterfactual "first plan (care) within 12 months of the
+start", the counterfactual being the generator's run in which only that episode does nothing.
+``--jobs`` runs seeds side by side in processes of their own.
 
 Prints one row per intervention and outcome, then the summary: mean bias, the share of intervals
 that contain the truth, and whether the zero-effect intervention (mentoring) was reported as
 significant. Each row also shows the E-value of the interval and the first-month check of the type
 (passed, failed or not made, with the difference in concern events in the first month and its p-value).
 
-    python bench/impact_eval.py --families 1500 --seeds 1 2 --keep
-    python bench/impact_eval.py --families 1500 --seeds 1 2 --reuse   # again, on the kept databases
+    python bench/impact_eval.py --families 2500 --seeds 1 2 3 --jobs 3 --keep --json eval.json
+    python bench/impact_eval.py --families 2500 --seeds 1 2 3 --reuse   # again, on the kept databases
+    python bench/impact_eval.py --report eval.json                      # the table of the seeds it holds
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -192,6 +196,7 @@ def run_seed(families: int, seed: int, pg_url: str, prefix: str, *, reuse: bool,
     app = server(url)
     settled = settle(app)
     found, elapsed = evaluate_all(app, kinds)
+    shutil.rmtree(directory, ignore_errors=True)
     imported = (f"imported in {loaded:.0f} s ({load_cpu:.0f} CPU s)" if loaded
                 else "reused (imported by an earlier --keep run)")
     info = (f"seed {seed}: {families:,} families generated in {generated:.0f} s, {imported}; "
@@ -273,6 +278,18 @@ def _write_json(path: Path | None, results: list[dict[str, Any]]) -> None:
         for r in sorted(results, key=lambda r: r["seed"])], indent=1), encoding="utf-8")
 
 
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    results = []
+    for seed in json.loads(path.read_text(encoding="utf-8")):
+        found, true = {}, {}
+        for cell in seed["cells"]:
+            key = (cell.pop("intervention"), cell.pop("outcome"))
+            true[key] = (cell.pop("truth"), cell.pop("truth_n"))
+            found[key] = cell
+        results.append({"seed": seed["seed"], "info": seed["info"], "found": found, "truth": true})
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", type=int, default=2000)
@@ -288,10 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="evaluate the databases a --keep run left (PREFIX + SEED) instead of importing "
                              "again; the files are generated again (the generator is deterministic) for the truth")
-    parser.add_argument("--json", type=Path, help="also write every cell (truth, estimate, interval) to this file")
+    parser.add_argument("--json", type=Path, help="also write every cell (truth, estimate, interval) to this file, "
+                                                  "rewritten after each seed")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="only print the table and summary of the seeds a --json file holds (e.g. of a run "
+                             "stopped before its last seed)")
     args = parser.parse_args(argv)
-    print(harness.machine_summary(), flush=True)
     from synthetic.interventions import ZERO_EFFECT
+
+    if args.report:
+        results = _read_json(args.report)
+        for result in results:
+            print(result["info"])
+        _print_summary(results, ZERO_EFFECT)
+        return 0
+    print(harness.machine_summary(), flush=True)
 
     started = time.perf_counter()
     call = {"families": args.families, "pg_url": args.pg_url, "prefix": args.db_prefix,
@@ -308,17 +336,21 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(future.result())
                 print(results[-1]["info"], flush=True)
                 _write_json(args.json, results)
-    rows, lines = summarise(results, ZERO_EFFECT)
-    harness.print_table("Reported effect against the truth (first plan / care within 12 months of the start)",
-                        ("seed", "intervention", "outcome", "truth n", "true effect", "estimate", "95% interval",
-                         "covered", "significant", "E-value (interval)", "first-month check"), rows)
-    for line in lines:
-        print(line)
+    _print_summary(results, ZERO_EFFECT)
     print(f"{args.families:,} families x {len(args.seeds)} seeds in {time.perf_counter() - started:.0f} s; "
           f"{harness.load_average()}")
     for seed in args.seeds:  # after every seed's server is done (their periodic jobs use the database)
         harness.release_database(args.pg_url, f"{args.db_prefix}{seed}", keep=args.keep)
     return 0
+
+
+def _print_summary(results: list[dict[str, Any]], zero_effect: str) -> None:
+    rows, lines = summarise(results, zero_effect)
+    harness.print_table("Reported effect against the truth (first plan / care within 12 months of the start)",
+                        ("seed", "intervention", "outcome", "truth n", "true effect", "estimate", "95% interval",
+                         "covered", "significant", "E-value (interval)", "first-month check"), rows)
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":
