@@ -35,10 +35,14 @@ CAUTION = ("An estimate is the average effect among comparable past children in 
            "prediction for any one child; it can be biased by anything that drives who is offered an intervention "
            "and is not recorded here. Two checks look for that and withhold or qualify a figure: the first-month "
            "check (a difference in the month help started, before it could work) and the E-value (how strong a "
-           "hidden difference would have to be to explain the result away). Neither can prove there is none: on "
-           "the synthetic benchmark, where offers follow a risk the agencies only partly see, a false finding of "
-           "harm for early help passed both checks at 1,500 families, with an E-value of 1.4-1.6 "
-           "(docs/benchmarks.md). Treat these figures as exploratory, not as evidence to decide on.")
+           "hidden difference would have to be to explain the result away). Neither can prove there is none. On "
+           "the synthetic benchmark, where help is offered on a family's risk as it rises and the agencies see "
+           "that risk only through sparse, lagging records, 6 figures were given in 48 cells (2,500 families, 3 "
+           "seeds), only 2 intervals contained the true effect, 4 of the 6 leaned towards harm (by up to +0.09 in "
+           "the share with a plan within a year), and one intervention with no effect was reported as lowering "
+           "plans with an E-value of 2.8 (docs/benchmarks.md). So a figure near zero does not show that an "
+           "intervention does not help, nor a significant one that it does. Treat these figures as exploratory, "
+           "not as evidence to decide on.")
 METHOD = ("Propensity-score weighting for the effect on the treated (logistic regression on age, concern events "
           "by agency, A&E attendances, school absence, open and recently closed episodes and history, all as known "
           "at the end of the month before the start), weighted regression adjustment, standard errors clustered by "
