@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
 from ..errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
+from ..auth.labels import policy_columns
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
 from ..search.engine import execute_search, find_matches
@@ -349,7 +350,7 @@ class UnitOfWork:
         body = _with_server_meta(content, res_id, 1, now)
         pk = self.conn.execute(insert(resource).values(
             res_type=res_type, res_id=res_id, version_id=1, last_updated=now, deleted=False, content=body,
-        ).returning(resource.c.pk)).scalar_one()
+            **policy_columns(body)).returning(resource.c.pk)).scalar_one()
         stored = Stored(res_type, res_id, 1, now, False, body, method)
         self._after_write(pk, stored, "create")
         return stored
@@ -364,7 +365,7 @@ class UnitOfWork:
         version = row.version_id + 1
         body = None if content is None else _with_server_meta(content, row.res_id, version, now)
         self.conn.execute(update(resource).where(resource.c.pk == row.pk).values(
-            version_id=version, last_updated=now, deleted=content is None, content=body))
+            version_id=version, last_updated=now, deleted=content is None, content=body, **policy_columns(body)))
         for table in INDEX_TABLES.values():
             self.conn.execute(delete(table).where(table.c.resource_pk == row.pk))
         stored = Stored(row.res_type, row.res_id, version, now, content is None, body, method)
