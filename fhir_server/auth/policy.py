@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, exists, false, literal, not_, or_, select, true, union
+from sqlalchemy import (ColumnElement, FromClause, String, and_, exists, false, literal, literal_column, not_, or_,
+                        select, true, union)
 
 from ..storage.tables import idx_reference, idx_token, resource
 from . import events, labels
@@ -202,16 +203,16 @@ class Visibility:
         # probes on idx_token this clause used to hold cost ~0.35 ms a statement, more than running it.
         owner_only = sorted(OWNER_ONLY_TYPES)
         if self.own is None or self.client is None:
-            others: Cond = res.c.res_type.not_in(owner_only)
+            others: Cond = res.c.res_type.not_in(_types(owner_only))
         else:  # an owner-only type: the caller's own (its agency's and client's), and then no other rule hides it
-            others = or_(res.c.res_type.not_in(owner_only),
+            others = or_(res.c.res_type.not_in(_types(owner_only)),
                          and_(_tagged(res.c.agencies, self.own), _tagged(res.c.owners, self.client)))
-        return and_(others, or_(res.c.res_type.in_(owner_only), self._shared_clause(res)))
+        return and_(others, or_(res.c.res_type.in_(_types(owner_only)), self._shared_clause(res)))
 
     def _shared_clause(self, res: FromClause) -> Cond:
         conds: list[Cond] = []
         if self.read_types is not None:
-            conds.append(res.c.res_type.in_(sorted(self.read_types)))
+            conds.append(res.c.res_type.in_(_types(self.read_types)))
         strict = self.withheld & NEVER_OWN_RELEASED if self.own is not None else self.withheld
         soft = self.withheld - strict
         if strict:
@@ -221,7 +222,7 @@ class Visibility:
         shared: list[Cond] = [_has_label(res, soft)] if soft else []
         if self.release_types is not None and self.released:
             # released labels are released on the release types only
-            shared.append(and_(res.c.res_type.not_in(sorted(self.release_types)), _has_label(res, self.released)))
+            shared.append(and_(res.c.res_type.not_in(_types(self.release_types)), _has_label(res, self.released)))
         if shared:
             hidden = or_(*shared)
             if self.own is not None:
@@ -233,7 +234,7 @@ class Visibility:
             from_hidden = or_(res.c.agencies.is_(None), *(
                 res.c.agencies.contains(f"{labels.TAG_SEPARATOR}{kind}/", autoescape=True)
                 for kind in sorted(self.hidden_sources)))
-            conds.append(or_(res.c.res_type.in_(sorted(self.source_exempt)) if self.source_exempt else false(),
+            conds.append(or_(res.c.res_type.in_(_types(self.source_exempt)) if self.source_exempt else false(),
                              not_(from_hidden)))
         conds.extend(not_(rule.clause(res)) for rule in self.denies)
         return and_(true(), *conds)
@@ -401,6 +402,18 @@ def _has_label(res: FromClause, found: frozenset[Label]) -> Cond:
     """SQL: the row carries one of the labels ``found`` (all of them SENSITIVE: each has a bit)."""
     assert found <= labels.SENSITIVE, found - labels.SENSITIVE
     return res.c.sensitivity.op("&")(labels.label_mask(found)) != 0
+
+
+def _types(names: Iterable[str]) -> list[Any]:
+    """Resource type names (the policy's own constants) as SQL literals: an IN list of bound values
+    is re-expanded into the statement text on every execution (SQLAlchemy "postcompile"), which cost
+    ~0.1 ms of Python per audited read (cProfile); a literal list makes the cached statement final."""
+    out = []
+    for name in sorted(names):
+        if not name.isalnum():
+            raise ValueError(f"not a resource type: {name!r}")
+        out.append(literal_column(f"'{name}'", String))
+    return out
 
 
 def _tagged(column: Any, code: str) -> Cond:
