@@ -1,7 +1,8 @@
 """``resource.sensitivity``, ``resource.agencies``, ``resource.owners``: the access policy's facts
 about each row as plain columns (fhir_server/auth/labels.py ``policy_columns``), so that its SQL
 (policy.Visibility.clause) tests columns instead of EXISTS probes on ``idx_token``; backfilled from
-every current row's JSON by the same function the repository writes them with.
+every current row's JSON by the same function the repository writes them with (a deleted
+Subscription: the owner tags of its last stored version).
 
 Revision ID: 0021_s5audit_policy_columns
 Revises: 0020_s4_audit
@@ -44,6 +45,15 @@ def upgrade() -> None:
                              "WHERE pk = :pk"),
                      [{"pk": pk, **policy_columns(json.loads(content))} for pk, content in rows])
         last = rows[-1][0]
+    # A deleted owner-only resource (a Subscription) keeps the owner tags of the version it deleted
+    # (repository: whose it was decides who is told it was deleted): from its last stored content.
+    for pk, in conn.execute(sa.text("SELECT pk FROM resource WHERE deleted AND res_type = 'Subscription'")).all():
+        content = conn.execute(sa.text(
+            "SELECT CAST(content AS TEXT) FROM resource_history WHERE resource_pk = :pk AND content IS NOT NULL "
+            "ORDER BY version_id DESC LIMIT 1"), {"pk": pk}).scalar()
+        if content is not None:
+            conn.execute(sa.text("UPDATE resource SET agencies = :agencies, owners = :owners WHERE pk = :pk"),
+                         {"pk": pk, **{k: v for k, v in policy_columns(json.loads(content)).items() if k != "sensitivity"}})
 
 
 def downgrade() -> None:

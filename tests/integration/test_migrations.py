@@ -120,7 +120,8 @@ def test_the_migrated_audit_trail_is_append_only(empty_database_url: str) -> Non
 
 def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_url: str) -> None:
     """Migration 0021: rows stored before it get the access policy's columns (labels.policy_columns)
-    from their JSON: labels as bits, source-agency and owner-client tags; a deleted row none."""
+    from their JSON: labels as bits, source-agency and owner-client tags; a deleted row none, but a
+    deleted Subscription the owner tags of its last stored version."""
     config = alembic_config(empty_database_url)
     command.upgrade(config, "0020_s4_audit")
     labelled = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
@@ -138,6 +139,14 @@ def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_ur
                 conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
                                   "content) VALUES (:pk, :t, :i, 1, '2026-11-26 01:00:00', :d, :c)"),
                              {"pk": pk, "t": res_type, "i": res_id, "d": content is None, "c": content})
+            # a Subscription its owner deleted: version 1 the owned content, version 2 the deletion
+            conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
+                              "content) VALUES (5, 'Subscription', 's2', 2, '2026-11-26 01:00:00', true, NULL)"))
+            for version, content in ((1, owned.replace('"s1"', '"s2"')), (2, None)):
+                conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, "
+                                  "last_updated, method, deleted, content) VALUES (5, :v, 'Subscription', 's2', "
+                                  "'2026-11-26 01:00:00', :m, :d, :c)"),
+                             {"v": version, "m": "POST" if content else "DELETE", "d": content is None, "c": content})
         command.upgrade(config, "head")
         with engine.connect() as conn:
             rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
@@ -145,4 +154,4 @@ def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_ur
     finally:
         engine.dispose()
     assert rows == {"o1": (64, "\tpolice/01\t", ""), "s1": (0, "\thealth/RXX\t", "\tfeed\t"),
-                    "p1": (0, "", ""), "gone": (0, "", "")}
+                    "p1": (0, "", ""), "gone": (0, "", ""), "s2": (0, "\thealth/RXX\t", "\tfeed\t")}
