@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--searches", type=int, default=None, help="random searches per round (default 1,000; quick 200)")
     p.add_argument("--rounds", type=int, default=2, help="off/on alternations (default 2)")
     p.add_argument("--split", action="store_true", help="also run auth only and audit only, to see which costs")
+    p.add_argument("--consent-deny", action="store_true",
+                   help="also run on with a Consent deny rule that applies to the caller (the full-event audit path)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--port", type=int, default=8091)
     p.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
@@ -80,6 +82,32 @@ def audit_count(conn: psycopg.Connection) -> int:
     pending = conn.execute("SELECT to_regclass('audit_pending') IS NOT NULL").fetchone()[0]  # type: ignore[index]
     query = "SELECT (SELECT count(*) FROM audit_event)" + (" + (SELECT count(*) FROM audit_pending)" if pending else "")
     return int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+
+
+def consent_deny(url: str, present: bool) -> None:
+    """Store (or delete) an active Consent denying purpose CAREMGT — the benchmark caller's — for a
+    Patient the benchmark never reads: every request then has one Consent deny rule, so its read or
+    search takes the full-event audit path (recorder.AuditRecorder.prepare: no compact row in the
+    statement; the AuditEvent is built and INSERTed after the answer) and its SQL the rule's test."""
+    from fhir_server import build_services
+    from fhir_server.config import Settings
+    from fhir_server.repository.context import RequestContext
+
+    services = build_services(Settings(database_url=url))
+    ctx = RequestContext.system(services.settings.base_url)
+    with services.repo.unit_of_work() as uow:
+        if present:
+            uow.update(ctx, "Consent", "bench-deny", {
+                "resourceType": "Consent", "id": "bench-deny", "status": "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                      "code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": "Patient/bench-never-read"},
+                "provision": {"type": "permit", "provision": [{"type": "deny", "purpose": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "CAREMGT"}]}]}})
+        else:
+            uow.delete(ctx, "Consent", "bench-deny")
+    services.engine.dispose()
 
 
 WARM_READS, WARM_SEARCHES = 100, 30  # requests of each run not timed (imports, pools, caches)
@@ -127,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
             no_policy[0].extend(r)
             no_policy[1].extend(s)
             print(f"round {n + 1}: auth+audit on without the access policy done", flush=True)
+            if args.consent_deny:
+                consent_deny(url, True)
+                try:
+                    r, s = run(args, url, True, token, reads, searches)
+                finally:
+                    consent_deny(url, False)
+                split.setdefault("on, a Consent deny rule", ([], []))
+                split["on, a Consent deny rule"][0].extend(r)
+                split["on, a Consent deny rule"][1].extend(s)
+                print(f"round {n + 1}: auth+audit on with a Consent deny rule done", flush=True)
             if args.split:
                 for name, auth, audit in (("auth only", True, False), ("audit only", False, True)):
                     r, s = run(args, url, True, token, reads, searches, auth=auth, audit=audit)
@@ -164,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.print_table("Where the overhead goes (same rounds)", ["what", "p50 ms", "p95 ms", "p99 ms"], [
                 [f"{label}: {name}", *(harness.latency_summary(times[k])[p] for p in ("p50", "p95", "p99"))]
                 for name, times in split.items() for label, k in (("read", 0), ("search", 1))])
-            expected += args.rounds * per_run  # the "audit only" runs
+            expected += args.rounds * per_run * (int(args.split) + int(args.consent_deny))  # audit-only, deny runs
         print(f"AuditEvents written while on: {audited:,} (expected {expected:,}: one per request)")
     finally:
         print(f"after the run: {harness.load_average()}")

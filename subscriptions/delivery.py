@@ -14,7 +14,8 @@ its "handshake" only sets it ``active`` (R4 has none), and each event is one req
 
 A Subscription with no recorded access context (stored before migration 0019, see access.py)
 delivers nothing, not even events recorded before the upgrade: it is set to ``error`` with
-:data:`UNOWNED` as the reason until its owner PUTs it again.
+:data:`UNOWNED` as the reason until its owner PUTs it again (or, with no owner tag to say whose it
+is, an operator deletes it and its owner creates it again).
 
 It re-reads everything from the database, so running it twice, concurrently or late is harmless:
 a job for an event already delivered finds nothing to send.
@@ -45,8 +46,11 @@ log = logging.getLogger(__name__)
 DELIVERY_CLIENT = "subscriptions"  # the client id of the server's own status changes
 ERROR_AFTER = 3  # consecutive failures before the Subscription shows status error
 LEASE_MARGIN = 5.0
-UNOWNED = ("Created before notifications were limited to what the subscriber may read: PUT this Subscription "
-           "again (status requested) with your own token to resume")
+# (with authentication on only its owning client may PUT it, and one stored before owner tags has no
+# owner: docs/subscriptions.md)
+UNOWNED = ("Created before notifications were limited to what the subscriber may read: if it carries your "
+           "client's owner tag, PUT it again (status requested) with your own token to resume; if it has none "
+           "(stored before owner tags), ask an operator to delete it and create it again with POST")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
+from ..auth.labels import policy_columns
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
 from ..storage import policy_version
@@ -145,7 +146,7 @@ def _publish(conn: Connection, indexer: "Indexer", bodies: list[dict[str, Any]],
         body["meta"] = {**(body.get("meta") or {}), "versionId": "1", "lastUpdated": format_instant(now)}
     pks = conn.execute(insert(resource).returning(resource.c.pk, sort_by_parameter_order=True), [
         {"res_type": "AuditEvent", "res_id": b["id"], "version_id": 1, "last_updated": now, "deleted": False,
-         "content": b} for b in bodies]).scalars().all()
+         "content": b, **policy_columns(b)} for b in bodies]).scalars().all()
     conn.execute(insert(resource_history), [
         {"resource_pk": pk, "version_id": 1, "res_type": "AuditEvent", "res_id": b["id"], "last_updated": now,
          "method": "POST", "deleted": False, "content": b} for pk, b in zip(pks, bodies)])

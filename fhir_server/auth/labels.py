@@ -39,6 +39,45 @@ AGENCY_KINDS = {"la": "local-authority", "local-authority": "local-authority", "
                 "health": "health", "education": "education"}
 
 
+# The policy's facts about a stored resource as plain ``resource`` columns (written with every
+# version by the code that writes its index rows: :func:`policy_columns`), so that the access
+# policy's SQL (policy.Visibility.clause) tests columns instead of probing ``idx_token`` with EXISTS
+# sub-queries: planning those cost more than the read itself (docs/benchmarks.md, session 5).
+# ``sensitivity``: one bit per label of SENSITIVE. The bits are stored: a label added to SENSITIVE
+# takes a new bit and a migration that recomputes the column (policy_columns on every row).
+LABEL_BITS: dict[Label, int] = {SDV: 1, PSY: 2, SEX: 4, ETH: 8, HIV: 16, SOC: 32, RESTRICTED: 64, VERY_RESTRICTED: 128}
+assert set(LABEL_BITS) == SENSITIVE
+# A row whose columns were never computed (written by something other than the repository) carries
+# every bit: withheld from every caller who is not released every label (fail closed).
+UNKNOWN_SENSITIVITY = -1
+# ``agencies`` and ``owners``: the tag codes, each between two tabs (a FHIR code has no tab).
+TAG_SEPARATOR = "\t"
+
+
+def label_mask(found: "set[Label] | frozenset[Label]") -> int:
+    """The ``sensitivity`` bits of the SENSITIVE labels in ``found`` (others have no bit)."""
+    mask = 0
+    for label in found:
+        mask |= LABEL_BITS.get(label, 0)
+    return mask
+
+
+def policy_columns(content: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``resource`` columns the access policy's SQL reads, from a version's JSON: the same
+    facts :func:`labels_of`, :func:`source_agencies` and :func:`owner_clients` give the policy's
+    test on JSON (policy.Visibility.allows), so the SQL and the JSON rule cannot disagree."""
+    return {"sensitivity": label_mask(labels_of(content)),
+            "agencies": _tag_list(source_agencies(content)),
+            "owners": _tag_list(owner_clients(content))}
+
+
+def _tag_list(codes: set[str]) -> str:
+    # (a tab inside a code becomes a space: it can then match no whole code, and a kind prefix
+    # "health/…" still matches: the policy errs towards hiding)
+    return "".join(f"{TAG_SEPARATOR}{code.replace(TAG_SEPARATOR, ' ')}" for code in sorted(codes)) + \
+        (TAG_SEPARATOR if codes else "")
+
+
 def labels_of(content: dict[str, Any] | None) -> set[Label]:
     """The ``meta.security`` codings of a resource as (system, code) pairs."""
     meta = (content or {}).get("meta")

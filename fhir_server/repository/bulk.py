@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import and_, bindparam, delete, exists, false, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from ..auth.labels import policy_columns
 from ..fhir import jsonio
 from ..fhir.instants import utcnow
 from ..search.parse import Criterion, ParamSource, TokenValue, parse_search
@@ -211,16 +212,17 @@ def _write_portable(uow: UnitOfWork, writes: list[Write]) -> None:
     new_pks = iter(conn.execute(
         insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
         [{"res_type": s.res_type, "res_id": s.res_id, "version_id": 1, "last_updated": s.last_updated,
-          "deleted": False, "content": s.content} for s in created],
+          "deleted": False, "content": s.content, **policy_columns(s.content)} for s in created],
     ).scalars().all() if created else [])
     pks = [pk if pk is not None else next(new_pks) for pk, _s in writes]
     updated = [(pk, s) for pk, s in writes if pk is not None]
     if updated:
         conn.execute(update(resource).where(resource.c.pk == bindparam("b_pk")).values(
             version_id=bindparam("b_version"), last_updated=bindparam("b_updated"), deleted=False,
-            content=bindparam("b_content")),
-            [{"b_pk": pk, "b_version": s.version_id, "b_updated": s.last_updated, "b_content": s.content}
-             for pk, s in updated])
+            content=bindparam("b_content"), sensitivity=bindparam("b_sensitivity"), agencies=bindparam("b_agencies"),
+            owners=bindparam("b_owners")),
+            [{"b_pk": pk, "b_version": s.version_id, "b_updated": s.last_updated, "b_content": s.content,
+              **{f"b_{k}": v for k, v in policy_columns(s.content).items()}} for pk, s in updated])
         for table in INDEX_TABLES.values():
             conn.execute(delete(table).where(table.c.resource_pk.in_([pk for pk, _s in updated])))
     # History rows are copied server-side, so each JSON document is sent once.
@@ -249,18 +251,24 @@ def _write_postgres(uow: UnitOfWork, writes: list[Write]) -> None:
             cur.execute("SELECT nextval(pg_get_serial_sequence('resource', 'pk')) FROM generate_series(1, %s)",
                         (len(created),))
             new_pks = [row[0] for row in cur.fetchall()]
-            with cur.copy("COPY resource (pk, res_type, res_id, version_id, last_updated, deleted, content) "
-                          "FROM STDIN") as copy:
+            with cur.copy("COPY resource (pk, res_type, res_id, version_id, last_updated, deleted, content, "
+                          "sensitivity, agencies, owners) FROM STDIN") as copy:
                 for pk, s in zip(new_pks, created):
-                    copy.write_row((pk, s.res_type, s.res_id, 1, s.last_updated, False, jsonio.dumps(s.content)))
+                    access = policy_columns(s.content)
+                    copy.write_row((pk, s.res_type, s.res_id, 1, s.last_updated, False, jsonio.dumps(s.content),
+                                    access["sensitivity"], access["agencies"], access["owners"]))
         if updated:
             updated_pks = [pk for pk, _s in updated]
+            access = [policy_columns(s.content) for _pk, s in updated]
             cur.execute("UPDATE resource AS r SET version_id = u.version_id, last_updated = u.last_updated, "
-                        "deleted = false, content = u.content::json "
-                        "FROM unnest(%s::bigint[], %s::integer[], %s::timestamp[], %s::text[]) "
-                        "AS u (pk, version_id, last_updated, content) WHERE r.pk = u.pk",
+                        "deleted = false, content = u.content::json, sensitivity = u.sensitivity, "
+                        "agencies = u.agencies, owners = u.owners "
+                        "FROM unnest(%s::bigint[], %s::integer[], %s::timestamp[], %s::text[], %s::integer[], "
+                        "%s::text[], %s::text[]) "
+                        "AS u (pk, version_id, last_updated, content, sensitivity, agencies, owners) WHERE r.pk = u.pk",
                         (updated_pks, [s.version_id for _pk, s in updated], [s.last_updated for _pk, s in updated],
-                         [jsonio.dumps(s.content) for _pk, s in updated]))
+                         [jsonio.dumps(s.content) for _pk, s in updated], [a["sensitivity"] for a in access],
+                         [a["agencies"] for a in access], [a["owners"] for a in access]))
             for table in INDEX_TABLES.values():
                 cur.execute(f"DELETE FROM {table.name} WHERE resource_pk = ANY(%s)", (updated_pks,))
         fresh = iter(new_pks)

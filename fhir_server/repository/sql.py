@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
 from ..errors import BadRequest, Conflict, Gone, MethodNotAllowed, NotFound, PreconditionFailed
+from ..auth.labels import policy_columns
 from ..fhir import jsonio
 from ..fhir.instants import format_instant, utcnow
 from ..search.engine import execute_search, find_matches
@@ -169,7 +170,7 @@ class UnitOfWork:
                              bool(row.policy_ok))
         else:
             row = self._current_row(res_type, res_id)
-        if row is None:
+        if row is None or (row.deleted and self.access is not None and not self.access.allows_deleted(row)):
             raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
         if row.deleted:
             raise Gone(f"{res_type}/{res_id} was deleted (version {row.version_id})")
@@ -212,13 +213,16 @@ class UnitOfWork:
         if row is None:
             raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
         if row.deleted:
+            current = self._current_row(res_type, res_id) if self.access is not None else None
+            if current is not None and not self.access.allows_deleted(current):
+                raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
             raise Gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
         if self.access is not None:
+            # hidden (this version, or the resource now): answered as a version that does not exist
             current = self._current_row(res_type, res_id)
-            self._check_visible(row)
-            if current is None or current.deleted:
-                raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
-            self._check_visible(current)
+            if current is None or current.deleted or not self.access.allows(row.content) \
+                    or not self.access.allows(current.content):
+                raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
         return self._redacted(_stored(row))
 
     def exists(self, res_type: str, res_id: str) -> bool:
@@ -349,7 +353,7 @@ class UnitOfWork:
         body = _with_server_meta(content, res_id, 1, now)
         pk = self.conn.execute(insert(resource).values(
             res_type=res_type, res_id=res_id, version_id=1, last_updated=now, deleted=False, content=body,
-        ).returning(resource.c.pk)).scalar_one()
+            **policy_columns(body)).returning(resource.c.pk)).scalar_one()
         stored = Stored(res_type, res_id, 1, now, False, body, method)
         self._after_write(pk, stored, "create")
         return stored
@@ -363,8 +367,11 @@ class UnitOfWork:
         now = max(utcnow(), row.last_updated)
         version = row.version_id + 1
         body = None if content is None else _with_server_meta(content, row.res_id, version, now)
+        # (a deletion keeps the policy columns of the version it deletes: whose an owner-only
+        # resource was still decides who is told it was deleted, policy.Visibility.allows_deleted)
         self.conn.execute(update(resource).where(resource.c.pk == row.pk).values(
-            version_id=version, last_updated=now, deleted=content is None, content=body))
+            version_id=version, last_updated=now, deleted=content is None, content=body,
+            **(policy_columns(body) if body is not None else {})))
         for table in INDEX_TABLES.values():
             self.conn.execute(delete(table).where(table.c.resource_pk == row.pk))
         stored = Stored(row.res_type, row.res_id, version, now, content is None, body, method)

@@ -42,6 +42,12 @@ resource = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     # The client's JSON with server-owned id and meta set; NULL once deleted.
     Column("content", ResourceJson, nullable=True),
+    # What the access policy's SQL tests (fhir_server/auth/labels.py policy_columns, written with
+    # every version): the SENSITIVE security labels as bits, and the source-agency and owner-client
+    # tag codes, tab-delimited. A row written without them is withheld (every bit; no agency).
+    Column("sensitivity", Integer, nullable=False, server_default=text("-1")),
+    Column("agencies", Text, nullable=True),
+    Column("owners", Text, nullable=True),
     Index("ux_resource_type_id", "res_type", "res_id", unique=True),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
     Index("ix_resource_updated", "last_updated"),

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import insert, select
+from sqlalchemy import select, update
 
 from fhir_server.audit import seal_job
+from fhir_server.auth.labels import label_mask
 from fhir_server.config import Settings
 from fhir_server.errors import Forbidden, RunAgain
 from fhir_server.periodic import local_beat
-from fhir_server.storage.tables import audit_event, idx_token, resource
+from fhir_server.storage.tables import audit_event, resource
 from tests.functional.test_access_policy import PSY, RECORD, consent, get, obs, seed, token
 from tests.functional.test_audit import entity_refs
 
@@ -139,8 +140,8 @@ def test_an_unexpected_error_after_the_statement_recorded_it_is_said_not_sent(co
 
 def test_a_read_the_sql_rule_refuses_but_the_answer_allows_is_recorded_not_run_again(
         committing_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
-    """The statement's INSERT refuses by its SQL access rule (here an index row out of step with the
-    content: a PSY label indexed that the content does not carry) while the Python rule shows it:
+    """The statement's INSERT refuses by its SQL access rule (here the policy's ``sensitivity`` column
+    out of step with the content: a PSY bit the content does not carry) while the Python rule shows it:
     the Consents did not change (its ``policy_ok``), so the read is answered, with its full event."""
     app, http = committing_app, committing_app.test_client()
     services = app.extensions["fhir"]
@@ -149,10 +150,8 @@ def test_a_read_the_sql_rule_refuses_but_the_answer_allows_is_recorded_not_run_a
     care = token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
     assert get(http, "Observation/other-weight", care).status_code == 200
     with services.engine.begin() as conn:
-        pk = conn.execute(select(resource.c.pk).where(resource.c.res_type == "Observation",
-                                                      resource.c.res_id == "other-weight")).scalar_one()
-        conn.execute(insert(idx_token).values(resource_pk=pk, res_type="Observation", param="_security",
-                                              system=PSY["system"], code=PSY["code"]))
+        conn.execute(update(resource).where(resource.c.res_type == "Observation", resource.c.res_id == "other-weight")
+                     .values(sensitivity=label_mask({(PSY["system"], PSY["code"])})))
     with caplog.at_level(logging.WARNING, logger="fhir_server.audit.pending"):
         assert get(http, "Observation/other-weight", care).status_code == 200
     assert len(uncorrected_disclosures(app, "Observation/other-weight")) == 2

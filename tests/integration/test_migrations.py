@@ -116,3 +116,42 @@ def test_the_migrated_audit_trail_is_append_only(empty_database_url: str) -> Non
             assert conn.execute(text("SELECT hash FROM audit_event")).scalar_one() == "h"
     finally:
         engine.dispose()
+
+
+def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_url: str) -> None:
+    """Migration 0021: rows stored before it get the access policy's columns (labels.policy_columns)
+    from their JSON: labels as bits, source-agency and owner-client tags; a deleted row none, but a
+    deleted Subscription the owner tags of its last stored version."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0020_s4_audit")
+    labelled = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
+                '"http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}], "tag": [{"system": '
+                '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/01"}]}}')
+    owned = ('{"resourceType": "Subscription", "id": "s1", "meta": {"tag": [{"system": '
+             '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "health/RXX"}, {"system": '
+             '"https://w3id.org/sg-fhir/CodeSystem/owner-client", "code": "feed"}]}}')
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for pk, res_type, res_id, content in ((1, "Observation", "o1", labelled), (2, "Subscription", "s1", owned),
+                                                  (3, "Patient", "p1", '{"resourceType": "Patient", "id": "p1"}'),
+                                                  (4, "Patient", "gone", None)):
+                conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
+                                  "content) VALUES (:pk, :t, :i, 1, '2026-11-26 01:00:00', :d, :c)"),
+                             {"pk": pk, "t": res_type, "i": res_id, "d": content is None, "c": content})
+            # a Subscription its owner deleted: version 1 the owned content, version 2 the deletion
+            conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
+                              "content) VALUES (5, 'Subscription', 's2', 2, '2026-11-26 01:00:00', true, NULL)"))
+            for version, content in ((1, owned.replace('"s1"', '"s2"')), (2, None)):
+                conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, "
+                                  "last_updated, method, deleted, content) VALUES (5, :v, 'Subscription', 's2', "
+                                  "'2026-11-26 01:00:00', :m, :d, :c)"),
+                             {"v": version, "m": "POST" if content else "DELETE", "d": content is None, "c": content})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
+                text("SELECT res_id, sensitivity, agencies, owners FROM resource"))}
+    finally:
+        engine.dispose()
+    assert rows == {"o1": (64, "\tpolice/01\t", ""), "s1": (0, "\thealth/RXX\t", "\tfeed\t"),
+                    "p1": (0, "", ""), "gone": (0, "", ""), "s2": (0, "\thealth/RXX\t", "\tfeed\t")}

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from fhir_server.auth.labels import ACT_CODE, CONFIDENTIALITY
-from fhir_server.storage.tables import audit_event, subscription_state
+from fhir_server.storage.tables import audit_event, resource, subscription_state
 from subscriptions.delivery import UNOWNED
 
 from tests.functional.test_access_policy import ids, send
@@ -364,6 +364,31 @@ def test_another_clients_subscription_is_written_to_exactly_as_an_unknown_id(
     # nothing changed
     after = send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).get_json()
     assert after["meta"]["versionId"] == version and after["channel"]["endpoint"] == receiver.url
+
+
+def test_another_clients_deleted_subscription_answers_exactly_as_an_unknown_id(
+        auth_sub_app: Flask, api: FlaskClient, tokens: dict[str, str], receiver: Receiver) -> None:
+    """Once its owner deletes a Subscription, another client — even of the same agency — reading it
+    (read, and vread of its versions) gets the status and message of an id that never existed (404),
+    not 410: the deletion keeps the owner columns of the version it deleted. The owner still gets 410."""
+    auth = auth_sub_app.extensions["fhir"].auth
+    colleague = auth.mint_dev_token(client_id="mash-dashboard-app", scope="user/*.cruds",
+                                    practitioner="Practitioner/p2", agency="la:201", role="mash-practitioner",
+                                    purpose="safeguarding")
+    sub_id = created(api, subscription(receiver.url), tokens["mash"])["id"]
+    assert send(api, "DELETE", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 204
+    with auth_sub_app.extensions["fhir"].engine.connect() as conn:  # the deletion's own version
+        last = conn.execute(select(resource.c.version_id).where(resource.c.res_type == "Subscription",
+                                                                 resource.c.res_id == sub_id)).scalar_one()
+    unknown = "00000000-0000-4000-8000-00000000dcba"
+    for who in (colleague, tokens["other-la"]):
+        for path in ("Subscription/{}", "Subscription/{}/_history/1", f"Subscription/{{}}/_history/{last}"):
+            theirs = send(api, "GET", path.format(sub_id), None, who)
+            never = send(api, "GET", path.format(unknown), None, who)
+            assert theirs.status_code == 404, (path, theirs.get_data(as_text=True))
+            assert _outcome(theirs, sub_id) == _outcome(never, unknown), path
+    assert send(api, "GET", f"Subscription/{sub_id}", None, tokens["mash"]).status_code == 410
+    assert send(api, "GET", f"Subscription/{sub_id}/_history/{last}", None, tokens["mash"]).status_code == 410
 
 
 def test_a_hidden_delete_in_a_failing_transaction_keeps_the_bundles_audit_event(

@@ -17,6 +17,7 @@ import uuid
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, insert, text
 
+from fhir_server.auth.labels import policy_columns
 from fhir_server.config import REPO_ROOT, Settings
 from fhir_server.search.engine import execute_search, find_matches
 from fhir_server.search.model import SearchResult
@@ -51,7 +52,8 @@ class Store:
                                       "lastUpdated": when.isoformat() + "Z"}}
         pk = self.conn.execute(insert(resource).values(
             res_type=content["resourceType"], res_id=content["id"], version_id=1, last_updated=when,
-            deleted=deleted, content=None if deleted else stored)).inserted_primary_key[0]
+            deleted=deleted, content=None if deleted else stored,
+            **policy_columns(None if deleted else stored))).inserted_primary_key[0]
         self.index(pk, stored)  # even when deleted: the search must filter on resource.deleted itself
         return int(pk)
 
