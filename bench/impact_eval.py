@@ -215,15 +215,24 @@ def settle_line(settled: dict[str, float]) -> str:
 
 def summarise(results: list[dict[str, Any]], zero_effect: str) -> tuple[list[tuple], list[str]]:
     """The table rows and the summary lines: bias, RMSE and coverage of the estimates given, and the
-    zero-effect cells reported as significant (the designed null, and every cell whose truth is 0)."""
+    zero-effect cells reported as significant (the designed null, and every cell whose truth is 0). A
+    cell without a truth (none computed, or no child in its estimand: n = 0) is listed and counted
+    but left out of every figure: its effect is unknown, not zero."""
     rows: list[tuple] = []
     errors: list[float] = []
     covered = 0
     null_cells, null_significant, designed, designed_significant = 0, 0, 0, 0
     withheld: dict[str, int] = {}
+    no_truth = 0
     for result in sorted(results, key=lambda r: r["seed"]):
         for (kind, outcome), values in sorted(result["found"].items()):
             effect, n = result["truth"].get((kind, outcome), (0.0, 0))
+            if not n:  # no truth for the cell (no child in its estimand): neither an error nor a zero effect
+                no_truth += 1
+                rows.append((result["seed"], kind, outcome, 0, "-", f"{values['estimate']:+.4f}"
+                             if "estimate" in values else "-", "no truth: no child in the estimand", "-", "-", "-",
+                             values["first-month-check"]))
+                continue
             if "estimate" not in values:
                 reason = _reason(values["statement"])
                 withheld[reason] = withheld.get(reason, 0) + 1
@@ -245,8 +254,9 @@ def summarise(results: list[dict[str, Any]], zero_effect: str) -> tuple[list[tup
                          "yes" if significant else "no", f"{values.get('e-value-ci', '-')}",
                          values["first-month-check"]))
     cells = sum(len(r["found"]) for r in results)
-    lines = [f"cells: {cells}; estimates given: {len(errors)}; withheld: {cells - len(errors)} ("
-             + ", ".join(f"{k}: {v}" for k, v in sorted(withheld.items())) + ")"]
+    lines = [f"cells: {cells}; without a truth (left out below): {no_truth}; estimates given: {len(errors)}; "
+             f"withheld: {sum(withheld.values())} (" + ", ".join(f"{k}: {v}" for k, v in sorted(withheld.items()))
+             + ")"]
     if errors:
         rmse = (sum(e * e for e in errors) / len(errors)) ** 0.5
         lines.append(f"intervals containing the truth: {covered} of {len(errors)} ({covered / len(errors):.0%}); "

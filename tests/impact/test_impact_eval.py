@@ -1,4 +1,5 @@
-"""bench/impact_eval.py's bookkeeping: a failed seed leaves no files or database behind."""
+"""bench/impact_eval.py's bookkeeping: a failed seed leaves no files or database behind, and a cell
+without a truth is not scored as a zero-effect cell."""
 from __future__ import annotations
 
 import uuid
@@ -9,6 +10,23 @@ import pytest
 
 from bench import harness, impact_eval
 from tests.conftest import PG_ADMIN_URL, service_unavailable
+
+
+def _cell(estimate: float, lower: float, upper: float) -> dict:
+    return {"estimate": estimate, "ci-lower": lower, "ci-upper": upper, "e-value-ci": 1.5, "first-month-check": "passed",
+            "statement": ""}
+
+
+def test_a_cell_without_a_truth_is_left_out_of_every_figure():
+    found = {("mentoring", "cp-plan"): _cell(0.01, -0.02, 0.04),  # the designed null, truth 0 over 120 children
+             ("parenting", "cp-plan"): _cell(0.30, 0.20, 0.40),   # truth missing: not a zero-effect cell
+             ("parenting", "care"): _cell(0.25, 0.10, 0.40)}      # truth over no child (n = 0)
+    truth = {("mentoring", "cp-plan"): (0.0, 120), ("parenting", "care"): (0.0, 0)}
+    rows, lines = impact_eval.summarise([{"seed": 1, "found": found, "truth": truth}], "mentoring")
+    assert lines[0].startswith("cells: 3; without a truth (left out below): 2; estimates given: 1;")
+    assert "intervals containing the truth: 1 of 1" in lines[1] and "RMSE 0.0100" in lines[1]
+    assert lines[2].startswith("cells with a true effect of 0 reported as significant: 0 of 1 ")
+    assert sorted(r[6] for r in rows if r[1] == "parenting") == ["no truth: no child in the estimand"] * 2
 
 
 def test_a_failed_seed_removes_its_files(monkeypatch):
