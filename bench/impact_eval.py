@@ -183,20 +183,22 @@ def run_seed(families: int, seed: int, pg_url: str, prefix: str, *, reuse: bool,
 
     kinds = sorted(CATALOGUE)
     directory = Path(tempfile.mkdtemp(prefix=f"impact-{seed}-"))
-    started = time.perf_counter()
-    manifest = generate(families, seed, directory)
-    generated = time.perf_counter() - started
-    name = f"{prefix}{seed}"
-    if reuse and harness.database_exists(pg_url, name):
-        url, (loaded, load_cpu) = harness.db_url(pg_url, name), (0.0, 0.0)
-    else:
-        url = harness.create_database(pg_url, name)
-        loaded, load_cpu = load(directory, url)
-    true = truth(directory, int(manifest["months"]))
-    app = server(url)
-    settled = settle(app)
-    found, elapsed = evaluate_all(app, kinds)
-    shutil.rmtree(directory, ignore_errors=True)
+    try:  # the generated files go whether the seed succeeds or fails (its database: main's finally)
+        started = time.perf_counter()
+        manifest = generate(families, seed, directory)
+        generated = time.perf_counter() - started
+        name = f"{prefix}{seed}"
+        if reuse and harness.database_exists(pg_url, name):
+            url, (loaded, load_cpu) = harness.db_url(pg_url, name), (0.0, 0.0)
+        else:
+            url = harness.create_database(pg_url, name)
+            loaded, load_cpu = load(directory, url)
+        true = truth(directory, int(manifest["months"]))
+        app = server(url)
+        settled = settle(app)
+        found, elapsed = evaluate_all(app, kinds)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
     imported = (f"imported in {loaded:.0f} s ({load_cpu:.0f} CPU s)" if loaded
                 else "reused (imported by an earlier --keep run)")
     info = (f"seed {seed}: {families:,} families generated in {generated:.0f} s, {imported}; "
@@ -213,15 +215,24 @@ def settle_line(settled: dict[str, float]) -> str:
 
 def summarise(results: list[dict[str, Any]], zero_effect: str) -> tuple[list[tuple], list[str]]:
     """The table rows and the summary lines: bias, RMSE and coverage of the estimates given, and the
-    zero-effect cells reported as significant (the designed null, and every cell whose truth is 0)."""
+    zero-effect cells reported as significant (the designed null, and every cell whose truth is 0). A
+    cell without a truth (none computed, or no child in its estimand: n = 0) is listed and counted
+    but left out of every figure: its effect is unknown, not zero."""
     rows: list[tuple] = []
     errors: list[float] = []
     covered = 0
     null_cells, null_significant, designed, designed_significant = 0, 0, 0, 0
     withheld: dict[str, int] = {}
+    no_truth = 0
     for result in sorted(results, key=lambda r: r["seed"]):
         for (kind, outcome), values in sorted(result["found"].items()):
             effect, n = result["truth"].get((kind, outcome), (0.0, 0))
+            if not n:  # no truth for the cell (no child in its estimand): neither an error nor a zero effect
+                no_truth += 1
+                rows.append((result["seed"], kind, outcome, 0, "-", f"{values['estimate']:+.4f}"
+                             if "estimate" in values else "-", "no truth: no child in the estimand", "-", "-", "-",
+                             values["first-month-check"]))
+                continue
             if "estimate" not in values:
                 reason = _reason(values["statement"])
                 withheld[reason] = withheld.get(reason, 0) + 1
@@ -243,8 +254,9 @@ def summarise(results: list[dict[str, Any]], zero_effect: str) -> tuple[list[tup
                          "yes" if significant else "no", f"{values.get('e-value-ci', '-')}",
                          values["first-month-check"]))
     cells = sum(len(r["found"]) for r in results)
-    lines = [f"cells: {cells}; estimates given: {len(errors)}; withheld: {cells - len(errors)} ("
-             + ", ".join(f"{k}: {v}" for k, v in sorted(withheld.items())) + ")"]
+    lines = [f"cells: {cells}; without a truth (left out below): {no_truth}; estimates given: {len(errors)}; "
+             f"withheld: {sum(withheld.values())} (" + ", ".join(f"{k}: {v}" for k, v in sorted(withheld.items()))
+             + ")"]
     if errors:
         rmse = (sum(e * e for e in errors) / len(errors)) ** 0.5
         lines.append(f"intervals containing the truth: {covered} of {len(errors)} ({covered / len(errors):.0%}); "
@@ -325,22 +337,26 @@ def main(argv: list[str] | None = None) -> int:
     call = {"families": args.families, "pg_url": args.pg_url, "prefix": args.db_prefix,
             "reuse": args.reuse, "keep": args.keep}
     results = []
-    if args.jobs <= 1 or len(args.seeds) == 1:
-        for seed in args.seeds:
-            results.append(run_seed(seed=seed, **call))
-            print(results[-1]["info"], flush=True)
-            _write_json(args.json, results)
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(run_seed, seed=seed, **call) for seed in args.seeds]):
-                results.append(future.result())
+    try:
+        if args.jobs <= 1 or len(args.seeds) == 1:
+            for seed in args.seeds:
+                results.append(run_seed(seed=seed, **call))
                 print(results[-1]["info"], flush=True)
                 _write_json(args.json, results)
+        else:
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+                for future in as_completed([pool.submit(run_seed, seed=seed, **call) for seed in args.seeds]):
+                    results.append(future.result())
+                    print(results[-1]["info"], flush=True)
+                    _write_json(args.json, results)
+    finally:
+        # every seed's database, a failed seed's too, after every seed's server is done (their periodic
+        # jobs use the database; the pool's exit waits for the seeds still running)
+        for seed in args.seeds:
+            harness.release_database(args.pg_url, f"{args.db_prefix}{seed}", keep=args.keep)
     _print_summary(results, ZERO_EFFECT)
     print(f"{args.families:,} families x {len(args.seeds)} seeds in {time.perf_counter() - started:.0f} s; "
           f"{harness.load_average()}")
-    for seed in args.seeds:  # after every seed's server is done (their periodic jobs use the database)
-        harness.release_database(args.pg_url, f"{args.db_prefix}{seed}", keep=args.keep)
     return 0
 
 

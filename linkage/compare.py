@@ -172,10 +172,12 @@ def soundex(value: str) -> str:
 def keying_slips(value: str) -> frozenset[str]:
     """What ``value`` (a name key) reads as with one keying slip undone: two adjacent letters swapped
     back (Xni → Xin) or a doubled letter typed once (Dannyy → Danny). Only these two: a dropped or a
-    replaced letter turns one real name into another (Mira → Mia, Eva → Ava), which twins can bear;
-    a swap or a doubling seldom does (Mia ~ Mai is one that does: twins so named at one address would
-    be linked, as twins Jayden and Jaydon already would by Jaro–Winkler). Jaro–Winkler misses both
-    slips in a name of three or four letters (its match window is a letter or none)."""
+    replaced letter turns one real name into another (Mira → Mia, Eva → Ava). A swap or a doubling does
+    so too, and often: Amy ~ May, Kai ~ Kia, Nina ~ Inna, Lisa ~ Ilsa, Ela ~ Lea, Arya ~ Raya — names
+    twins can bear. So a slip raises the match probability (it sends the pair to review) but never
+    corroborates a link on its own (:func:`forename_slip`, ``linkage.model.corroborated``).
+    Jaro–Winkler misses both slips in a name of three or four letters (its match window is a letter
+    or none)."""
     out = set()
     for i in range(len(value) - 1):
         if value[i] != value[i + 1]:
@@ -192,12 +194,13 @@ def _slip_of_variant(a: str, b: str) -> bool:
     return bool(groups) and len(a) >= 3 and any(groups & NAME_GROUPS.get(x, frozenset()) for x in keying_slips(a))
 
 
-def compare_forenames(a: list[str], b: list[str]) -> str | None:
+def compare_forenames(a: list[str], b: list[str], *, slips: bool = True) -> str | None:
     """Given names: ``exact`` (first names equal), ``equivalent`` (nickname or spelling variant, or the
     first name of one is another given name of the other), ``close`` (Jaro–Winkler ≥ 0.92, or one
     swapped or doubled letter of three or more (:func:`keying_slips`): a typo), ``similar`` (≥ 0.80,
     or one first name is a 3+ letter part of the other: Dami ~ Oluwadamilare, or a typo of a nickname:
-    Pegggy ~ Margaret), ``initial`` (only the initial agrees), else ``different``."""
+    Pegggy ~ Margaret), ``initial`` (only the initial agrees), else ``different``. With
+    ``slips=False`` the keying-slip rules are left out."""
     if not a or not b:
         return None
     fa, fb = name_key(a[0]), name_key(b[0])
@@ -208,15 +211,25 @@ def compare_forenames(a: list[str], b: list[str]) -> str | None:
     if names_equivalent(fa, fb) or any(names_equivalent(x, y) for x in a for y in b):
         return "equivalent"
     score = jaro_winkler(fa, fb)
-    if score >= 0.92 or (min(len(fa), len(fb)) >= 3 and (fa in keying_slips(fb) or fb in keying_slips(fa))):
+    if score >= 0.92 or (slips and min(len(fa), len(fb)) >= 3
+                         and (fa in keying_slips(fb) or fb in keying_slips(fa))):
         return "close"
     short, long_ = sorted((fa, fb), key=len)
     if (score >= 0.80 or (len(short) >= 3 and short in long_)
-            or _slip_of_variant(fa, fb) or _slip_of_variant(fb, fa)):
+            or (slips and (_slip_of_variant(fa, fb) or _slip_of_variant(fb, fa)))):
         return "similar"
     if len(fa) == 1 or len(fb) == 1:
         return "initial" if fa[0] == fb[0] else "different"
     return "different"
+
+
+def forename_slip(a: list[str], b: list[str], level: str | None) -> bool:
+    """Whether the forename ``level`` (from :func:`compare_forenames`) owes its agreement to a keying
+    slip alone: without the slip rules it would be lower. Amy ~ May, Kai ~ Kia, Amelia ~ May (May →
+    Amy, a nickname of Amelia) are such pairs, and each is also two real names."""
+    if level not in ("close", "similar"):
+        return False
+    return compare_forenames(a, b, slips=False) != level
 
 
 def compare_surnames(a: str | None, b: str | None) -> str | None:

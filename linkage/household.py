@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 
 from . import compare
-from .model import CERTAIN, COMPARISONS, Model, Score
+from .model import CERTAIN, COMPARISONS, Model, Score, forenames_corroborate
 from .record import PersonRecord
 
 # agreement a "moved" pair needs beyond the probability: the same birth date and a name that agrees
@@ -40,10 +40,12 @@ def levels(score: Score) -> dict[str, str | None]:
 
 def moved_pair(model: Model, score: Score) -> bool:
     """A pair that would be a match but for the address: probable or better, the birth date exact,
-    forename and surname agreeing, and both postcodes known but apart."""
+    forename and surname agreeing (not by a keying slip alone, nor closely with the sexes apart:
+    :func:`~linkage.model.forenames_corroborate`), and both postcodes known but apart."""
     v = levels(score)
     return (score.probability >= model.thresholds.probable and v["dob"] == "exact"
-            and v["forename"] in MOVE_FORENAME and v["surname"] in MOVE_SURNAME and v["postcode"] in MOVE_POSTCODE)
+            and v["forename"] in MOVE_FORENAME and forenames_corroborate(score.vector, slip=score.forename_slip)
+            and v["surname"] in MOVE_SURNAME and v["postcode"] in MOVE_POSTCODE)
 
 
 def other_person(a: PersonRecord, b: PersonRecord) -> bool:

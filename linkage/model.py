@@ -18,7 +18,9 @@ children is far worse than a missed link:
   child index that differ, whatever else agrees;
 - ``certain`` needs corroboration beyond name and date of birth — a shared identifier, or the same
   postcode sector with agreeing forenames — so that two children with the same name and birthday at
-  different addresses, or twins, are never linked without a practitioner.
+  different addresses, or twins, are never linked without a practitioner. Forenames that agree only
+  by a keying slip (Amy ~ May), or only closely while the recorded sexes differ (Daniel ~ Daniela),
+  do not corroborate: twins bear such names.
 """
 from __future__ import annotations
 
@@ -80,6 +82,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("postcode", ("exact", "near", "sector", "district", "different"), lambda a, b: _best_postcode(a, b)),
 )
 BY_NAME = {c.name: c for c in COMPARISONS}
+_FORENAME = [c.name for c in COMPARISONS].index("forename")
 
 _POSTCODE_ORDER = BY_NAME["postcode"].levels
 
@@ -195,6 +198,8 @@ class Score:
     grade: str | None  # certain | probable | possible | certainly-not | None (not a candidate)
     vector: Vector
     reason: str = ""  # why certainly-not, or why not certain although the probability is high
+    # the forenames agree only by a keying slip (compare.forename_slip): never corroboration
+    forename_slip: bool = False
     # another person's two records that corroborate a move (linkage.household), linked with this pair
     household: tuple[str, str] | None = None
 
@@ -219,8 +224,9 @@ def score_pair(model: Model, a: PersonRecord, b: PersonRecord, tf: TermFrequency
             tf_value = tf(comp.tf, tf_key(a, comp.tf))
         total += model.weight(comp.name, level, tf_value)
     probability = 1.0 / (1.0 + 2.0 ** (-total)) if total > -1000 else 0.0
-    level, reason = grade(model, probability, vector)
-    return Score(probability, total, level, vector, reason)
+    slip = compare.forename_slip(list(a.given), list(b.given), vector[_FORENAME])
+    level, reason = grade(model, probability, vector, slip=slip)
+    return Score(probability, total, level, vector, reason, forename_slip=slip)
 
 
 def tf_key(record: PersonRecord, field: str) -> str:
@@ -230,12 +236,13 @@ def tf_key(record: PersonRecord, field: str) -> str:
     return index_form(record.family) if record.family else ""
 
 
-def grade(model: Model, probability: float, vector: Vector) -> tuple[str | None, str]:
+def grade(model: Model, probability: float, vector: Vector, *, slip: bool = False) -> tuple[str | None, str]:
     """The match grade of a pair that is not certainly-not, and why a high probability was not made
-    certain (no corroboration beyond name and date of birth)."""
+    certain (no corroboration beyond name and date of birth). ``slip``: the forenames agree only by a
+    keying slip (:attr:`Score.forename_slip`)."""
     t = model.thresholds
     if probability >= t.certain:
-        if corroborated(vector):
+        if corroborated(vector, slip=slip):
             return CERTAIN, ""
         return PROBABLE, "not certain: nothing beyond name and date of birth corroborates it"
     if probability >= t.probable:
@@ -245,15 +252,28 @@ def grade(model: Model, probability: float, vector: Vector) -> tuple[str | None,
     return None, ""
 
 
-def corroborated(vector: Vector) -> bool:
+def corroborated(vector: Vector, *, slip: bool = False) -> bool:
     """A shared identifier, or the same postcode sector (or a postcode one keying error away) with
-    forenames that agree and birth dates that agree but for a keying error. Siblings given the same
-    name live at one address too: a birth date that differs outright keeps them apart."""
+    forenames that agree (:func:`forenames_corroborate`) and birth dates that agree but for a keying
+    error. Siblings given the same name live at one address too: a birth date that differs outright
+    keeps them apart."""
     v = dict(zip((c.name for c in COMPARISONS), vector))
     if v["nhs"] == "exact" or v["local_id"] == "exact":
         return True
     return (v["dob"] in ("exact", "transposed", "near") and v["postcode"] in ("exact", "near", "sector")
-            and v["forename"] in ("exact", "equivalent", "close", "similar"))
+            and forenames_corroborate(vector, slip=slip))
+
+
+def forenames_corroborate(vector: Vector, *, slip: bool = False) -> bool:
+    """Whether the forenames agree well enough to corroborate a link without a shared identifier, as
+    twins' names must not: the same or equivalent name (a nickname, a variant); or a close or similar
+    one, but not when it agrees only by a keying slip (``slip``: Amy ~ May, Kai ~ Kia, Amelia ~ May
+    are twins' names as often as typos) nor when the recorded sexes differ (Daniel ~ Daniela, a boy
+    and a girl; a sex not recorded as male or female is missing and does not count against)."""
+    v = dict(zip((c.name for c in COMPARISONS), vector))
+    if v["forename"] in ("exact", "equivalent"):
+        return True
+    return v["forename"] in ("close", "similar") and not slip and v["gender"] != "different"
 
 
 # -- estimation -------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from linkage import household
 from linkage.model import (BY_NAME, CERTAIN, CERTAINLY_NOT, COMPARISONS, PROBABLE, Model, expectation_maximisation,
                            score_pair, train)
 from linkage.record import PersonRecord
@@ -87,11 +88,54 @@ def test_twins_are_not_linked():
     assert s.grade != CERTAIN
 
 
-def test_a_swapped_letter_in_a_short_forename_is_a_typo_at_one_address():
+def test_a_swapped_letter_in_a_short_forename_is_a_typo_sent_to_review():
+    """Zeo ~ Zoe reads close (a keying slip), which lifts the pair to review; it is not made certain
+    (a slip also makes Amy of May: twins' names), and a shared identifier still links it."""
     model = _model().for_population(100_000)
     s = score_pair(model, person("a", "Zoe", "Jones"), person("b", "Zeo", "Jones"))
     assert dict(zip((c.name for c in COMPARISONS), s.vector))["forename"] == "close"
+    assert s.forename_slip and s.grade == PROBABLE and "corroborates" in s.reason
+    s = score_pair(model, person("a", "Zoe", "Jones", nhs="9434765919"), person("b", "Zeo", "Jones", nhs="9434765919"))
     assert s.grade == CERTAIN
+
+
+TWINS = [  # (first, second, first's sex, second's sex): real names one keying slip or one letter apart
+    ("Amy", "May", "female", "female"),
+    ("Kai", "Kia", "male", "female"),
+    ("Amelia", "May", "female", "female"),  # May → Amy, a nickname of Amelia
+    ("Daniel", "Daniela", "male", "female"),  # Jaro–Winkler close, the sexes apart
+    ("Nina", "Inna", "female", "female"),
+    ("Lisa", "Ilsa", "female", "female"),
+]
+
+
+@pytest.mark.parametrize(("first", "second", "first_sex", "second_sex"), TWINS)
+def test_twins_one_slip_apart_at_one_address_are_never_certain(first, second, first_sex, second_sex):
+    """The wrong-merge guard for twins: same address, surname and birth date, no shared identifier,
+    forenames a keying slip (or, for a boy and a girl, a letter) apart — never certain, however rare
+    the surname, and not a moved pair the household rule could promote."""
+    model = _model().for_population(500_000)
+    a = person("a", first, "Postlethwaite", gender=first_sex)
+    b = person("b", second, "Postlethwaite", gender=second_sex)
+    for tf in (None, lambda field, value: 1e-7):
+        s = score_pair(model, a, b, tf=tf)
+        assert s.grade != CERTAIN, s.explain()
+        assert score_pair(model, b, a, tf=tf).grade != CERTAIN
+    moved = person("c", second, "Postlethwaite", gender=second_sex, postcode="B8 5BA")
+    assert not household.moved_pair(model, score_pair(model, a, moved, tf=lambda field, value: 1e-7))
+
+
+def test_close_forenames_still_link_when_the_sexes_agree_or_one_is_unrecorded():
+    """The sex rule blocks only male against female: Jayden ~ Jaydon (Jaro–Winkler close, no slip)
+    is certain at one address with the same sex or with one sex missing; an exact name with the sexes
+    apart (a keying error in the sex) is certain too."""
+    model = _model().for_population(100_000)
+    a = person("a", "Jayden", "Jones", gender="male")
+    for gender in ("male", None):
+        s = score_pair(model, a, person("b", "Jaydon", "Jones", gender=gender))
+        assert not s.forename_slip and s.grade == CERTAIN, s.explain()
+    assert score_pair(model, a, person("b", "Jaydon", "Jones", gender="female")).grade != CERTAIN
+    assert score_pair(model, a, person("b", "Jayden", "Jones", gender="female")).grade == CERTAIN
 
 
 def test_certainly_not():

@@ -185,3 +185,25 @@ def test_link_refuses_certainly_not_and_unlink_rejects_a_review(client, drain):
     assert {p["resource"]["activity"]["coding"][0]["code"] for p in prov} >= {"not-linked"}
     assert _masters(client) == []
     assert school
+
+
+def test_twins_one_slip_apart_are_neither_matched_certain_nor_linked(client, drain):
+    """Twins at one address, same surname and birth date, no shared identifier, named a keying slip
+    apart (Amy and May; Kai, a boy, and Kia, a girl) or a letter apart with the sexes apart (Daniel
+    and Daniela): $match does not grade them certain and linking on write does not merge them."""
+    twins = [("Amy", "female", "May", "female"), ("Kai", "male", "Kia", "female"),
+             ("Amelia", "female", "May", "female"), ("Daniel", "male", "Daniela", "female")]
+    for n, (first, first_sex, second, second_sex) in enumerate(twins):
+        family, dob = ("Postlethwaite", "Okonkwo", "Wiśniewska", "Abernethy")[n], f"201{n * 2}-0{n + 4}-2{n}"
+        one = _create(client, agency_patient("health/QHL", first, family, dob, gender=first_sex, postcode="M40 6WP"))
+        other = _create(client, agency_patient("police/06", second, family, dob, gender=second_sex,
+                                               postcode="M40 6WP"))
+        query = {"resourceType": "Patient", "name": [{"family": family, "given": [second]}], "gender": second_sex,
+                 "birthDate": dob, "address": [{"postalCode": "M40 6WP"}]}
+        graded = {e["resource"]["id"]: e["search"]["extension"][0]["valueCode"]
+                  for e in body(_match(client, query))["entry"]}
+        assert graded.get(one) != "certain" and graded[other] == "certain", (first, second, graded)
+    drain()
+    for master in _masters(client):
+        linked = {link["other"]["reference"].split("/")[1] for link in master["link"]}
+        assert len(linked) < 2, master
