@@ -67,7 +67,7 @@ _RELATIVE_REF = re.compile(rf"([A-Z][A-Za-z]{{0,63}})/({_ID})(?:/_history/({_ID}
 _ABSOLUTE_REF = re.compile(rf"/([A-Z][A-Za-z]{{0,63}})/({_ID})(?:/_history/({_ID}))?$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: rows() de-duplicates a resource's steps
 class _Step:
     code: str
     kind: str
