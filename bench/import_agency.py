@@ -129,9 +129,12 @@ def build(args: argparse.Namespace, url: str) -> Any:
     os.environ.update({"FHIR_DATABASE_URL": url, "FHIR_AUTH_ENABLED": "0", "FHIR_BROKER_URL": args.broker_url})
     os.environ.setdefault("FHIR_BASE_URL", "http://127.0.0.1:8080/fhir")
     from fhir_server import build_services
+    from fhir_server.collector import freeze_startup
     from fhir_server.config import Settings
 
-    return build_services(Settings.from_env())
+    services = build_services(Settings.from_env())
+    freeze_startup()  # as ``fhir-server import`` does (mappings/cli.py)
+    return services
 
 
 def import_all(args: argparse.Namespace, services: Any, manifest: dict[str, Any]

@@ -7,13 +7,38 @@ index cases, covariates and outcomes, :mod:`impact.estimators` holds the statist
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fhir_server import Services
 
+DEFINITION_FILE = "intervention-impact.json"
+
 
 def register_impact(services: "Services") -> None:
-    from .operation import register_impact_operation
+    """Register ``$intervention-impact`` (profiles/operations/intervention-impact.json). The handler, and
+    with it the statistics stack (numpy, statsmodels, scipy: ~1.7 s of CPU to import), is imported at the
+    operation's first call, so a process that never answers it — ``fhir-server import``, a worker —
+    never loads them."""
+    profiles = Path(services.settings.profiles_dir)
+    definition = json.loads((profiles / "operations" / DEFINITION_FILE).read_text(encoding="utf-8"))
+    services.router.operations.register(definition, _on_first_call(profiles))
 
-    register_impact_operation(services)
+
+def _on_first_call(profiles: Path) -> Callable[..., Any]:
+    lock = threading.Lock()
+    handler: list[Callable[..., Any]] = []
+
+    def handle(*args: Any) -> Any:
+        if not handler:
+            with lock:
+                if not handler:
+                    from .operation import impact_handler
+
+                    handler.append(impact_handler(profiles))
+        return handler[0](*args)
+    return handle

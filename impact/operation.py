@@ -25,10 +25,8 @@ from .estimators import Effect
 from .measure_report import measure_report
 
 if TYPE_CHECKING:
-    from fhir_server import Services
     from fhir_server.repository.sql import UnitOfWork
 
-DEFINITION_FILE = "intervention-impact.json"
 MODES = ("estimate", "evaluate")
 OUTPUTS = ("parameters", "measure-report")
 CAUTION = ("An estimate is the average effect among comparable past children in this partnership's data, not a "
@@ -53,11 +51,9 @@ METHOD = ("Propensity-score weighting for the effect on the treated (logistic re
           "and did not (at home, none open in the 3 months before), whatever happened later.")
 
 
-def register_impact_operation(services: "Services") -> None:
-    path = Path(services.settings.profiles_dir) / "operations" / DEFINITION_FILE
-    definition = json.loads(path.read_text(encoding="utf-8"))
-    profiles = Path(services.settings.profiles_dir)
-    services.router.operations.register(definition, _handler(_Cache(), lambda: _intervention_types(profiles)))
+def impact_handler(profiles: Path) -> Callable[["UnitOfWork", FhirRequest, OperationTarget], FhirResponse]:
+    """The operation's handler (registered by :func:`impact.register_impact`, imported at its first call)."""
+    return _handler(_Cache(), lambda: _intervention_types(profiles))
 
 
 class _Cache:

@@ -35,10 +35,12 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     from fhir_server import build_services
     from fhir_server.cli import CliError, require_migrated
+    from fhir_server.collector import freeze_startup
 
     batches = _batches(args)
     services = build_services(settings)
     require_migrated(services.engine, settings)
+    freeze_startup()  # one-shot process: later collections skip the model classes (fhir_server/collector.py)
     ctx = RequestContext.system(settings.base_url, client_id="fhir-server-cli")
     progress = Progress(total=len(batches))
     failed = 0

@@ -33,7 +33,7 @@ from ..storage.tables import idx_composite
 from .extract import Unsupported, compile_typed
 from .fhirpath import parse
 from .model import SearchParam
-from .sequence_coordinates import shifted, start_shift
+from .sequence_coordinates import COORDINATE_COMPOSITES, shifted, start_shift
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ class CompositeDef:
     branches: tuple[tuple[Callable[[Values], Values], str | None, tuple[Callable[..., Any], ...]], ...]
     names: tuple[str, ...]  # the ``param`` of each component's rows: "<code>$<index>"
     anchored: bool  # a token first component is stored as ``anchor_*`` on the other components' rows
+    # Worked out once for composite_rows: the components' types and memo keys, last component first
+    # (``(type, expression)``: the same expression of the same type on the same element gives the same
+    # rows, whichever composite asks), and whether this is a MolecularSequence coordinate composite.
+    kinds: tuple[str, ...] = ()
+    keys: tuple[tuple[str, str], ...] = ()
+    coordinates: bool = False
 
 
 def anchored(param: SearchParam, first_type: str) -> bool:
@@ -129,9 +135,13 @@ def _composite_def(definition: Callable[[str], dict[str, Any] | None], param: Se
     except Unsupported as exc:
         log.info("composite %s.%s not supported: %s", param.resource_type, param.code, exc)
         return None
+    backwards = components[::-1]
     return CompositeDef(param, tuple(components), tuple(branches),
                         tuple(f"{param.code}${i}" for i in range(len(components))),
-                        anchored(param, components[0].param.type))
+                        anchored(param, components[0].param.type),
+                        tuple(c.param.type for c in backwards),
+                        tuple((c.param.type, c.expression) for c in backwards),
+                        param.url in COORDINATE_COMPOSITES)
 
 
 def _component_extractor(resource_type: str, element_type: str | None, comp: Component) -> Callable[..., Any]:
@@ -174,47 +184,67 @@ class CompositeIndexer:
 
     def rows(self, resource_type: str, resource: dict[str, Any]) -> list[Row]:
         out: list[Row] = []
+        memo: dict[Any, list[Row]] = {}  # shared by the type's composites (combo-… and component-… read alike)
         for definition in self._for_type(resource_type):
             try:
-                out.extend(composite_rows(definition, resource))
+                out.extend(composite_rows(definition, resource, memo))
             except Exception:  # noqa: BLE001 - odd content must not block a write
                 log.warning("composite %s.%s: value not indexable", resource_type, definition.param.code,
                             exc_info=True)
         return out
 
 
-def composite_rows(definition: CompositeDef, resource: dict[str, Any]) -> list[Row]:
-    """The rows of one composite for one resource: per instance, per component, per value."""
+def composite_rows(definition: CompositeDef, resource: dict[str, Any],
+                   memo: dict[Any, list[Row]] | None = None) -> list[Row]:
+    """The rows of one composite for one resource: per instance, per component, per value.
+
+    ``memo`` (optional, one per resource) keeps each component's rows by (type, expression, element
+    instance), so Observation's ``combo-code-value-quantity`` and ``component-code-value-quantity``
+    read each component's code and value once; the rows kept are never changed (rows written are
+    copies)."""
     out: list[Row] = []
     grp = 0
     names, anchor = definition.names, definition.anchored
-    kinds = [c.param.type for c in reversed(definition.components)]
-    # MolecularSequence coordinate composites compare in 1-based coordinates (sequence_coordinates.py)
-    shifts = [start_shift(definition.param.url, c.param.url, resource) for c in reversed(definition.components)]
-    for select_instances, _element_type, extractors in definition.branches:
+    if memo is None:
+        memo = {}
+    if definition.coordinates:
+        # MolecularSequence coordinate composites compare in 1-based coordinates (sequence_coordinates.py)
+        shifts = [start_shift(definition.param.url, c.param.url, resource) for c in reversed(definition.components)]
+    else:
+        shifts = [0] * len(definition.kinds)
+    kinds, keys = definition.kinds, definition.keys
+    for select_instances, element_type, extractors in definition.branches:
+        backwards = extractors[::-1]
         for element in select_instances([resource]):
             # Last component first: it is usually the value (``value.as(Quantity)``), the one most
             # often absent, so most instances are rejected after one cheap look-up.
             per_component: list[list[Row]] = []
-            for kind, extract, shift in zip(kinds, reversed(extractors), shifts):
-                rows = shifted(component_rows(kind, extract(resource, element)), shift)
+            element_id = id(element)
+            for kind, key, extract, shift in zip(kinds, keys, backwards, shifts):
+                if shift:
+                    rows = shifted(component_rows(kind, extract(resource, element)), shift)
+                else:
+                    memo_key = (key, element_type, element_id)
+                    rows = memo.get(memo_key)  # type: ignore[assignment]
+                    if rows is None:
+                        rows = memo[memo_key] = component_rows(kind, extract(resource, element))
                 if not rows:
                     break
                 per_component.append(rows)
             else:
                 per_component.reverse()
                 if anchor:
+                    first = per_component[0]
                     for name, rows in zip(names[1:], per_component[1:]):
-                        for token in per_component[0]:
+                        for token in first:
+                            anchor_system, anchor_code = token["system"], token["code"]
                             for row in rows:
-                                out.append({**row, "param": name, "grp": grp, "anchor_system": token["system"],
-                                            "anchor_code": token["code"]})
+                                out.append({**row, "param": name, "grp": grp, "anchor_system": anchor_system,
+                                            "anchor_code": anchor_code})
                 else:
                     for name, rows in zip(names, per_component):
                         for row in rows:
-                            row["param"] = name
-                            row["grp"] = grp
-                            out.append(row)
+                            out.append({**row, "param": name, "grp": grp})
                 grp += 1
     return out
 
@@ -229,10 +259,15 @@ def component_rows(kind: str, values: list[tuple[str | None, Any]]) -> list[Row]
         indexer._emit_reference("", values, scratch)
     else:
         indexer._EMITTERS[kind]("", values, scratch)
+    found = scratch[kind]
+    convert = _CONVERTERS[kind]
+    if len(found) == 1:  # the usual case: one value, nothing to de-duplicate
+        row = convert(found[0])
+        return [] if row is None else [row]
     out: list[Row] = []
     seen: set[tuple[Any, ...]] = set()
-    for src in scratch[kind]:
-        row = _converted(kind, src)
+    for src in found:
+        row = convert(src)
         if row is None:
             continue
         key = tuple(row.values())
@@ -249,26 +284,43 @@ def _indexer() -> Any:
     return indexer
 
 
-def _converted(kind: str, src: Row) -> Row | None:
-    row = dict(_EMPTY_ROW)
-    if kind == "token":
-        if src["code"] is None and src["system"] is None:
-            return None  # text-only (for :text, which components do not take)
-        row.update(system=src["system"], code=src["code"])
-    elif kind == "string":
-        row.update(value_norm=src["value_norm"], value_exact=src["value_exact"])
-    elif kind == "date":
-        row.update(date_low=src["low"], date_high=src["high"])
-    elif kind == "number":
-        row.update(low=src["low"], value=src["value"], high=src["high"])
-    elif kind == "quantity":
-        row.update(low=src["low"], value=src["value"], high=src["high"], system=src["system"], code=src["code"],
-                   unit=src["unit"])
-    elif kind == "reference":
-        row.update(target_type=src["target_type"], target_id=src["target_id"], target_url=src["target_url"])
-    elif kind == "uri":
-        row.update(value_exact=src["value"])
-    return row
+def _token(src: Row) -> Row | None:
+    if src["code"] is None and src["system"] is None:
+        return None  # text-only (for :text, which components do not take)
+    return {**_EMPTY_ROW, "system": src["system"], "code": src["code"]}
+
+
+def _string(src: Row) -> Row:
+    return {**_EMPTY_ROW, "value_norm": src["value_norm"], "value_exact": src["value_exact"]}
+
+
+def _date(src: Row) -> Row:
+    return {**_EMPTY_ROW, "date_low": src["low"], "date_high": src["high"]}
+
+
+def _number(src: Row) -> Row:
+    return {**_EMPTY_ROW, "low": src["low"], "value": src["value"], "high": src["high"]}
+
+
+def _quantity(src: Row) -> Row:
+    return {**_EMPTY_ROW, "low": src["low"], "value": src["value"], "high": src["high"], "system": src["system"],
+            "code": src["code"], "unit": src["unit"]}
+
+
+def _reference(src: Row) -> Row:
+    return {**_EMPTY_ROW, "target_type": src["target_type"], "target_id": src["target_id"],
+            "target_url": src["target_url"]}
+
+
+def _uri(src: Row) -> Row:
+    return {**_EMPTY_ROW, "value_exact": src["value"]}
+
+
+# An index row of the component's own type (search/indexer.py) as an idx_composite row.
+_CONVERTERS: dict[str, Callable[[Row], Row | None]] = {
+    "token": _token, "string": _string, "date": _date, "number": _number, "quantity": _quantity,
+    "reference": _reference, "uri": _uri,
+}
 
 
 # -- parsing ---------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ _RELATIVE_REF = re.compile(rf"([A-Z][A-Za-z]{{0,63}})/({_ID})(?:/_history/({_ID}
 _ABSOLUTE_REF = re.compile(rf"/([A-Z][A-Za-z]{{0,63}})/({_ID})(?:/_history/({_ID}))?$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: rows() de-duplicates a resource's steps
 class _Step:
     code: str
     kind: str
@@ -428,7 +428,28 @@ def _emit_reference(param: str, values: Typed, out: Rows, targets: tuple[str, ..
 
 # --- quantity / number ------------------------------------------------------------------------------
 
+_BOUNDS: dict[str, tuple[float, float, float] | None] = {}  # by the number's text, which keeps its precision
+_BOUNDS_KEPT = 65_536
+_NUMBER_TYPES = (int, float, Decimal)
+
+
 def _bounds(value: Any) -> tuple[float, float, float] | None:
+    """(low, value, high) of a JSON number (search.html#number: half a unit of its last digit either
+    side). Remembered by the number's text — ``str`` of an int, float or Decimal keeps exactly what
+    the range depends on (``1.0`` and ``1.00`` stay apart) — since the same few values (session
+    counts, percentages) recur across thousands of resources of an import."""
+    if type(value) not in _NUMBER_TYPES:
+        return _compute_bounds(value)
+    key = str(value)
+    found = _BOUNDS.get(key, _BOUNDS)
+    if found is _BOUNDS:
+        if len(_BOUNDS) >= _BOUNDS_KEPT:
+            _BOUNDS.clear()
+        found = _BOUNDS[key] = _compute_bounds(value)
+    return found  # type: ignore[return-value]
+
+
+def _compute_bounds(value: Any) -> tuple[float, float, float] | None:
     number = to_decimal(value)
     if number is None:
         return None

@@ -70,15 +70,22 @@ def _joined(words: list[str]) -> str | None:
 
 
 def _strings(value: Any, out: list[str]) -> None:
+    # Plain strings are taken where they are met, without a call each (the walk of every resource).
     if isinstance(value, str):
         out.append(value)
     elif isinstance(value, dict):
         for key, item in value.items():
             if key not in _SKIPPED_KEYS:
-                _strings(item, out)
+                if type(item) is str:
+                    out.append(item)
+                else:
+                    _strings(item, out)
     elif isinstance(value, list):
         for item in value:
-            _strings(item, out)
+            if type(item) is str:
+                out.append(item)
+            else:
+                _strings(item, out)
 
 
 def text_rows(resource: dict[str, Any]) -> list[dict[str, Any]]:
