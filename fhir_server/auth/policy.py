@@ -26,8 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (ColumnElement, FromClause, String, and_, exists, false, literal, literal_column, not_, or_,
-                        select, true, union)
+from sqlalchemy import (ColumnElement, FromClause, Integer, String, and_, exists, false, literal, literal_column, not_,
+                        or_, select, true, union)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..storage.tables import idx_reference, idx_token, resource
 from . import events, labels
@@ -428,9 +430,33 @@ def _types(names: Iterable[str]) -> list[Any]:
 
 
 def _tagged(column: Any, code: str) -> Cond:
-    """SQL: the tab-delimited tag list ``column`` (labels.policy_columns) holds ``code`` whole."""
+    """SQL: the tab-delimited tag list ``column`` (labels.policy_columns) holds ``code`` whole, with
+    its case: client ids and tag codes are compared exactly, as :meth:`Visibility.allows` and
+    :func:`owns` do (a LIKE would not: SQLite's ignores ASCII case, so ``PORTAL-a`` would see
+    ``portal-A``'s Subscriptions and agency ``health/rxx`` ``health/RXX``'s restricted records)."""
     sep = labels.TAG_SEPARATOR
-    return column.contains(f"{sep}{code}{sep}", autoescape=True)
+    if sep in code:  # the column holds no code with a separator in it (labels._tag_list)
+        return false()
+    return tag_listed(column, literal(f"{sep}{code}{sep}", String)) > 0
+
+
+class tag_listed(FunctionElement[int]):
+    """``tag_listed(haystack, needle)``: the 1-based position of ``needle`` in ``haystack``, 0 when
+    absent, compared case-sensitively on both databases (SQLite ``instr``, PostgreSQL ``strpos``)."""
+
+    type = Integer()
+    name = "tag_listed"
+    inherit_cache = True
+
+
+@compiles(tag_listed)
+def _tag_listed_sqlite(element: tag_listed, compiler: Any, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(tag_listed, "postgresql")
+def _tag_listed_postgresql(element: tag_listed, compiler: Any, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def in_patients(res: FromClause, patient_ids: frozenset[str]) -> Cond:

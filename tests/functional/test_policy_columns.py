@@ -15,7 +15,7 @@ from fhir_server.auth.service import AuthService
 from fhir_server.repository.bulk import DeferredCreates
 from fhir_server.repository.context import RequestContext
 from fhir_server.storage.tables import resource
-from tests.functional.test_access_policy import (R, SDV, auth, get, http, obs, seeded, send,  # noqa: F401
+from tests.functional.test_access_policy import (R, SDV, auth, get, http, ids, obs, seeded, send,  # noqa: F401
                                                  token)
 from tests.functional.test_auth import auth_app, auth_conn, auth_settings  # noqa: F401 - fixtures
 
@@ -105,3 +105,68 @@ def test_a_row_written_without_the_columns_is_withheld(http: FlaskClient, auth: 
         uow.conn.execute(update(resource).where(resource.c.res_id == "raw").values(**policy_columns(content)))
     assert "raw" in str(get(http, "Observation?_id=raw", care).get_json().get("entry", []))
     assert total(http, "Observation?_id=raw&_summary=count", police) == 1
+
+
+def outcome(res: Any, target: str) -> tuple[int, list[tuple[str, str, str]]]:
+    """The status and OperationOutcome issues of ``res`` with ``target`` (an id or version) written as ID."""
+    body = res.get_json() or {}
+    return res.status_code, [(i.get("severity", ""), i.get("code", ""), i.get("diagnostics", "").replace(target, "ID"))
+                             for i in body.get("issue", [])]
+
+
+def client_token(auth: AuthService, client_id: str, role: str, agency: str, *,  # noqa: F811
+                 scope: str = "user/*.cruds", purpose: str | None = "CAREMGT") -> str:
+    return auth.mint_dev_token(client_id=client_id, scope=scope, practitioner="Practitioner/p1", agency=agency,
+                               role=role, purpose=purpose)
+
+
+WATCH = {"resourceType": "Subscription", "status": "requested", "reason": "watch", "criteria": "Flag?patient=Patient/child",
+         "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "payload": "application/fhir+json",
+                     "header": ["Authorization: Bearer portal-A-receiver"]}}
+
+
+def test_a_client_id_differing_only_by_case_owns_nothing(http: FlaskClient, auth: AuthService,  # noqa: F811
+                                                         seeded: Flask) -> None:
+    """Client ids are compared exactly in SQL as in the JSON rule (policy._tagged): on SQLite a LIKE
+    ignores ASCII case, so ``PORTAL-a`` was shown ``portal-A``'s Subscription (and its channel.header
+    credentials) by search, _include, totals and $status."""
+    owner = client_token(auth, "portal-A", "social-worker", "la:201")
+    lookalike = client_token(auth, "PORTAL-a", "social-worker", "la:201")
+    res = send(http, "POST", "Subscription", WATCH, owner)
+    assert res.status_code == 201, res.get_data(as_text=True)
+    sub_id = res.get_json()["id"]
+    assert columns(seeded, "Subscription", sub_id)[2] == "\tportal-A\t"
+    assert sub_id in str(get(http, "Subscription", owner).get_json())
+    assert total(http, "Subscription?_summary=count", owner) == 1
+
+    assert total(http, "Subscription?_summary=count", lookalike) == 0
+    for query in ("Subscription", f"Subscription?_id={sub_id}", "Subscription?status=requested,active,off,error"):
+        res = get(http, query, lookalike)
+        assert res.status_code == 200 and ids(res.get_json()) == set(), query
+        assert "portal-A-receiver" not in res.get_data(as_text=True), query
+    assert get(http, f"Subscription/{sub_id}", lookalike).status_code == 404
+    status = get(http, "Subscription/$status", lookalike)
+    assert status.status_code == 200 and sub_id not in status.get_data(as_text=True)
+    assert sub_id in get(http, "Subscription/$status", owner).get_data(as_text=True)
+    # the lookalike's own Subscription is its own only
+    res = send(http, "POST", "Subscription", WATCH, lookalike)
+    assert res.status_code == 201, res.get_data(as_text=True)
+    assert total(http, "Subscription?_summary=count", lookalike) == 1
+    assert total(http, "Subscription?_summary=count", owner) == 1
+
+
+def test_an_agency_code_differing_only_by_case_is_another_agency(http: FlaskClient, auth: AuthService,  # noqa: F811
+                                                                  seeded: Flask) -> None:
+    """Labels protect what is shared, not an agency's own records: the ``R`` A&E attendance of
+    ``health/RXX`` is its own to ``health:RXX`` only, not to ``health:rxx`` (search, _revinclude and
+    totals as the read by id already did)."""
+    own = client_token(auth, "trust-app", "health-safeguarding", "health:RXX")
+    lookalike = client_token(auth, "trust-app", "health-safeguarding", "health:rxx")
+    query = "Observation?subject=Patient/child"
+    assert "ed-visit" in str(get(http, query, own).get_json())
+    assert get(http, "Observation/ed-visit", own).status_code == 200
+    assert get(http, "Observation/ed-visit", lookalike).status_code == 404
+    assert "ed-visit" not in str(get(http, query, lookalike).get_json())
+    assert "ed-visit" not in str(get(http, "Patient?_id=child&_revinclude=Observation:subject", lookalike).get_json())
+    assert total(http, f"{query}&_summary=count", lookalike) == total(http, f"{query}&_summary=count", own) - 1
+    assert total(http, "Observation?_id=ed-visit&_summary=count", lookalike) == 0
