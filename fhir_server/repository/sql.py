@@ -234,8 +234,13 @@ class UnitOfWork:
     def _writable_row(self, ctx: RequestContext, row: Any, *, refusal_answers: bool) -> Any:
         """The current row a write targets, or None when it is, for this writer, not there (another
         client's Subscription): checked straight after reading it, before If-Match and existence
-        checks, so that every answer is the one for an id that does not exist."""
-        if row is None or row.deleted or self.hidden_write is None:
+        checks, so that every answer is the one for an id that does not exist. A deleted one is not
+        there either for a writer who may not be told it was deleted (another client's deleted
+        Subscription, policy.Visibility.allows_deleted): a DELETE with If-Match then answers the 412
+        of an unknown id, not the 204 that would confirm its existence and version."""
+        if row is not None and row.deleted:
+            return None if self.access is not None and not self.access.allows_deleted(row) else row
+        if row is None or self.hidden_write is None:
             return row
         return None if self.hidden_write(ctx, row.content, refusal_answers=refusal_answers) else row
 

@@ -170,3 +170,36 @@ def test_an_agency_code_differing_only_by_case_is_another_agency(http: FlaskClie
     assert "ed-visit" not in str(get(http, "Patient?_id=child&_revinclude=Observation:subject", lookalike).get_json())
     assert total(http, f"{query}&_summary=count", lookalike) == total(http, f"{query}&_summary=count", own) - 1
     assert total(http, "Observation?_id=ed-visit&_summary=count", lookalike) == 0
+
+
+def test_another_clients_deleted_subscription_is_deleted_as_an_unknown_id(
+        http: FlaskClient, auth: AuthService, seeded: Flask) -> None:  # noqa: F811
+    """DELETE with If-Match of another client's deleted Subscription answers what an unknown id
+    does (412 whatever the version): the version of the deletion confirmed its existence (204)."""
+    owner = client_token(auth, "portal-A", "social-worker", "la:201")
+    colleague = client_token(auth, "portal-B", "social-worker", "la:201")
+    res = send(http, "POST", "Subscription", WATCH, owner)
+    assert res.status_code == 201, res.get_data(as_text=True)
+    sub_id = res.get_json()["id"]
+    assert send(http, "DELETE", f"Subscription/{sub_id}", None, owner).status_code == 204
+    deletion = columns_version(seeded, "Subscription", sub_id)
+    unknown = "00000000-0000-4000-8000-00000000beef"
+    for version in (deletion, deletion - 1, deletion + 1):
+        tag = {"If-Match": f'W/"{version}"'}
+        theirs = send(http, "DELETE", f"Subscription/{sub_id}", None, colleague, **tag)
+        never = send(http, "DELETE", f"Subscription/{unknown}", None, colleague, **tag)
+        assert theirs.status_code == 412, (version, theirs.get_data(as_text=True))
+        assert outcome(theirs, sub_id) == outcome(never, unknown), version
+    assert send(http, "DELETE", f"Subscription/{sub_id}", None, colleague).status_code == 204  # as for an unknown id
+    assert columns_version(seeded, "Subscription", sub_id) == deletion  # nothing written
+    # its owner is still told the truth
+    assert send(http, "DELETE", f"Subscription/{sub_id}", None, owner,
+                **{"If-Match": f'W/"{deletion}"'}).status_code == 204
+    assert send(http, "DELETE", f"Subscription/{sub_id}", None, owner,
+                **{"If-Match": f'W/"{deletion - 1}"'}).status_code == 412
+
+
+def columns_version(app: Flask, res_type: str, res_id: str) -> int:
+    with app.extensions["fhir"].repo.unit_of_work(write=False) as uow:
+        return int(uow.conn.execute(select(resource.c.version_id).where(
+            resource.c.res_type == res_type, resource.c.res_id == res_id)).scalar_one())
