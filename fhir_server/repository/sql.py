@@ -213,9 +213,15 @@ class UnitOfWork:
         if row is None:
             raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
         if row.deleted:
-            current = self._current_row(res_type, res_id) if self.access is not None else None
-            if current is not None and not self.access.allows_deleted(current):
-                raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
+            # the caller is told a version was a deletion only if it may see the resource now: its
+            # current version when live (re-created since, perhaps with a label it is not cleared
+            # for), else whose it was (the columns the deletion kept, Visibility.allows_deleted)
+            if self.access is not None:
+                current = self._current_row(res_type, res_id)
+                shown = current is not None and (self.access.allows_deleted(current) if current.deleted
+                                                 else self.access.allows(current.content))
+                if not shown:
+                    raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
             raise Gone(f"Version {version_id} of {res_type}/{res_id} is a deletion")
         if self.access is not None:
             # hidden (this version, or the resource now): answered as a version that does not exist

@@ -203,3 +203,28 @@ def columns_version(app: Flask, res_type: str, res_id: str) -> int:
     with app.extensions["fhir"].repo.unit_of_work(write=False) as uow:
         return int(uow.conn.execute(select(resource.c.version_id).where(
             resource.c.res_type == res_type, resource.c.res_id == res_id)).scalar_one())
+
+
+def test_a_deletion_version_of_a_resource_now_hidden_reads_as_an_unknown_version(
+        http: FlaskClient, auth: AuthService, seeded: Flask) -> None:  # noqa: F811
+    """vread of a version that is a deletion answers 410 only to a caller who may see the resource
+    now: once it is re-created with a label the caller is not cleared for, the deletion answers as
+    a version of an unknown id does (404), as every other version of it does."""
+    trust = client_token(auth, "trust-app", "health-safeguarding", "health:RXX")
+    care = token(auth, "social-worker", "la:201", purpose="CAREMGT")
+    assert send(http, "DELETE", "Observation/health-plain", None, trust).status_code in (200, 204)
+    deletion = columns_version(seeded, "Observation", "health-plain")
+    path = "Observation/{}/_history/" + str(deletion)
+    assert get(http, path.format("health-plain"), care).status_code == 410  # deleted, and nothing hides it
+
+    body = obs("health-plain", "health/RXX", "Weight (refuge address)", "Patient/child", R)
+    res = send(http, "PUT", "Observation/health-plain", body, trust)
+    assert res.status_code == 201, res.get_data(as_text=True)
+    theirs = get(http, path.format("health-plain"), care)
+    never = get(http, path.format("no-such-observation"), care)
+    assert theirs.status_code == 404, theirs.get_data(as_text=True)
+    assert outcome(theirs, "health-plain") == outcome(never, "no-such-observation")
+    assert get(http, "Observation/health-plain/_history/1", care).status_code == 404
+    # the agency whose record it is still reads it, and is told the deletion was one
+    assert get(http, path.format("health-plain"), trust).status_code == 410
+    assert get(http, "Observation/health-plain", trust).status_code == 200
