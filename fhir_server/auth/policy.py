@@ -305,23 +305,24 @@ class Visibility:
     def hidden_patients(self) -> "Select[Any] | None":
         """SQL: the ids of the (not deleted) Patient records the caller may not see — the Patients
         :meth:`clause` rejects — found from the few rows that can hide one instead of testing
-        :meth:`clause` on every Patient: a Patient is hidden only by a label it carries, a source
-        tag of a hidden agency kind, or a Consent naming it or a Patient it refers to (the checks
-        of :meth:`_shared_clause`; a Patient is never an owner-only type). :meth:`clause` itself
+        :meth:`clause` on every Patient: a Patient is hidden only by a label bit in its
+        ``sensitivity`` column, policy columns never written (fail closed), a source tag of a hidden
+        agency kind, or a Consent naming it or a Patient it refers to (the checks of
+        :meth:`_shared_clause`; a Patient is never an owner-only type). :meth:`clause` itself
         then decides on those candidates, so the rule stays in one place. None when every Patient
         is a candidate (the role does not read Patients): test :meth:`patient_visible` per row."""
         if "Patient" in OWNER_ONLY_TYPES or (self.read_types is not None and "Patient" not in self.read_types):
             return None
         candidates: list[Any] = []
         suspect = self.withheld | (self.released if self.release_types is not None else frozenset())
-        if suspect:
-            t = idx_token.alias()
-            by_system: dict[str, list[str]] = {}
-            for system, code in sorted(suspect):
-                by_system.setdefault(system, []).append(code)
-            candidates.append(select(t.c.resource_pk).where(
-                t.c.res_type == "Patient", t.c.param == "_security",
-                or_(*(and_(t.c.system == s, t.c.code.in_(codes)) for s, codes in by_system.items()))))
+        # From the columns the clause reads (not idx_token, which a row stored without the
+        # repository lacks): a label bit the clause may hide by, or columns never written (the
+        # defaults: every bit, NULL agencies — withheld, fail closed), through the partial index
+        # ix_resource_policy_flagged on the few such rows.
+        flagged = or_(resource.c.agencies.is_(None), _has_label(resource, suspect)) if suspect \
+            else resource.c.agencies.is_(None)
+        candidates.append(select(resource.c.pk).where(resource.c.res_type == "Patient", policy_flagged(resource),
+                                                      flagged))
         if self.hidden_sources and "Patient" not in self.source_exempt:
             t = idx_token.alias()
             candidates.append(select(t.c.resource_pk).where(
@@ -335,8 +336,6 @@ class Visibility:
             candidates.append(select(r.c.resource_pk).where(r.c.res_type == "Patient", r.c.target_type == "Patient",
                                                             r.c.target_id.in_(named)))
         hidden = resource.alias()
-        if not candidates:
-            return select(hidden.c.res_id).where(false())
         suspects = union(*candidates).subquery() if len(candidates) > 1 else candidates[0].subquery()
         return select(hidden.c.res_id).where(
             hidden.c.pk.in_(select(suspects.c[0])), hidden.c.res_type == "Patient", hidden.c.deleted == false(),
@@ -415,6 +414,14 @@ def _has_label(res: FromClause, found: frozenset[Label]) -> Cond:
     """SQL: the row carries one of the labels ``found`` (all of them SENSITIVE: each has a bit)."""
     assert found <= labels.SENSITIVE, found - labels.SENSITIVE
     return res.c.sensitivity.op("&")(labels.label_mask(found)) != 0
+
+
+def policy_flagged(res: FromClause) -> Cond:
+    """SQL: the row is in the partial index ix_resource_policy_flagged (storage.tables.POLICY_FLAGGED:
+    a label bit set, or columns never written). Written with literal constants, the very term of the
+    index's predicate: SQLite uses a partial index only for a query holding that term."""
+    zero = literal_column("0", Integer)
+    return or_(res.c.sensitivity != zero, res.c.agencies.is_(None)).self_group()
 
 
 def _types(names: Iterable[str]) -> list[Any]:

@@ -32,6 +32,9 @@ ResourceJson = JSON()
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 PrimaryKey = BigInteger().with_variant(Integer(), "sqlite")
 
+# (the partial index's predicate; a query uses the index only if it holds this very term: policy.flagged)
+POLICY_FLAGGED = "sensitivity <> 0 OR agencies IS NULL"
+
 resource = Table(
     "resource", metadata,
     Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
@@ -54,6 +57,11 @@ resource = Table(
     # The few deleted resources, by type and id: "is this Patient deleted" for a whole list at once
     # ($triage's visibility filter, triage/query.py) without reading every live row.
     Index("ix_resource_deleted", "res_type", "res_id", postgresql_where=text("deleted"), sqlite_where=text("deleted")),
+    # The few rows the access policy may hide by their columns alone: labelled ones, and ones whose
+    # columns were never written (NULL agencies) — $triage's list of hidden Patients
+    # (policy.Visibility.hidden_patients) without reading every Patient row.
+    Index("ix_resource_policy_flagged", "res_type", postgresql_where=text(POLICY_FLAGGED),
+          sqlite_where=text(POLICY_FLAGGED)),
 )
 
 resource_history = Table(

@@ -269,3 +269,29 @@ def test_a_child_hidden_after_the_hidden_list_was_read_is_still_not_listed(
     monkeypatch.setattr(Visibility, "hidden_patients", lambda self: select(resource.c.res_id).where(false()))
     _, shown = listed(http, auth_app, "social-worker", "la:202", "CAREMGT")
     assert shown == set()  # the total, read from the stale list, is all such a race can move
+
+
+def test_a_record_stored_without_its_policy_columns_hides_its_child_from_the_total_too(
+        http: FlaskClient, auth_app: Flask, families: dict[str, str]) -> None:  # noqa: F811
+    """Fail closed (docs/security.md): a Patient row written by SQL that bypassed the repository —
+    the policy columns' defaults (every label bit, no agency) and no index rows — is withheld by the
+    policy's SQL, and so its child is neither listed nor counted: the hidden list takes its
+    candidates from those columns (Visibility.hidden_patients), not from index rows it lacks."""
+    from sqlalchemy import delete, select, update
+
+    from fhir_server.storage.tables import INDEX_TABLES, resource
+
+    assert listed(http, auth_app, "social-worker", "la:202", "CAREMGT")[0] == 1  # Amelia (Noah is labelled R)
+    conn = auth_app.extensions["fhir"].repo._bound
+    pk = conn.execute(select(resource.c.pk).where(resource.c.res_type == "Patient",
+                                                  resource.c.res_id == families["a_la"])).scalar_one()
+    conn.execute(update(resource).where(resource.c.pk == pk).values(sensitivity=-1, agencies=None, owners=None))
+    for table in INDEX_TABLES.values():
+        conn.execute(delete(table).where(table.c.resource_pk == pk))
+    for role, agency, purpose in (("social-worker", "la:202", "CAREMGT"), ("police", "police:20", "safeguarding"),
+                                  ("mash-practitioner", "la:202", "safeguarding")):
+        count, shown = listed(http, auth_app, role, agency, purpose)
+        assert shown == per_record(auth_app, role, agency, purpose), role
+        assert count == len(shown), (role, count, shown)
+    assert listed(http, auth_app, "social-worker", "la:202", "CAREMGT") == (0, set())
+    assert listed(http, auth_app, "mash-practitioner", "la:202", "safeguarding")[0] == 2  # cleared for every label
