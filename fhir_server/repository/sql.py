@@ -15,7 +15,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, null, or_, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..config import Settings
@@ -277,33 +277,14 @@ class UnitOfWork:
                       .group_by(resource_history.c.resource_pk).subquery())
             query = query.join(latest, (latest.c.resource_pk == resource_history.c.resource_pk)
                                & (latest.c.v == resource_history.c.version_id))
-        newest_first = (resource_history.c.last_updated.desc(), resource_history.c.version_id.desc())
-        if self.access is not None:
-            return self._visible_history(query, newest_first, offset, count)
         total = self.conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        rows = self.conn.execute(query.order_by(*newest_first).offset(offset).limit(count))
-        return [_stored(r) for r in rows], total
-
-    def _visible_history(self, query: Any, order: tuple[Any, ...], offset: int, count: int
-                         ) -> tuple[list[Stored], int]:
-        """The history page and total of a restricted caller: an older version may carry a label or
-        tag the current one dropped, which only its JSON says (Visibility.allows), so such versions
-        are left out of the total as of the page — counting them would tell how many hidden
-        versions exist, and paging before leaving them out would shift every later page. The
-        current versions passed the SQL condition already: only older versions' content is read."""
-        h = resource_history
-        current = select(resource.c.version_id).where(resource.c.pk == h.c.resource_pk).scalar_subquery()
-        older = case((h.c.version_id == current, null()), else_=h.c.content)
-        listing = self.conn.execute(query.with_only_columns(h.c.resource_pk, h.c.version_id, h.c.deleted,
-                                                            older.label("older")).order_by(*order)).all()
-        shown = [(r.resource_pk, r.version_id) for r in listing
-                 if r.deleted or r.older is None or self.access.allows(r.older)]
-        keys = shown[offset:offset + count]
-        if not keys:
-            return [], len(shown)
-        rows = {(r.resource_pk, r.version_id): r for r in self.conn.execute(select(h).where(
-            or_(*(and_(h.c.resource_pk == pk, h.c.version_id == v) for pk, v in keys))))}
-        return [self._redacted(_stored(rows[key])) for key in keys], len(shown)
+        rows = self.conn.execute(query.order_by(resource_history.c.last_updated.desc(),
+                                                resource_history.c.version_id.desc())
+                                 .offset(offset).limit(count))
+        page = [_stored(r) for r in rows]
+        if self.access is not None:  # an older version may carry a label the current one dropped
+            page = [self._redacted(s) for s in page if s.content is None or self.access.allows(s.content)]
+        return page, total
 
     def search(self, resource_types: list[str] | None, params: list[tuple[str, str]],
                *, strict: bool = False, compartment: Any = None, disclose: bool = False) -> SearchResult:
