@@ -430,6 +430,7 @@ def _emit_reference(param: str, values: Typed, out: Rows, targets: tuple[str, ..
 
 _BOUNDS: dict[str, tuple[float, float, float] | None] = {}  # by the number's text, which keeps its precision
 _BOUNDS_KEPT = 65_536
+_BOUNDS_KEY_LONGEST = 40  # longer texts (a hostile resource's huge decimals) are computed, never kept
 _NUMBER_TYPES = (int, float, Decimal)
 
 
@@ -437,10 +438,14 @@ def _bounds(value: Any) -> tuple[float, float, float] | None:
     """(low, value, high) of a JSON number (search.html#number: half a unit of its last digit either
     side). Remembered by the number's text — ``str`` of an int, float or Decimal keeps exactly what
     the range depends on (``1.0`` and ``1.00`` stay apart) — since the same few values (session
-    counts, percentages) recur across thousands of resources of an import."""
+    counts, percentages) recur across thousands of resources of an import. A text longer than
+    ``_BOUNDS_KEY_LONGEST`` characters is not remembered: the cache counts entries, not bytes, and
+    65,536 keys of huge decimal strings would pin their memory."""
     if type(value) not in _NUMBER_TYPES:
         return _compute_bounds(value)
     key = str(value)
+    if len(key) > _BOUNDS_KEY_LONGEST:
+        return _compute_bounds(value)
     found = _BOUNDS.get(key, _BOUNDS)
     if found is _BOUNDS:
         if len(_BOUNDS) >= _BOUNDS_KEPT:

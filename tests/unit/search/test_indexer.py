@@ -326,6 +326,29 @@ def test_quantity_precision_comparator_and_units(indexer: Indexer) -> None:
         {"low": 1.5, "value": None, "high": 4.55, "system": None, "code": None, "unit": "a"}]
 
 
+def test_a_huge_decimal_is_indexed_but_its_bounds_are_not_remembered(indexer: Indexer) -> None:
+    """The bounds cache is keyed by the number's text and counts entries, not bytes: a hostile
+    resource's huge decimals (here 4,000 digits each) are indexed as any number is, but never kept,
+    while a short number still is."""
+    from fhir_server.search import indexer as module
+    huge = [Decimal("1." + str(i) * 4000) for i in range(1, 10)]
+    obs = {"resourceType": "Observation", "component": [
+        {"code": {"text": "c"}, "valueQuantity": {"value": v}} for v in huge]}
+    kept = set(module._BOUNDS)
+    rows = rows_for(indexer, obs, "quantity", "component-value-quantity")
+    assert sorted(r["value"] for r in rows) == sorted(float(v) for v in huge)
+    assert all(r["low"] <= r["value"] <= r["high"] for r in rows)  # (half a unit of the 4,000th digit: floats)
+    assert not any(len(k) > module._BOUNDS_KEY_LONGEST for k in module._BOUNDS)
+    assert set(module._BOUNDS) <= kept  # nothing new: the huge ones were computed, not kept
+    assert module._bounds(huge[0]) == module._compute_bounds(huge[0])
+    short = Decimal("1234.5678")
+    assert module._bounds(short) == module._compute_bounds(short) == (1234.56775, 1234.5678, 1234.56785)
+    assert str(short) in module._BOUNDS
+    edge = Decimal("1." + "5" * (module._BOUNDS_KEY_LONGEST - 2))  # exactly the longest kept
+    module._bounds(edge)
+    assert str(edge) in module._BOUNDS and str(Decimal(str(edge) + "5")) not in module._BOUNDS
+
+
 def test_money_and_number(indexer: Indexer) -> None:
     invoice = {"resourceType": "Invoice", "totalNet": {"value": Decimal("40.00"), "currency": "GBP"}}
     assert rows_for(indexer, invoice, "quantity", "totalnet") == [
