@@ -262,16 +262,17 @@ class Visibility:
                 return False
         return not any(rule.matches(content) for rule in self.denies)
 
-    def allows_deleted(self, row: Any) -> bool:
+    def allows_deleted(self, conn: "Connection", row: Any) -> bool:
         """Whether the caller may be told that ``row`` (a current ``resource`` row whose version is a
         deletion, so without content) was deleted (410), rather than answered as for an unknown id
-        (404): an OWNER_ONLY_TYPES resource only to the client that owned it — its deletion keeps
-        the owner tags of the version it deleted (the ``agencies``/``owners`` columns)."""
-        if row.res_type not in OWNER_ONLY_TYPES:
-            return True
-        sep = labels.TAG_SEPARATOR
-        return self.own is not None and self.client is not None \
-            and f"{sep}{self.own}{sep}" in (row.agencies or "") and f"{sep}{self.client}{sep}" in (row.owners or "")
+        (404). A deletion keeps the policy columns of the version it deleted (``sensitivity``,
+        ``agencies``, ``owners``: repository/sql.py _write_version), and :meth:`clause` — the very
+        rule every search applies — decides on them, in SQL on that row: withheld labels, hidden
+        source agencies, owner-only types, and the fail-closed defaults (every label bit, no
+        agencies) all hide it, so a deleted resource the caller could not see answers as an id that
+        never existed (its read, the vread of its deletion, a DELETE with If-Match)."""
+        return conn.execute(select(literal(1)).select_from(resource).where(
+            resource.c.pk == row.pk, self.clause(resource))).first() is not None
 
     def visible(self, conn: "Connection", refs: "Iterable[tuple[str, str]]") -> set[tuple[str, str]]:
         """Which of the (type, id) ``refs`` exist and may be seen (one query per type and 500 ids)."""

@@ -170,7 +170,7 @@ class UnitOfWork:
                              bool(row.policy_ok))
         else:
             row = self._current_row(res_type, res_id)
-        if row is None or (row.deleted and self.access is not None and not self.access.allows_deleted(row)):
+        if row is None or (row.deleted and self.access is not None and not self.access.allows_deleted(self.conn, row)):
             raise NotFound(f"{res_type}/{res_id} is not known", expression="id")
         if row.deleted:
             raise Gone(f"{res_type}/{res_id} was deleted (version {row.version_id})")
@@ -218,7 +218,7 @@ class UnitOfWork:
             # for), else whose it was (the columns the deletion kept, Visibility.allows_deleted)
             if self.access is not None:
                 current = self._current_row(res_type, res_id)
-                shown = current is not None and (self.access.allows_deleted(current) if current.deleted
+                shown = current is not None and (self.access.allows_deleted(self.conn, current) if current.deleted
                                                  else self.access.allows(current.content))
                 if not shown:
                     raise NotFound(f"{res_type}/{res_id} has no version {version_id}", expression="vid")
@@ -243,9 +243,11 @@ class UnitOfWork:
         checks, so that every answer is the one for an id that does not exist. A deleted one is not
         there either for a writer who may not be told it was deleted (another client's deleted
         Subscription, policy.Visibility.allows_deleted): a DELETE with If-Match then answers the 412
-        of an unknown id, not the 204 that would confirm its existence and version."""
+        of an unknown id, not the 204 that would confirm its existence and version. The same holds for
+        any deleted resource whose last version the writer could not see (a withheld label, a hidden
+        source agency)."""
         if row is not None and row.deleted:
-            return None if self.access is not None and not self.access.allows_deleted(row) else row
+            return None if self.access is not None and not self.access.allows_deleted(self.conn, row) else row
         if row is None or self.hidden_write is None:
             return row
         return None if self.hidden_write(ctx, row.content, refusal_answers=refusal_answers) else row
