@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from fhir_server.cli import alembic_config, current_revision, head_revision
@@ -155,3 +156,38 @@ def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_ur
         engine.dispose()
     assert rows == {"o1": (64, "\tpolice/01\t", ""), "s1": (0, "\thealth/RXX\t", "\tfeed\t"),
                     "p1": (0, "", ""), "gone": (0, "", ""), "s2": (0, "\thealth/RXX\t", "\tfeed\t")}
+
+
+def test_the_policy_flagged_index_is_built_without_blocking_writes(empty_database_url: str) -> None:
+    """Migration 0021 (ix_resource_policy_flagged): on PostgreSQL the partial index is built
+    CONCURRENTLY (outside a transaction: ``resource`` stays writable while it builds on a large
+    table), as migration 0002 builds its own; on SQLite a plain index. Either way it ends valid."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0021_s5audit_policy_columns")
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "ix_resource_policy_flagged" in statement:
+            statements.append(" ".join(statement.split()))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        command.upgrade(config, "0021_s5fix2_policy_flagged")
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    postgres = empty_database_url.startswith("postgresql")
+    assert len(statements) == 1, statements
+    assert statements[0].startswith("CREATE INDEX CONCURRENTLY ix_resource_policy_flagged" if postgres
+                                    else "CREATE INDEX ix_resource_policy_flagged"), statements
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as conn:
+            if postgres:
+                assert conn.execute(text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE c.relname = 'ix_resource_policy_flagged'")).scalar_one() is True
+            else:
+                assert conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                         "AND name = 'ix_resource_policy_flagged'")).scalar_one() == 1
+    finally:
+        engine.dispose()
