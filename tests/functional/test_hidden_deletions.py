@@ -12,8 +12,7 @@ from sqlalchemy import insert
 from fhir_server.auth.service import AuthService
 from fhir_server.fhir.instants import utcnow
 from fhir_server.storage.tables import resource
-from tests.functional.test_access_policy import (R, SDV, auth, get, http, obs, seeded, send,  # noqa: F401
-                                                 token)
+from tests.functional.test_access_policy import R, SDV, auth, get, http, obs, seeded, send  # noqa: F401
 from tests.functional.test_auth import auth_app, auth_conn, auth_settings  # noqa: F401 - fixtures
 from tests.functional.test_policy_columns import client_token, columns, columns_version, outcome
 

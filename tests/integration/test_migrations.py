@@ -191,3 +191,34 @@ def test_the_policy_flagged_index_is_built_without_blocking_writes(empty_databas
                                          "AND name = 'ix_resource_policy_flagged'")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_a_deleted_rows_policy_columns_come_from_the_version_it_deleted(empty_database_url: str) -> None:
+    """Migration 0021_s5fix3: a resource deleted before the policy columns existed gets those of its
+    last stored content (labels as bits, source agency), so that a caller who could not see it is
+    not told it was deleted (policy.Visibility.allows_deleted); a deleted row with no stored
+    content keeps what it had."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0020_s4_audit")
+    labelled = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
+                '"http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}], "tag": [{"system": '
+                '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/01"}]}}')
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for pk, res_id in ((1, "o1"), (2, "bare")):
+                conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
+                                  "content) VALUES (:pk, 'Observation', :i, 3, '2026-11-26 01:00:00', true, NULL)"),
+                             {"pk": pk, "i": res_id})
+            for version, content in ((1, labelled.replace('"R"', '"N"')), (2, labelled), (3, None)):
+                conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, "
+                                  "last_updated, method, deleted, content) VALUES (1, :v, 'Observation', 'o1', "
+                                  "'2026-11-26 01:00:00', :m, :d, :c)"),
+                             {"v": version, "m": "PUT" if content else "DELETE", "d": content is None, "c": content})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
+                text("SELECT res_id, sensitivity, agencies, owners FROM resource"))}
+    finally:
+        engine.dispose()
+    assert rows == {"o1": (64, "\tpolice/01\t", ""), "bare": (0, "", "")}
