@@ -143,11 +143,7 @@ def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_ur
             # a Subscription its owner deleted: version 1 the owned content, version 2 the deletion
             conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
                               "content) VALUES (5, 'Subscription', 's2', 2, '2026-11-26 01:00:00', true, NULL)"))
-            for version, content in ((1, owned.replace('"s1"', '"s2"')), (2, None)):
-                conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, "
-                                  "last_updated, method, deleted, content) VALUES (5, :v, 'Subscription', 's2', "
-                                  "'2026-11-26 01:00:00', :m, :d, :c)"),
-                             {"v": version, "m": "POST" if content else "DELETE", "d": content is None, "c": content})
+            insert_history(conn, 5, "Subscription", "s2", [owned.replace('"s1"', '"s2"'), None], first="POST")
         command.upgrade(config, "head")
         with engine.connect() as conn:
             rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
@@ -210,11 +206,7 @@ def test_a_deleted_rows_policy_columns_come_from_the_version_it_deleted(empty_da
                 conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
                                   "content) VALUES (:pk, 'Observation', :i, 3, '2026-11-26 01:00:00', true, NULL)"),
                              {"pk": pk, "i": res_id})
-            for version, content in ((1, labelled.replace('"R"', '"N"')), (2, labelled), (3, None)):
-                conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, "
-                                  "last_updated, method, deleted, content) VALUES (1, :v, 'Observation', 'o1', "
-                                  "'2026-11-26 01:00:00', :m, :d, :c)"),
-                             {"v": version, "m": "PUT" if content else "DELETE", "d": content is None, "c": content})
+            insert_history(conn, 1, "Observation", "o1", [labelled.replace('"R"', '"N"'), labelled, None], first="PUT")
         command.upgrade(config, "head")
         with engine.connect() as conn:
             rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
@@ -222,3 +214,13 @@ def test_a_deleted_rows_policy_columns_come_from_the_version_it_deleted(empty_da
     finally:
         engine.dispose()
     assert rows == {"o1": (64, "\tpolice/01\t", ""), "bare": (0, "", "")}
+
+
+def insert_history(conn, pk: int, res_type: str, res_id: str, contents: list[str | None], *, first: str) -> None:
+    """Versions 1… of one resource's history as an older server wrote them (None: a deletion)."""
+    for version, content in enumerate(contents, start=1):
+        method = "DELETE" if content is None else (first if version == 1 else "PUT")
+        conn.execute(text("INSERT INTO resource_history (resource_pk, version_id, res_type, res_id, last_updated, "
+                          "method, deleted, content) VALUES (:pk, :v, :t, :i, '2026-11-26 01:00:00', :m, :d, :c)"),
+                     {"pk": pk, "v": version, "t": res_type, "i": res_id, "m": method, "d": content is None,
+                      "c": content})
