@@ -10,6 +10,7 @@ import pytest
 from fhir_server import create_app
 from fhir_server.api.errors import database_unavailable
 from fhir_server.config import Settings
+from fhir_server.periodic import local_beat
 
 from ..conftest import TEST_BASE_URL
 
@@ -21,7 +22,10 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
 def app():
     settings = Settings(database_url=UNREACHABLE, base_url=TEST_BASE_URL, testing=True,
                         profiles_dir=Path(__file__).resolve().parents[2] / "profiles", auth_enabled=False)
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    # its periodic jobs (outbox sweep, sealer) would fail and log every few seconds for the rest of the run
+    local_beat.cancel_owned(app.extensions["fhir"].engine)
 
 
 @pytest.mark.parametrize("method, path, body", [

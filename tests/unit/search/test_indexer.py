@@ -459,7 +459,8 @@ def _index_all(indexer: Indexer, resources: list[tuple[str, dict[str, Any]]], ca
                 assert tuple(row) == ROW_COLUMNS[key], (name, row)
                 assert len(row["param"]) <= 64, (name, row)
             total_rows += len(table_rows)
-    assert [r.getMessage() for r in caplog.records] == []
+    # the indexer's own warnings only: a background job of another test may log meanwhile
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("fhir_server.search")] == []
     return total_rows
 
 
