@@ -9,13 +9,19 @@ SSDA903 fixtures of test_ssda903.py (collection year 2024: their latest date is 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
+from fhir_server import create_app
+from fhir_server.cli import main
+from fhir_server.config import REPO_ROOT, Settings
 from mappings.dates import today_uk
 
+from ..functional.test_cli import migrated_database_url  # noqa: F401 - fixture
 from ..functional.test_crud import body
+from ..integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: F401 - fixtures
 from .test_corrected_returns import MISSING_C1003, _current_keys, _headline, _rows, _search, _started_before
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,3 +134,69 @@ def test_a_bad_collection_year_is_a_400_naming_it_and_nothing_is_written(client,
 def test_a_census_is_told_its_year_is_its_own(client):
     res = _post(client, query="&collection-year=2024", fmt="cin-census-xml")
     assert "states its year in its header" in body(res)["issue"][0]["diagnostics"]
+
+
+# fhir-server import: the same rules from the command line and from a manifest (as `fhir-server synth` writes)
+
+def _cli_client(url: str):
+    settings = Settings(database_url=url, base_url="http://localhost/fhir", profiles_dir=REPO_ROOT / "profiles",
+                        auth_enabled=False)
+    return create_app(settings).test_client()
+
+
+def _table_files(tmp_path: Path, tables: dict[str, bytes] | None = None) -> list[str]:
+    files = {n: (FIXTURES / "ssda903" / n).read_bytes() for n in TABLES}
+    files.update(tables or {})
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    return list(files)
+
+
+def _manifest(tmp_path: Path, names: list[str], year) -> str:
+    entry = {"format": "ssda903-csv", "paths": names, "records": 3, "collection_year": year}
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": [entry]}))
+    return str(tmp_path / "manifest.json")
+
+
+def test_the_cli_takes_a_collection_year_and_a_manifest_gives_one_per_entry(
+        migrated_database_url: str,  # noqa: F811
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    names = _table_files(full)
+    assert main(["import", "--format", "ssda903-csv", "--collection-year", "2024", *(str(full / n) for n in names)]) == 0
+    assert INFERRED not in capsys.readouterr().err
+    client = _cli_client(migrated_database_url)
+    before = _current_keys(client)
+    assert C1003 <= before
+
+    later = tmp_path / "later"
+    later.mkdir()
+    names = _table_files(later, _without_c1003())
+    assert main(["import", "--manifest", _manifest(later, names, 2024)]) == 0
+    assert INFERRED not in capsys.readouterr().err
+    assert before - _current_keys(client) == C1003
+
+    assert main(["import", "--format", "ssda903-csv", *(str(later / n) for n in names)]) == 0
+    assert "collection-year: no collection-year was given: inferred 2023" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "ssda903-csv", "--collection-year", "99"], "--collection-year: collection-year must be a year"),
+    (["--format", "ssda903-csv", "--collection-year", "1999"], "1999 is not a plausible collection year"),
+    (["--format", "cin-census-xml", "--collection-year", "2024"], "states its year in its header"),
+    (["--manifest"], "collection_year of ssda903-csv 201_header.csv: collection-year must be a year of four"),
+])
+def test_the_cli_refuses_a_bad_collection_year_before_writing_anything(
+        migrated_database_url: str,  # noqa: F811
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], args, message) -> None:
+    names = _table_files(tmp_path)
+    if args == ["--manifest"]:
+        args = ["--manifest", _manifest(tmp_path, names, "2024x")]
+    else:
+        args = [*args, *(str(tmp_path / n) for n in names)]
+    assert main(["import", *args]) == 1
+    assert message in capsys.readouterr().err
+    client = _cli_client(migrated_database_url)
+    for res_type in ("Patient", "EpisodeOfCare", "Provenance"):
+        assert _search(client, res_type) == [], res_type
