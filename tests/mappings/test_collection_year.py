@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,23 @@ def test_the_cli_refuses_a_bad_collection_year_before_writing_anything(
     client = _cli_client(migrated_database_url)
     for res_type in ("Patient", "EpisodeOfCare", "Provenance"):
         assert _search(client, res_type) == [], res_type
+
+
+def test_an_async_import_keeps_the_stated_year(committing_app):
+    """With Prefer: respond-async the year is stored with the job and used when it runs."""
+    client = committing_app.test_client()
+    _imported(client)
+    before = _current_keys(client)
+    files = {n: (FIXTURES / "ssda903" / n).read_bytes() for n in TABLES} | _without_c1003()
+    kickoff = client.post("/fhir/$import-agency-data?format=ssda903-csv", headers={"Prefer": "respond-async"},
+                          data={"file": [(io.BytesIO(c), n) for n, c in files.items()], "collection-year": "2024"},
+                          content_type="multipart/form-data")
+    assert kickoff.status_code == 202, kickoff.data
+    status_url = kickoff.headers["Content-Location"].replace("http://localhost", "")
+    deadline = time.monotonic() + 60
+    while (polled := client.get(status_url)).status_code == 202 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert polled.status_code == 200, polled.data
+    outcome = body(polled)["entry"][0]["response"]["outcome"]
+    assert "5 retired" in _headline(outcome) and not [d for d in _information(outcome) if INFERRED in d]
+    assert before - _current_keys(client) == C1003
