@@ -35,8 +35,10 @@ def map_files(files: list[SourceFile], *, today: date | None = None,
     if ret is None or ret.la_code is None:
         return None, result
     agency = children_services(ret.la_code)
-    year = span(collection_year) if collection_year is not None else inferred_year(ret, files, result.issues)
+    inferred: list[SourceIssue] = []  # after the issues of the data
+    year = span(collection_year) if collection_year is not None else inferred_year(ret, files, inferred)
     result.upserts, result.snapshots = to_fhir(ret, agency, result.issues, year)
+    result.issues += inferred
     return result.answer(agency, len(ret.keys))
 
 

@@ -95,10 +95,11 @@ def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency, year: 
 
 def collection_year(dates: list[date]) -> Span | None:
     """The SSDA903 collection year (1 April to 31 March) a return is for when the importer is not
-    told it (its files do not state it): the one holding the latest date it lists. As a Span: records open at some moment after
-    the 31 March before it that started by the year's 31 March — so a late or corrected return of
-    an earlier year, imported after a later one, never retires the later year's records. None
-    without any date."""
+    told it (its files do not state it): the one holding the latest date it lists. As a Span:
+    records open at some moment after the 31 March before it that started by the year's 31 March
+    — so a late or corrected return of an earlier year, imported after a later one, never retires
+    the later year's records, unless it lists a date after its own year (then give the year:
+    ``collection-year``). None without any date."""
     if not dates:
         return None
     return span(containing(max(dates)))

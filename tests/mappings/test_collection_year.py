@@ -23,7 +23,7 @@ from mappings.dates import today_uk
 from ..functional.test_cli import migrated_database_url  # noqa: F401 - fixture
 from ..functional.test_crud import body
 from ..integration.test_migrations import empty_database_url, scratch_postgres_url  # noqa: F401 - fixtures
-from .test_corrected_returns import MISSING_C1003, _current_keys, _headline, _rows, _search, _started_before
+from .test_corrected_returns import LA_EPISODE, MISSING_C1003, _current_keys, _headline, _rows, _search, _started_before
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TABLES = ("201_header.csv", "201_episodes.csv", "201_missing.csv")
@@ -96,7 +96,7 @@ def test_an_earlier_years_return_with_its_year_stated_retires_nothing_of_the_lat
     stated = _imported(client, earlier, query="&collection-year=2023")
     assert "0 retired" in _headline(stated), _headline(stated)
     assert _current_keys(client) == before
-    (ended,) = _search(client, "EpisodeOfCare?identifier=https://w3id.org/sg-fhir/Id/201/ssda903-episode|C1001/2022-09-15")
+    (ended,) = _search(client, f"EpisodeOfCare?identifier={LA_EPISODE}|C1001/2022-09-15")
     assert (ended["status"], ended["period"]["end"]) == ("finished", "2023-04-30")
 
     inferred = _imported(client, earlier)
@@ -165,7 +165,8 @@ def test_the_cli_takes_a_collection_year_and_a_manifest_gives_one_per_entry(
     full = tmp_path / "full"
     full.mkdir()
     names = _table_files(full)
-    assert main(["import", "--format", "ssda903-csv", "--collection-year", "2024", *(str(full / n) for n in names)]) == 0
+    args = ["--format", "ssda903-csv", "--collection-year", "2024", *(str(full / n) for n in names)]
+    assert main(["import", *args]) == 0
     assert INFERRED not in capsys.readouterr().err
     client = _cli_client(migrated_database_url)
     before = _current_keys(client)
