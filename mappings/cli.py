@@ -3,6 +3,7 @@ transaction path as ``$import-agency-data``, with progress on stderr and a summa
 
     fhir-server import --format cin-census-xml 201_cin.xml
     fhir-server import --format ssda903-csv 201_header.csv 201_episodes.csv 201_missing.csv
+    fhir-server import --format ssda903-csv --collection-year 2024 201_header.csv 201_episodes.csv
     fhir-server import --manifest demo/manifest.json      # everything `fhir-server synth` wrote
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from fhir_server.config import Settings
 from fhir_server.repository.context import RequestContext
 
+from . import collection_year as years
+from .dates import today_uk
 from .formats import available
 from .loader import ImportSummary
 
@@ -28,6 +31,10 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lenient", action="store_true",
                         help="load the valid records of a file with errors and report the rest "
                              "(default: a file with any error is rejected whole)")
+    parser.add_argument("--collection-year", metavar="YYYY",
+                        help="ssda903-csv: the collection year the return is for (2024: April 2023 to "
+                             "March 2024); default: inferred from the latest date in the files. A manifest "
+                             "gives it per entry (collection_year)")
     parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help="one source (the SSDA903 tables of one return together)")
 
@@ -44,10 +51,11 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     ctx = RequestContext.system(settings.base_url, client_id="fhir-server-cli")
     progress = Progress(total=len(batches))
     failed = 0
-    for fmt, paths in batches:
+    for fmt, paths, year in batches:
         files = [(p.name, p.read_bytes()) for p in paths]
         progress.start(fmt, paths)
-        summaries = _import(services, ctx, fmt, files, lenient=args.lenient, progress=progress)
+        summaries = _import(services, ctx, fmt, files, lenient=args.lenient, collection_year=year,
+                            progress=progress)
         for summary in summaries:
             progress.done(summary)
             failed += 0 if summary.written else 1
@@ -58,32 +66,53 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(services: Any, ctx: RequestContext, fmt: str, files: list[tuple[str, bytes]], *,
-            lenient: bool, progress: "Progress") -> list[ImportSummary]:
+            lenient: bool, collection_year: int | None, progress: "Progress") -> list[ImportSummary]:
     from .operation import import_files
-    return import_files(services, ctx, fmt, files, lenient=lenient, progress=progress.note)
+    return import_files(services, ctx, fmt, files, lenient=lenient, collection_year=collection_year,
+                        progress=progress.note)
 
 
-def _batches(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
+def _batches(args: argparse.Namespace) -> list[tuple[str, list[Path], int | None]]:
+    """(format, files, collection year) per source, every collection year checked before anything
+    is read or written."""
     from fhir_server.cli import CliError
 
     if args.manifest:
-        if args.files or args.format:
-            raise CliError("give either --manifest or --format with files, not both")
+        if args.files or args.format or args.collection_year is not None:
+            raise CliError("give either --manifest or --format (and --collection-year) with files, not both")
         manifest = json.loads(args.manifest.read_text(encoding="utf-8"))
         root = args.manifest.parent
         batches = []
         for entry in manifest.get("files", []):
             names = entry.get("paths") or [entry["path"]]
-            batches.append((entry["format"], [root / name for name in names]))
+            year = entry.get("collection_year")
+            batches.append((entry["format"], [root / name for name in names],
+                            _collection_year(entry["format"], None if year is None else str(year),
+                                             f"{args.manifest}: collection_year of {entry['format']} {names[0]}")))
         return batches
     if not args.format or not args.files:
         raise CliError("give --format and at least one FILE (or --manifest)")
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         raise CliError(f"no such file: {', '.join(missing)}")
+    year = _collection_year(args.format, args.collection_year, "--collection-year")
     if args.format == "ssda903-csv":
-        return [(args.format, list(args.files))]
-    return [(args.format, [p]) for p in args.files]
+        return [(args.format, list(args.files), year)]
+    return [(args.format, [p], year) for p in args.files]
+
+
+def _collection_year(fmt: str, value: str | None, where: str) -> int | None:
+    """A collection year as given on the command line or in a manifest (the same rules as the
+    operation's ``collection-year``); CliError naming ``where`` when it is not usable."""
+    from fhir_server.cli import CliError
+
+    if value is None:
+        return None
+    try:
+        years.check_format(fmt)
+        return years.parse(value, today_uk())
+    except ValueError as exc:
+        raise CliError(f"{where}: {exc}") from None
 
 
 class Progress:

@@ -2,8 +2,10 @@
 
 Parameters (URL or multipart form fields): ``format`` (required; see mappings/formats.py),
 ``lenient`` (``true``: load the valid records and report the rest; default: any error rejects the
-whole file and nothing is written). The files come as multipart/form-data parts or as a raw body
-(``text/csv``, ``application/xml``, ``application/octet-stream``; a FHIR Bundle as
+whole file and nothing is written), ``collection-year`` (``ssda903-csv`` only: the year to 31 March
+the return is for, e.g. ``2024``; without it the year is inferred from the files' latest date and an
+``information`` issue says so; :mod:`mappings.collection_year`). The files come as multipart/form-data
+parts or as a raw body (``text/csv``, ``application/xml``, ``application/octet-stream``; a FHIR Bundle as
 ``application/fhir+json``).
 
 Without ``Prefer: respond-async`` the import runs in the request and the answer is an
@@ -25,7 +27,9 @@ from fhir_server.repository.context import RequestContext
 from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
+from . import collection_year as years
 from .core import SourceFile
+from .dates import today_uk
 from .formats import available, mapper
 from .loader import ImportSummary, import_file
 
@@ -46,34 +50,39 @@ def make_handler(services: "Services"):
     def handle(_uow: Any, req: FhirRequest, _target: OperationTarget) -> FhirResponse:
         if req.method != "POST":
             raise BadRequest("$import-agency-data is invoked with POST")
-        fmt, lenient = _parameters(req)
+        fmt, lenient, year = _parameters(req)
         files = _files(req)
         if prefer(req, "respond-async") is not None or "respond-async" in (req.header("prefer") or ""):
             with services.engine.begin() as conn:
-                job_id = jobs.create_job(conn, JOB_KIND, {"format": fmt, "lenient": lenient}, files,
-                                         client_id=req.ctx.client_id)
+                job_id = jobs.create_job(conn, JOB_KIND, {"format": fmt, "lenient": lenient, "collection_year": year},
+                                         files, client_id=req.ctx.client_id)
             dispatch(services, job_id)
             return jobs.kickoff_response(req.ctx.base_url, job_id)
-        return run_import(services, req.ctx, fmt, files, lenient=lenient)
+        return run_import(services, req.ctx, fmt, files, lenient=lenient, collection_year=year)
 
     return handle
 
 
 def run_import(services: "Services", ctx: RequestContext, fmt: str, files: list[tuple[str, bytes]],
-               *, lenient: bool, progress: Any = None) -> FhirResponse:
+               *, lenient: bool, collection_year: int | None = None, progress: Any = None) -> FhirResponse:
     """Map and load; 200 with the summary, or 422 when the file was rejected (nothing written)."""
-    summaries = import_files(services, ctx, fmt, files, lenient=lenient, progress=progress)
+    summaries = import_files(services, ctx, fmt, files, lenient=lenient, collection_year=collection_year,
+                             progress=progress)
     issues = [issue for s in summaries for issue in s.outcome()["issue"]]
     outcome = {"resourceType": "OperationOutcome", "issue": issues}
     return FhirResponse(200 if all(s.written for s in summaries) else 422, outcome)
 
 
 def import_files(services: "Services", ctx: RequestContext, fmt: str, files: list[tuple[str, bytes]],
-                 *, lenient: bool, progress: Any = None) -> list[ImportSummary]:
+                 *, lenient: bool, collection_year: int | None = None,
+                 progress: Any = None) -> list[ImportSummary]:
+    """``collection_year``: checked by the caller (:func:`mappings.collection_year.parse`,
+    ``check_format``); only a format that takes one is given it."""
     sources = [SourceFile(name, content) for name, content in files]
     if progress:
         progress(f"mapping {len(sources)} file(s)")
-    agency, result = mapper(fmt)(sources)
+    stated = {} if collection_year is None else {"collection_year": collection_year}
+    agency, result = mapper(fmt)(sources, **stated)
     name = ", ".join(s.name for s in sources)
     if agency is None:
         summary = ImportSummary(name, fmt, result.records, result.records, 0,
@@ -99,12 +108,13 @@ def job_runner(services: "Services"):
         # The client was authorised when it started the job; the job runs on its behalf.
         ctx = RequestContext.system(services.settings.base_url, client_id=job.client_id or "system")
         return run_import(services, ctx, job.request["format"], files, lenient=bool(job.request.get("lenient")),
+                          collection_year=job.request.get("collection_year"),
                           progress=lambda text: jobs.set_progress(services.engine, job.id, text))
 
     return work
 
 
-def _parameters(req: FhirRequest) -> tuple[str, bool]:
+def _parameters(req: FhirRequest) -> tuple[str, bool, int | None]:
     fmt = req.param("format")
     if isinstance(req.body, dict) and req.body.get("resourceType") == "Parameters":
         for p in req.body.get("parameter", []):
@@ -118,7 +128,20 @@ def _parameters(req: FhirRequest) -> tuple[str, bool]:
     lenient = (req.param("lenient") or "false").lower()
     if lenient not in ("true", "false"):
         raise BadRequest("lenient must be true or false", expression="lenient")
-    return fmt, lenient == "true"
+    return fmt, lenient == "true", _collection_year(req, fmt)
+
+
+def _collection_year(req: FhirRequest, fmt: str) -> int | None:
+    """The ``collection-year`` parameter: None when absent; 400 (nothing read or written) when it is
+    not a plausible year or the format has none a caller may state."""
+    value = req.param(years.PARAMETER)
+    if value is None:
+        return None
+    try:
+        years.check_format(fmt)
+        return years.parse(value, today_uk())
+    except ValueError as exc:
+        raise BadRequest(str(exc), expression=years.PARAMETER) from None
 
 
 def _files(req: FhirRequest) -> list[tuple[str, bytes]]:

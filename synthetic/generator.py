@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mappings import formats
+from mappings import collection_year, formats
 
 from .calendar import Calendar
 from .config import SynthConfig
@@ -95,7 +95,7 @@ def generate(cfg: SynthConfig, out: Path, *, progress: bool = True, stream: Text
     truth = GroundTruth(out / "ground_truth", cfg, cal)
     bundles = BundleFiles(outputs, seed=cfg.seed, max_patients=cfg.bundle_max_patients,
                           timestamp=f"{(cal.end + dt.timedelta(days=1)).isoformat()}T02:00:00+00:00")
-    writers = [CinCensusWriter(outputs, reference_date=cal.end), Ssda903Writer(outputs),
+    writers = [CinCensusWriter(outputs, reference_date=cal.end), Ssda903Writer(outputs, collection_year=collection_year.containing(cal.end)),
                InterventionsWriter(outputs),
                PoliceWriter(outputs, json_forces={f.code for f in FORCES.values() if f.file_format == "json"}),
                SchoolCensusWriter(outputs), EdAttendancesWriter(outputs), GpExtractWriter(outputs, bundles)]

@@ -9,7 +9,8 @@ from datetime import date
 
 from .. import systems
 from ..core import Agency, MappingResult, SourceFile, Upsert, children_services
-from ..snapshot import Snapshot, Span
+from ..collection_year import span_to
+from ..snapshot import Snapshot
 from .checks import check_child
 from .issues import at
 from .reader import read_census
@@ -73,7 +74,7 @@ def _map_file(source: SourceFile, result: MappingResult, patient_urls: dict[str,
         result.upserts += mapped
         if mapped and header.reference_date is not None:
             for snapshot in full_return(header.lea or "000", snapshots):
-                snapshot.cover(mapped[0].full_url, collection_year(header.reference_date))
+                snapshot.cover(mapped[0].full_url, span_to(header.reference_date))
     return header.lea if header else None
 
 
@@ -92,15 +93,6 @@ def full_return(lea: str, snapshots: dict[str, Snapshot]) -> list[Snapshot]:
         system = systems.source_record_system(lea, kind)
         out.append(snapshots.setdefault(system, Snapshot(resource_type, system, reference)))
     return out
-
-
-def collection_year(reference_date: date) -> Span:
-    """The year a census covers: the day after the previous reference date (1 April) to this one."""
-    try:
-        before = reference_date.replace(year=reference_date.year - 1)
-    except ValueError:  # 29 February
-        before = reference_date.replace(year=reference_date.year - 1, day=28)
-    return Span(before, reference_date)
 
 
 def _last_wins(upserts: list[Upsert]) -> list[Upsert]:

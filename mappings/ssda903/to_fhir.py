@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any
 
 from .. import codes, systems
+from ..collection_year import containing, span
 from ..core import Agency, SourceIssue, Upsert
 from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
                            organization_reference, patient, period, source_record)
@@ -44,10 +45,12 @@ KIND_EPISODE, KIND_FLAG, KIND_MISSING = "ssda903-episode", "ssda903-looked-after
 MISSING_CODES = {"M": "missing-episode", "A": "away-from-placement"}
 
 
-def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> tuple[list[Upsert], list[Snapshot]]:
-    """Every resource of the return, and what the return is the full account of. Records whose
-    child is not in the Header table were reported by the reader and are skipped here (they would
-    have no Patient to refer to)."""
+def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue],
+            year: Span | None = None) -> tuple[list[Upsert], list[Snapshot]]:
+    """Every resource of the return, and what the return is the full account of over ``year``
+    (default: the year inferred from its dates, :func:`collection_year`). Records whose child is
+    not in the Header table were reported by the reader and are skipped here (they would have no
+    Patient to refer to)."""
     patients = {child_id: _patient(child, agency) for child_id, child in ret.children.items()}
     out = list(patients.values())
     by_child: dict[str, list[Episode]] = defaultdict(list)
@@ -60,21 +63,20 @@ def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> tuple[lis
         out += [_episode(ep, subject, agency) for ep in episodes]
         out.append(_flag(child_id, episodes, subject, agency))
     out += _missing(ret.missing, patients, agency, issues)
-    return out, full_return(ret, patients, agency)
+    return out, full_return(ret, patients, agency, year or collection_year(ret.dates()))
 
 
-def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> list[Snapshot]:
+def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency, year: Span | None) -> list[Snapshot]:
     """What the return is the full account of (:mod:`mappings.snapshot`): for each table it has
     (Episodes, Missing), every record of that table of every child its Header names — care
     episodes (and so the looked-after Flag made from them) and missing episodes — open at any time
-    in the collection year (:func:`collection_year`), and, before the year, from the start of the
+    in the collection ``year`` (:mod:`mappings.collection_year`), and, before the year, from the start of the
     earliest one it lists for that child (never records started after the year) (an episode that ended the day that one began is history:
     kept). So a child whose rows are gone from a table, or a table sent with no rows, retires the
     child's records of that table in the year. A table the return does not have accounts for
     nothing (a return of Header and Episodes leaves the missing episodes as they are); nor does a
-    return without a single date (no year to speak of)."""
+    return without a year (no year given and not a single date to infer it from)."""
     snapshots = []
-    year = collection_year(ret.dates())
     by_table = {"Episodes": (ret.episodes, (("EpisodeOfCare", KIND_EPISODE, "patient"), ("Flag", KIND_FLAG, "subject"))),
                 "Missing": (ret.missing, (("Observation", KIND_MISSING, "subject"),))}
     for table, (rows, kinds) in by_table.items():
@@ -92,16 +94,15 @@ def full_return(ret: Return, patients: dict[str, Upsert], agency: Agency) -> lis
 
 
 def collection_year(dates: list[date]) -> Span | None:
-    """The SSDA903 collection year (1 April to 31 March) a return is for, which its files do not
-    state: the one holding the latest date it lists. As a Span: records open at some moment after
-    the 31 March before it that started by the year's 31 March — so a late or corrected return of
-    an earlier year, imported after a later one, never retires the later year's records. None
-    without any date."""
+    """The SSDA903 collection year (1 April to 31 March) a return is for when the importer is not
+    told it (its files do not state it): the one holding the latest date it lists. As a Span:
+    records open at some moment after the 31 March before it that started by the year's 31 March
+    — so a late or corrected return of an earlier year, imported after a later one, never retires
+    the later year's records, unless it lists a date after its own year (then give the year:
+    ``collection-year``). None without any date."""
     if not dates:
         return None
-    latest = max(dates)
-    year_end = date(latest.year if latest <= date(latest.year, 3, 31) else latest.year + 1, 3, 31)
-    return Span(date(year_end.year - 1, 3, 31), year_end)
+    return span(containing(max(dates)))
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:

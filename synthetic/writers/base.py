@@ -29,6 +29,7 @@ class Entry:
     agency: AgencyRef
     files: list[str] = field(default_factory=list)
     records: int = 0
+    details: dict[str, Any] = field(default_factory=dict)  # more manifest fields (an SSDA903 collection_year)
 
 
 class TextFile:
@@ -132,7 +133,7 @@ class Outputs:
         out = []
         for entry in sorted(self.entries.values(), key=lambda e: (e.format, e.agency.code, e.files[0])):
             out.append({"format": entry.format, "agency": entry.agency.as_json(), "paths": entry.files,
-                        "records": entry.records})
+                        "records": entry.records, **entry.details})
         return out
 
 

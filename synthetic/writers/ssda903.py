@@ -9,7 +9,7 @@ import datetime as dt
 from ..identifiers import partial_postcode, postcode
 from ..story import Story
 from ..trajectories import Incident, LacPeriod
-from .base import AgencyRef, CsvFile, Writer, uk
+from .base import AgencyRef, CsvFile, Outputs, Writer, uk
 
 FORMAT = "ssda903-csv"
 HEADER = ("CHILD", "SEX", "DOB", "ETHNIC", "UPN", "MOTHER", "MC_DOB")
@@ -22,6 +22,14 @@ CHANGE_REASONS = ("CARPL", "CARPL", "PLACE", "CHILD", "CREQO", "LAREQ", "ALLEG",
 
 
 class Ssda903Writer(Writer):
+    """``collection_year``: the year to 31 March the returns are for (the one holding the run's last
+    day, as the CIN census's reference date), written into each manifest entry so that
+    `fhir-server import --manifest` states it rather than inferring it (mappings/collection_year.py)."""
+
+    def __init__(self, out: Outputs, *, collection_year: int) -> None:
+        super().__init__(out)
+        self.collection_year = collection_year
+
     def write(self, story: Story) -> None:
         for period in story.timeline.lac:
             self._period(story, period)
@@ -36,8 +44,10 @@ class Ssda903Writer(Writer):
         la = story.world.la(la_code)
         agency = AgencyRef("local-authority", la.code, f"{la.name} Children's Services")
         entry = f"ssda903/{la.code}"
-        return ([self.out.csv(f"la/{la.code}_{name}.csv", cols, FORMAT, agency, entry_key=entry)
-                 for name, cols in (("header", HEADER), ("episodes", EPISODES), ("missing", MISSING))], entry)
+        files = [self.out.csv(f"la/{la.code}_{name}.csv", cols, FORMAT, agency, entry_key=entry)
+                 for name, cols in (("header", HEADER), ("episodes", EPISODES), ("missing", MISSING))]
+        self.out.entries[entry].details["collection_year"] = self.collection_year
+        return files, entry
 
     def _period(self, story: Story, period: LacPeriod) -> None:
         (header, episodes, _), entry = self._files(story, period.la_code)

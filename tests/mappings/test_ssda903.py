@@ -25,6 +25,7 @@ FLAG_ID = f"{BASE}/Id/201/ssda903-looked-after-flag"
 MISSING_ID = f"{BASE}/Id/201/ssda903-missing"
 EXT = f"{BASE}/StructureDefinition"
 TODAY = date(2025, 6, 30)
+INFERRED = ("information", "collection-year")  # the year the import inferred, without collection-year
 
 
 def _files(*names: str, **replaced: bytes) -> list[tuple[str, bytes]]:
@@ -152,7 +153,10 @@ def test_tables_are_recognised_by_their_header_rows(client):
     agency, result = map_files([SourceFile(n, c) for n, c in [reviews, *_files(*CLEAN)]], today=TODAY)
     assert agency is not None
     assert [(i.severity, i.file, i.message) for i in result.issues] == \
-        [("warning", "201_reviews.csv", "SSDA903 Reviews table: not mapped, ignored")]
+        [("warning", "201_reviews.csv", "SSDA903 Reviews table: not mapped, ignored"),
+         ("information", "201_reviews.csv, 201_header.csv, 201_episodes.csv, 201_missing.csv",
+          "no collection-year was given: inferred 2024 (1 April 2023 to 31 March 2024) from the latest date in "
+          "the files, 2024-02-14; give collection-year to state it")]
 
     res = _post(client, [("201_notes.csv", b"name,text\nx,y\n"), *_files(*CLEAN)])
     assert res.status_code == 422
@@ -239,15 +243,15 @@ def test_episode_consistency_checks():
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/01/2020,S,V2,N4,U6,PR1,,E4A\n")
     assert [(i.severity, i.field) for i in result.issues] == [("error", "DEC")]  # REC without DEC
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/01/2020,S,V2,N4,U6,PR1,01/03/2020,\n")
-    assert [(i.severity, i.field) for i in result.issues] == [("warning", "REC")]  # DEC without REC
+    assert [(i.severity, i.field) for i in result.issues] == [("warning", "REC"), INFERRED]  # DEC without REC
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/01/2009,S,V2,N4,U6,PR1,01/03/2009,E8\n")
-    assert [(i.severity, i.field) for i in result.issues] == [("error", "DECOM")]  # before birth
+    assert [(i.severity, i.field) for i in result.issues] == [("error", "DECOM"), INFERRED]  # before birth
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/01/2020,S,V2,N4,U6,PR1,,\n"
                                                     "C9,01/01/2020,S,V2,N4,U6,PR1,,\n")
-    assert [(i.severity, i.code) for i in result.issues] == [("error", "duplicate")]
+    assert [(i.severity, i.code) for i in result.issues] == [("error", "duplicate"), ("information", "informational")]
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/01/2020,S,V2,N4,U6,PR1,,\n"
                                                     "C9,01/02/2020,P,V2,N4,U4,PR1,,\n")
-    assert [(i.severity, i.field, i.location) for i in result.issues] == [("warning", "DEC", "line 2")]
+    assert [(i.severity, i.field, i.location) for i in result.issues] == [("warning", "DEC", "line 2"), (*INFERRED, "")]
     agency, result = _map(HEADER, EPISODE_COLUMNS + "C9,01/07/2025,S,V2,N4,U6,PR1,,\n")
     assert [(i.severity, i.field) for i in result.issues] == [("error", "DECOM")]  # after today
 
@@ -262,7 +266,7 @@ def test_missing_episodes_on_the_same_day_are_told_apart():
     keys = [u.resource["identifier"][0]["value"] for u in result.upserts if u.resource_type == "Observation"]
     assert keys == ["C9/2023-03-03/M", "C9/2023-03-03/M#2", "C9/2023-03-05/A"]
     assert [(i.severity, i.field, i.location) for i in result.issues] == \
-        [("warning", "DOB", "line 5"), ("warning", "MIS_START", "line 4")]
+        [("warning", "DOB", "line 5"), ("warning", "MIS_START", "line 4"), (*INFERRED, "")]
 
 
 def test_placement_urn_xxxxxxx_means_none():

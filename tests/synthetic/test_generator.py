@@ -3,6 +3,7 @@ output directory it will not mix with other content."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -68,6 +69,16 @@ def test_the_manifest_lists_every_agency_file_once(dataset: Dataset) -> None:
         assert entry["paths"] == [f"la/{code}_header.csv", f"la/{code}_episodes.csv", f"la/{code}_missing.csv"]
     assert dataset.manifest["ground_truth"] == "ground_truth/"
     assert {e["format"] for e in dataset.entries()} == FORMATS
+
+
+def test_each_ssda903_entry_states_the_collection_year_of_the_runs_last_day(dataset: Dataset) -> None:
+    """`fhir-server import --manifest` is told the year (mappings/collection_year.py): the one to the
+    31 March on or after the last simulated day, the CIN census's reference date."""
+    end = dt.date.fromisoformat(dataset.manifest["end_date"])
+    year = end.year if end <= dt.date(end.year, 3, 31) else end.year + 1
+    entries = dataset.entries("ssda903-csv")
+    assert entries and all(e["collection_year"] == year for e in entries)
+    assert all("collection_year" not in e for e in dataset.entries() if e["format"] != "ssda903-csv")
 
 
 def test_formats_without_a_mapper_are_listed_apart(dataset: Dataset) -> None:
