@@ -106,11 +106,8 @@ def _collection_year(fmt: str, value: str | None, where: str) -> int | None:
     operation's ``collection-year``); CliError naming ``where`` when it is not usable."""
     from fhir_server.cli import CliError
 
-    if value is None:
-        return None
     try:
-        years.check_format(fmt)
-        return years.parse(value, today_uk())
+        return years.stated(fmt, value, today_uk())
     except ValueError as exc:
         raise CliError(f"{where}: {exc}") from None
 

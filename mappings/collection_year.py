@@ -62,3 +62,13 @@ def check_format(fmt: str) -> None:
                          "(<Year>, <ReferenceDate>)")
     raise ValueError(f"{PARAMETER} is only taken for {', '.join(sorted(STATED_BY_CALLER))}; "
                      f"{fmt} has no collection year")
+
+
+def stated(fmt: str, value: str | None, today: date) -> int | None:
+    """The collection year a caller states for a file of ``fmt`` (the operation's parameter, the
+    CLI's option, a manifest's entry): None when not given; ValueError (:func:`check_format`,
+    :func:`parse`) when it is not usable."""
+    if value is None:
+        return None
+    check_format(fmt)
+    return parse(value, today)

@@ -134,12 +134,8 @@ def _parameters(req: FhirRequest) -> tuple[str, bool, int | None]:
 def _collection_year(req: FhirRequest, fmt: str) -> int | None:
     """The ``collection-year`` parameter: None when absent; 400 (nothing read or written) when it is
     not a plausible year or the format has none a caller may state."""
-    value = req.param(years.PARAMETER)
-    if value is None:
-        return None
     try:
-        years.check_format(fmt)
-        return years.parse(value, today_uk())
+        return years.stated(fmt, req.param(years.PARAMETER), today_uk())
     except ValueError as exc:
         raise BadRequest(str(exc), expression=years.PARAMETER) from None
 
