@@ -17,7 +17,7 @@ EXTENSION = f"{systems.CANONICAL_BASE}/StructureDefinition"
 EXT_ETHNIC_CATEGORY = f"{EXTENSION}/ethnic-category"
 EXT_SOURCE_VALUE = f"{EXTENSION}/source-value"  # an unknown code with no CodeableConcept to keep it in
 ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
-# Which return a value shared by several formats came from, and as of when (mappings.merge.outranks)
+# Which format gave a value that several formats carry (mappings.merge.rank)
 EXT_VALUE_SOURCE = f"{EXTENSION}/value-source"
 
 OBSERVATION_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category",
@@ -54,15 +54,12 @@ def identifier(system: str, value: str, use: str | None = None) -> dict[str, str
     return out
 
 
-def sourced(concept: Resource, fmt: str, as_of: date | None) -> Resource:
-    """``concept`` marked with the ``value-source`` extension: the format that gave it and the
-    reference date of its return (the end of its collection year). A merging import keeps the
-    stored value when its source outranks the new one (:func:`mappings.merge.outranks`), so that a
-    value two returns disagree on does not depend on which was imported last."""
-    parts: list[Resource] = [{"url": "format", "valueCode": fmt}]
-    if as_of is not None:
-        parts.append({"url": "date", "valueDate": as_of.isoformat()})
-    return {**concept, "extension": [*concept.get("extension", []), {"url": EXT_VALUE_SOURCE, "extension": parts}]}
+def sourced(concept: Resource, fmt: str) -> Resource:
+    """``concept`` marked with the ``value-source`` extension: the format that gave it. A merging
+    import keeps the stored value when it outranks the new one (:func:`mappings.merge.rank`), so
+    that a value two formats disagree on does not depend on which was imported last."""
+    mark = {"url": EXT_VALUE_SOURCE, "valueCode": fmt}
+    return {**concept, "extension": [*concept.get("extension", []), mark]}
 
 
 def gender_elements(gender: str | None, text: str, label: str | None = None) -> tuple[Resource, list[Resource]]:

@@ -12,13 +12,12 @@ would put it back, a new version every time. A merging upsert is combined with w
 - ``identifier``: the union by ``system`` (the new identifiers of a system replace the stored ones);
 - ``extension`` / ``modifierExtension``: the union by ``url`` (the new extensions of a url replace the
   stored ones, so a repeating extension such as a disability is replaced as a whole);
-- an extension whose value carries the ``value-source`` mark (the format and reference date of the
-  return that gave it: the ethnicity the CIN census and the SSDA903 return both give) is not
-  replaced by a new one it outranks (:func:`rank`): a known code above an unknown one kept as text
-  above "not yet obtained", then the later reference date, then the format later in
-  ``FORMAT_PRECEDENCE``; only on an exact tie (one format, one year: a corrected return) does the
-  new value win. So a value two returns disagree on is the one that ranks highest, whichever file
-  was imported last;
+- an extension whose value carries the ``value-source`` mark (the format that gave it: the
+  ethnicity the CIN census and the SSDA903 return both give) is not replaced by a new one it
+  outranks (:func:`rank`): a known code above an unknown one kept as text above "not yet
+  obtained", then the format later in ``FORMAT_PRECEDENCE``. On a tie (the same format: a later
+  year's or a corrected return) the new value wins, as for any element. So a value two formats
+  disagree on is the one that ranks highest, whichever file was imported last;
 - ``meta``: the new keys win, except ``tag``, the union by (system, code); the server's own
   ``versionId`` and ``lastUpdated`` are dropped.
 
@@ -39,7 +38,9 @@ from .fhir_shapes import EXT_VALUE_SOURCE
 
 SERVER_META = ("versionId", "lastUpdated")
 UNION_BY = {"identifier": ("system",), "extension": ("url",), "modifierExtension": ("url",)}
-# Of two returns with the same reference date that disagree on a value, the later format here wins.
+# Of two formats that give a value equally informative, the later one here wins. No reference date
+# takes part: a mark holding one would rewrite every Patient with each new (or, for SSDA903, whose
+# year is inferred from its dates, corrected) return.
 FORMAT_PRECEDENCE = ("ssda903", "cin-census")
 
 
@@ -120,19 +121,17 @@ def outranks(stored: list[Any], new: list[Any]) -> bool:
     return max(ranks_stored) > max(ranks_new)  # type: ignore[type-var]
 
 
-def rank(ext: Any) -> tuple[int, str, int] | None:
+def rank(ext: Any) -> tuple[int, int] | None:
     """How a marked value ranks, highest first by: what it says (a known code 2, an unknown code
-    kept as text 1, a code that says nothing is known yet, such as ethnicity ``NOBT``, 0); the
-    reference date of its return; its format in ``FORMAT_PRECEDENCE``. None without a mark."""
+    kept as text 1, a code that says nothing is known yet, such as ethnicity ``NOBT``, 0); its
+    format in ``FORMAT_PRECEDENCE``. None without a mark."""
     values = [v for k, v in ext.items() if k.startswith("value") and isinstance(v, dict)] \
         if isinstance(ext, dict) else []
     for value in values:
         for mark in value.get("extension", []):
             if isinstance(mark, dict) and mark.get("url") == EXT_VALUE_SOURCE:
-                parts = {p.get("url"): p for p in mark.get("extension", []) if isinstance(p, dict)}
-                fmt = parts.get("format", {}).get("valueCode")
-                return (_says(value), parts.get("date", {}).get("valueDate", ""),
-                        FORMAT_PRECEDENCE.index(fmt) if fmt in FORMAT_PRECEDENCE else -1)
+                fmt = mark.get("valueCode")
+                return _says(value), FORMAT_PRECEDENCE.index(fmt) if fmt in FORMAT_PRECEDENCE else -1
     return None
 
 

@@ -64,8 +64,7 @@ def _map_file(source: SourceFile, result: MappingResult, patient_urls: dict[str,
             header = item
             # Without an LA code children are still read and checked (to report every problem);
             # their resources are discarded with the file.
-            mapping = ChildMapping(source.name, children_services(item.lea or "000"), patient_urls, result.issues,
-                                   reference_date=item.reference_date)
+            mapping = ChildMapping(source.name, children_services(item.lea or "000"), patient_urls, result.issues)
             continue
         assert isinstance(item, ChildRecord) and header is not None and mapping is not None
         result.records += 1

@@ -55,7 +55,6 @@ class ChildMapping:
     agency: Agency
     patient_urls: dict[str, str] = field(default_factory=dict)
     issues: list[SourceIssue] = field(default_factory=list)
-    reference_date: date | None = None  # the census's, which dates the values it shares with SSDA903
     child: ChildRecord = field(init=False)
     keys: dict[tuple[str, str], int] = field(init=False, default_factory=dict)
     org: dict[str, str] = field(init=False)
@@ -99,7 +98,7 @@ class ChildMapping:
             ethnicity = self._coded("cin-ethnicity", c.ethnicity, f"{c.xpath}/ChildCharacteristics/Ethnicity",
                                     "Ethnicity")
             extensions.append({"url": EXT_ETHNIC_CATEGORY,
-                               "valueCodeableConcept": sourced(ethnicity, "cin-census", self.reference_date)})
+                               "valueCodeableConcept": sourced(ethnicity, "cin-census")})
         for code, xpath in c.disabilities:
             extensions.append({"url": EXT_DISABILITY,
                                "valueCodeableConcept": self._coded("cin-disability", code, xpath, "Disability")})

@@ -48,9 +48,7 @@ def to_fhir(ret: Return, agency: Agency, issues: list[SourceIssue]) -> tuple[lis
     """Every resource of the return, and what the return is the full account of. Records whose
     child is not in the Header table were reported by the reader and are skipped here (they would
     have no Patient to refer to)."""
-    year = collection_year(ret.dates())
-    patients = {child_id: _patient(child, agency, year.until if year else None)
-                for child_id, child in ret.children.items()}
+    patients = {child_id: _patient(child, agency) for child_id, child in ret.children.items()}
     out = list(patients.values())
     by_child: dict[str, list[Episode]] = defaultdict(list)
     for ep in ret.episodes:
@@ -106,13 +104,13 @@ def collection_year(dates: list[date]) -> Span | None:
     return Span(date(year_end.year - 1, 3, 31), year_end)
 
 
-def _patient(child: ChildHeader, agency: Agency, as_of: date | None) -> Upsert:
-    """The child's Patient; ``as_of`` (the end of the collection year) dates the ethnicity, which
-    the CIN census also gives (docs/formats/README.md#values-two-returns-disagree-on)."""
+def _patient(child: ChildHeader, agency: Agency) -> Upsert:
+    """The child's Patient; its ethnicity, which the CIN census also gives, is marked as this
+    format's (docs/formats/README.md#a-value-two-formats-disagree-on)."""
     extensions: list[dict[str, Any]] = []
     if child.ethnicity:
         extensions.append({"url": EXT_ETHNIC_CATEGORY,
-                           "valueCodeableConcept": sourced(child.ethnicity, "ssda903", as_of)})
+                           "valueCodeableConcept": sourced(child.ethnicity, "ssda903")})
     # an unknown SEX was reported by the reader; kept as text, as the CIN mapping does
     elements, unknown_gender = gender_elements(child.gender, child.gender_text, "SEX")
     if child.birth_date:
