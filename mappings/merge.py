@@ -15,9 +15,9 @@ would put it back, a new version every time. A merging upsert is combined with w
 - an extension whose value carries the ``value-source`` mark (the format that gave it: the
   ethnicity the CIN census and the SSDA903 return both give) is not replaced by a new one it
   outranks (:func:`rank`): a known code above an unknown one kept as text above "not yet
-  obtained", then the format later in ``FORMAT_PRECEDENCE``. On a tie (the same format: a later
-  year's or a corrected return) the new value wins, as for any element. So a value two formats
-  disagree on is the one that ranks highest, whichever file was imported last;
+  obtained", then the format later in ``FORMAT_PRECEDENCE``. On a tie (an equally informative value
+  of the same format: a later year's or a corrected return) the new value wins, as for any element.
+  So a value two formats disagree on is the one that ranks highest, whichever file was imported last;
 - ``meta``: the new keys win, except ``tag``, the union by (system, code); the server's own
   ``versionId`` and ``lastUpdated`` are dropped.
 
