@@ -17,6 +17,8 @@ EXTENSION = f"{systems.CANONICAL_BASE}/StructureDefinition"
 EXT_ETHNIC_CATEGORY = f"{EXTENSION}/ethnic-category"
 EXT_SOURCE_VALUE = f"{EXTENSION}/source-value"  # an unknown code with no CodeableConcept to keep it in
 ORIGINAL_TEXT = "http://hl7.org/fhir/StructureDefinition/originalText"
+# Which format gave a value that several formats carry (mappings.merge.rank)
+EXT_VALUE_SOURCE = f"{EXTENSION}/value-source"
 
 OBSERVATION_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                         "code": "social-history", "display": "Social History"}
@@ -50,6 +52,14 @@ def identifier(system: str, value: str, use: str | None = None) -> dict[str, str
     if use:
         out["use"] = use
     return out
+
+
+def sourced(concept: Resource, fmt: str) -> Resource:
+    """``concept`` marked with the ``value-source`` extension: the format that gave it. A merging
+    import keeps the stored value when it outranks the new one (:func:`mappings.merge.rank`), so
+    that a value two formats disagree on does not depend on which was imported last."""
+    mark = {"url": EXT_VALUE_SOURCE, "valueCode": fmt}
+    return {**concept, "extension": [*concept.get("extension", []), mark]}
 
 
 def gender_elements(gender: str | None, text: str, label: str | None = None) -> tuple[Resource, list[Resource]]:

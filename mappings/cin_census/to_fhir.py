@@ -22,7 +22,7 @@ from typing import Any
 from .. import codes, systems
 from ..core import Agency, SourceIssue, Upsert
 from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
-                           organization_reference, patient, period, source_record)
+                           organization_reference, patient, period, source_record, sourced)
 from .issues import at
 from .records import Assessment, ChildRecord, CinEpisode, CinPlan, ProtectionPlan, Section47
 
@@ -95,8 +95,10 @@ class ChildMapping:
                            "check digit); not stored, so that it cannot link this child to someone else", "value")
         extensions: list[dict[str, Any]] = []
         if c.ethnicity:
-            extensions.append({"url": EXT_ETHNIC_CATEGORY, "valueCodeableConcept": self._coded(
-                "cin-ethnicity", c.ethnicity, f"{c.xpath}/ChildCharacteristics/Ethnicity", "Ethnicity")})
+            ethnicity = self._coded("cin-ethnicity", c.ethnicity, f"{c.xpath}/ChildCharacteristics/Ethnicity",
+                                    "Ethnicity")
+            extensions.append({"url": EXT_ETHNIC_CATEGORY,
+                               "valueCodeableConcept": sourced(ethnicity, "cin-census")})
         for code, xpath in c.disabilities:
             extensions.append({"url": EXT_DISABILITY,
                                "valueCodeableConcept": self._coded("cin-disability", code, xpath, "Disability")})

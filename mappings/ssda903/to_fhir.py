@@ -27,7 +27,7 @@ from .. import codes, systems
 from ..collection_year import containing, span
 from ..core import Agency, SourceIssue, Upsert
 from ..fhir_shapes import (EXT_ETHNIC_CATEGORY, EXTENSION, FLAG_CATEGORY, SOCIAL_HISTORY, gender_elements, identifier,
-                           organization_reference, patient, period, source_record)
+                           organization_reference, patient, period, source_record, sourced)
 from ..snapshot import Snapshot, Span
 from .records import ChildHeader, Episode, MissingEpisode, Return
 
@@ -106,9 +106,12 @@ def collection_year(dates: list[date]) -> Span | None:
 
 
 def _patient(child: ChildHeader, agency: Agency) -> Upsert:
+    """The child's Patient; its ethnicity, which the CIN census also gives, is marked as this
+    format's (docs/formats/README.md#a-value-two-formats-disagree-on)."""
     extensions: list[dict[str, Any]] = []
     if child.ethnicity:
-        extensions.append({"url": EXT_ETHNIC_CATEGORY, "valueCodeableConcept": child.ethnicity})
+        extensions.append({"url": EXT_ETHNIC_CATEGORY,
+                           "valueCodeableConcept": sourced(child.ethnicity, "ssda903")})
     # an unknown SEX was reported by the reader; kept as text, as the CIN mapping does
     elements, unknown_gender = gender_elements(child.gender, child.gender_text, "SEX")
     if child.birth_date:

@@ -308,7 +308,8 @@ def test_bad_values_are_reported_by_xpath_and_lenient_mode_loads_the_rest(client
     odd = one(client, f"Patient?identifier={ids}|B003")
     # unknown codes are kept as text, never dropped; the bad NHS number and UPN are not stored
     assert odd["gender"] == "unknown" and ext(odd, EXT_SOURCE_VALUE)[0]["valueString"] == "Sex: 7"
-    assert ext(odd, EXT_ETHNIC_CATEGORY)[0]["valueCodeableConcept"] == {"text": "Ethnicity: XXXX"}
+    assert ext(odd, EXT_ETHNIC_CATEGORY)[0]["valueCodeableConcept"] == {
+        "text": "Ethnicity: XXXX", "extension": [{"url": f"{BASE}/StructureDefinition/value-source", "valueCode": "cin-census"}]}
     assert [i["system"] for i in odd["identifier"]] == [ids]
     episode = one(client, f"EpisodeOfCare?patient=Patient/{odd['id']}")
     assert {"text": "ReferralSource: ZZ"} in episode["type"]

@@ -1,11 +1,16 @@
 """Merging upserts: two formats of one agency complete the same Patient instead of replacing it."""
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
+import pytest
+
 from fhir_server.repository.context import RequestContext
+from mappings import codes
 from mappings.cin_census import map_files as map_cin
 from mappings.core import SourceFile
+from mappings.fhir_shapes import sourced
 from mappings.loader import ImportSummary, import_file
 from mappings.merge import element_of, merge_resource
 from mappings.ssda903 import map_files as map_ssda903
@@ -81,37 +86,39 @@ def test_merging_in_either_order_settles_on_one_resource() -> None:
 
 # -- CIN census and SSDA903 of one local authority, through the loader ------------------------------
 
-def _cin_201() -> bytes:
+def _cin_201(la: str = "201", ethnicity: str = "WBRI", reference_date: str = "2023-03-31") -> bytes:
     """The LA 202 census fixture moved to LA 201, its first child made SSDA903's C1001 (same birth
     date, sex and ethnicity) with an NHS number and disabilities but no UPN: SSDA903 adds that."""
     xml = (FIXTURES / "cin" / "la202_2023.xml").read_text(encoding="utf-8")
-    xml = xml.replace("<LEA>202</LEA>", "<LEA>201</LEA>").replace("<LAchildID>C001</LAchildID>",
+    xml = xml.replace("<ReferenceDate>2023-03-31</ReferenceDate>", f"<ReferenceDate>{reference_date}</ReferenceDate>")
+    xml = xml.replace("<LEA>202</LEA>", f"<LEA>{la}</LEA>").replace("<LAchildID>C001</LAchildID>",
                                                                   "<LAchildID>C1001</LAchildID>")
     xml = xml.replace("<UPN>A202123456789</UPN>", "").replace("<PersonBirthDate>2012-04-17</PersonBirthDate>",
                                                               "<PersonBirthDate>2012-03-12</PersonBirthDate>")
     xml = xml.replace("<GenderCurrent>2</GenderCurrent>", "<GenderCurrent>1</GenderCurrent>")
-    return xml.replace("<Ethnicity>AIND</Ethnicity>", "<Ethnicity>WBRI</Ethnicity>").encode()
+    return xml.replace("<Ethnicity>AIND</Ethnicity>", f"<Ethnicity>{ethnicity}</Ethnicity>").encode()
 
 
-def _import(app, fmt: str) -> ImportSummary:
+def _import(app, fmt: str, la: str = "201", **cin) -> ImportSummary:
+    """Import the census (``_cin_201(la, **cin)``) or the SSDA903 fixture return as LA ``la``'s."""
     if fmt == "cin-census-xml":
-        sources = [SourceFile("201_cin.xml", _cin_201())]
-        agency, result = map_cin(sources)
+        sources = [SourceFile(f"{la}_cin.xml", _cin_201(la, **cin))]
+        agency, result = map_cin(sources, today=date(2025, 6, 30))
     else:
-        sources = [SourceFile(n, (FIXTURES / "ssda903" / n).read_bytes())
+        sources = [SourceFile(n.replace("201", la), (FIXTURES / "ssda903" / n).read_bytes())
                    for n in ("201_header.csv", "201_episodes.csv", "201_missing.csv")]
-        agency, result = map_ssda903(sources)
+        agency, result = map_ssda903(sources, today=date(2025, 6, 30))
     assert agency is not None, [i.message for i in result.issues]
     services = app.extensions["fhir"]
-    ctx = RequestContext(base_url=services.settings.base_url, client_id="la-201-etl")
+    ctx = RequestContext(base_url=services.settings.base_url, client_id=f"la-{la}-etl")
     combined = SourceFile(", ".join(s.name for s in sources), b"".join(s.content for s in sources))
     summary = import_file(services.router, ctx, result, agency, combined, fmt)
     assert summary.written, [i.diagnostics for i in summary.issues]
     return summary
 
 
-def _child(client) -> dict:
-    found = body(client.get(f"/fhir/Patient?identifier={LA201}|C1001"))
+def _child(client, la: str = "201") -> dict:
+    found = body(client.get(f"/fhir/Patient?identifier={BASE}/Id/la-child-id/{la}|C1001"))
     assert found["total"] == 1
     return found["entry"][0]["resource"]
 
@@ -141,3 +148,94 @@ def test_a_second_round_in_either_order_reports_nothing_changed(app, client) -> 
         again = _import(app, fmt)
         assert again.created == 0 and again.updated == 0, (fmt, again.outcome()["issue"][0]["diagnostics"])
     assert {i["system"] for i in _child(client)["identifier"]} == {LA201, NHS, UPN}
+
+
+# -- a value two returns disagree on (ethnicity): ranked, so the order of import does not matter -----
+
+ETHNIC = f"{EXT}/ethnic-category"
+
+
+def _ethnicity(code: str, fmt: str) -> dict:
+    concept = codes.concept("cin-ethnicity", code) if codes.is_known("cin-ethnicity", code) else {"text": code}
+    return {"url": ETHNIC, "valueCodeableConcept": sourced(concept, fmt)}
+
+
+def _settled(a: dict, b: dict) -> list[dict]:
+    """The ethnicity stored after importing ``a`` then ``b`` and after ``b`` then ``a``, which must be
+    one, and which importing either again must not change."""
+    results = []
+    for first, second in ((a, b), (b, a)):
+        stored = merge_resource(_patient(extension=[first]), _patient(extension=[second]))
+        assert merge_resource(stored, _patient(extension=[first])) == stored
+        assert merge_resource(stored, _patient(extension=[second])) == stored
+        results.append(stored["extension"])
+    assert results[0] == results[1]
+    return results[0]
+
+
+def test_a_marked_value_ranks_by_what_it_says_then_by_format() -> None:
+    cin, ssda = _ethnicity("WIRI", "cin-census"), _ethnicity("WBRI", "ssda903")
+    assert _settled(cin, ssda) == [cin]  # two known codes: the census
+    not_yet = _ethnicity("NOBT", "cin-census")
+    assert _settled(not_yet, ssda) == [ssda]  # "not yet obtained" loses to any other value
+    unknown = _ethnicity("ZZZZ", "cin-census")
+    assert "coding" not in unknown["valueCodeableConcept"]
+    assert _settled(unknown, ssda) == [ssda]  # an unknown code kept as text loses to a known one
+    assert _settled(unknown, _ethnicity("NOBT", "ssda903")) == [unknown]  # … and wins over "not yet obtained"
+
+
+def test_a_later_or_corrected_return_of_the_same_format_replaces_the_value() -> None:
+    first, corrected = _ethnicity("WIRI", "cin-census"), _ethnicity("WBRI", "cin-census")
+    assert merge_resource(_patient(extension=[first]), _patient(extension=[corrected]))["extension"] == [corrected]
+    known, not_yet = _ethnicity("WIRI", "ssda903"), _ethnicity("NOBT", "ssda903")
+    assert merge_resource(_patient(extension=[known]), _patient(extension=[not_yet]))["extension"] == [known]
+
+
+def test_an_unmarked_stored_value_is_replaced_by_a_marked_one() -> None:
+    legacy = {"url": ETHNIC, "valueCodeableConcept": {"text": "WIRI"}}
+    ssda = _ethnicity("WBRI", "ssda903")
+    assert merge_resource(_patient(extension=[legacy]), _patient(extension=[ssda]))["extension"] == [ssda]
+
+
+def _as_la201(patient: dict) -> dict:
+    """The Patient without what differs between two LAs' copies (id, meta, its LA's system and
+    Organization); identifiers and extensions in a fixed order (the merge keeps the order of the
+    first import's lists, which says nothing: mappings/merge.py)."""
+    out = {k: v for k, v in patient.items() if k not in ("id", "meta", "managingOrganization")}
+    out["identifier"] = sorted(({**i, "system": LA201} if "la-child-id" in i["system"] else i
+                                for i in out["identifier"]), key=lambda i: i["system"])
+    out["extension"] = sorted(out["extension"], key=lambda e: e["url"])  # stable: a url's own order kept
+    return out
+
+
+def _code(patient: dict) -> dict:
+    found = [e["valueCodeableConcept"] for e in patient["extension"] if e["url"] == ETHNIC]
+    assert len(found) == 1, found
+    concept = found[0]
+    return concept["coding"][0]["code"] if "coding" in concept else concept["text"]
+
+
+@pytest.mark.parametrize(("cin", "expected"), [
+    ({"ethnicity": "WIRI"}, "WIRI"),  # two known codes: the census's (2022-23; the return is 2023-24)
+    ({"ethnicity": "WIRI", "reference_date": "2024-03-31"}, "WIRI"),  # the same year: the census's too
+    ({"ethnicity": "NOBT"}, "WBRI"),  # "not yet obtained" never wins
+    ({"ethnicity": "ZZZZ"}, "WBRI"),  # an unknown code loses to a known one, and is still reported
+], ids=["census", "same-year", "not-yet-obtained", "unknown-code"])
+def test_returns_disagreeing_on_ethnicity_store_one_patient_in_either_order(app, client, cin, expected) -> None:
+    """The census and the SSDA903 return (``WBRI``) of one child disagree on ethnicity: imported census
+    first (LA 201) or return first (LA 203), the stored Patient is the same; importing all again
+    writes nothing."""
+    orders = {"201": ("cin-census-xml", "ssda903-csv"), "203": ("ssda903-csv", "cin-census-xml")}
+    for la, order in orders.items():
+        for fmt in order:
+            summary = _import(app, fmt, la, **cin)
+            if fmt == "cin-census-xml" and expected == "WBRI" and cin["ethnicity"] == "ZZZZ":
+                assert any("ZZZZ" in (i.diagnostics or "") for i in summary.issues)  # still reported
+    first, second = _child(client, "201"), _child(client, "203")
+    assert _code(first) == expected
+    assert _as_la201(first) == _as_la201(second)
+    for la, order in orders.items():
+        for fmt in order:
+            again = _import(app, fmt, la, **cin)
+            assert again.created == 0 and again.updated == 0, (la, fmt, again.outcome()["issue"][0]["diagnostics"])
+    assert _child(client, "201") == first and _child(client, "203") == second

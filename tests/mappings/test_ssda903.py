@@ -195,7 +195,8 @@ def test_bad_return_is_rejected_by_default_and_loads_valid_children_when_lenient
     assert loaded == {"C2001", "C2003"}
     odd = _one(client, f"Patient?identifier={CHILD_ID}|C2003")
     assert odd["gender"] == "unknown" and _ext(odd, "source-value")["valueString"] == "SEX: X"
-    assert _ext(odd, "ethnic-category")["valueCodeableConcept"] == {"text": "ZZZZ"}
+    assert _ext(odd, "ethnic-category")["valueCodeableConcept"] == {
+        "text": "ZZZZ", "extension": [{"url": f"{EXT}/value-source", "valueCode": "ssda903"}]}
     episode = _one(client, f"EpisodeOfCare?identifier={EPISODE_ID}|C2003/2023-02-01")
     assert {"text": "Z9"} in episode["type"]
     kept = _one(client, f"Observation?identifier={MISSING_ID}|C2001/2023-05-01/X")
