@@ -13,6 +13,10 @@ from .config import Settings
 
 settings = Settings.from_env()
 app = create_app(settings)
+# $intervention-impact imports its statistics stack (numpy, statsmodels, scipy: ~1.7 s) at its first
+# call (impact/__init__.py) so that `fhir-server import` and the Celery workers never load it; a
+# serving worker loads it here, at boot, so that no user's first estimate pays for it.
+import impact.operation  # noqa: E402,F401
 # The app's long-lived objects (models, registries, compiled extractors) are never garbage: move
 # them out of the collector's sight, and collect the young generation less often. A request makes
 # many short-lived dicts; with the default threshold (700) collections were the p95 tail of
