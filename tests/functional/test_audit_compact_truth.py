@@ -88,13 +88,19 @@ class RefuseAfter:
             raise self.error
 
 
-@pytest.mark.parametrize("url", ["Observation/other-weight", "Observation?subject=Patient/other"])
-def test_an_answer_refused_after_its_statement_recorded_it_is_said_not_sent(committing_app: Flask, url: str) -> None:
-    app, http = committing_app, committing_app.test_client()
+def other_weight_for_care(app: Flask) -> tuple[Any, str]:
+    """The record and another child's weight (health/RXX) seeded, the sealer stopped (the test
+    reads the compact events), and a social worker's token: the set-up of the tests below."""
     services = app.extensions["fhir"]
     local_beat.cancel(seal_job(services.engine))
     seed(app, [*RECORD, obs("other-weight", "health/RXX", "Weight", "Patient/other")])
-    care = token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
+    return services, token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
+
+
+@pytest.mark.parametrize("url", ["Observation/other-weight", "Observation?subject=Patient/other"])
+def test_an_answer_refused_after_its_statement_recorded_it_is_said_not_sent(committing_app: Flask, url: str) -> None:
+    app, http = committing_app, committing_app.test_client()
+    services, care = other_weight_for_care(app)
     services.router.guards.append(RefuseAfter(Forbidden("Refused after the read")))
     assert get(http, url, care).status_code == 403
     assert uncorrected_disclosures(app, "Observation/other-weight") == []
@@ -111,10 +117,7 @@ def test_an_answer_refused_after_its_statement_recorded_it_is_said_not_sent(comm
 
 def test_an_attempt_run_again_after_its_statement_recorded_it_is_said_not_sent(committing_app: Flask) -> None:
     app, http = committing_app, committing_app.test_client()
-    services = app.extensions["fhir"]
-    local_beat.cancel(seal_job(services.engine))
-    seed(app, [*RECORD, obs("other-weight", "health/RXX", "Weight", "Patient/other")])
-    care = token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
+    services, care = other_weight_for_care(app)
     services.router.guards.append(RefuseAfter(RunAgain("changed"), times=1))
     assert get(http, "Observation/other-weight", care).status_code == 200  # the second attempt answers
     assert len(uncorrected_disclosures(app, "Observation/other-weight")) == 1
@@ -124,10 +127,7 @@ def test_an_attempt_run_again_after_its_statement_recorded_it_is_said_not_sent(c
 
 def test_an_unexpected_error_after_the_statement_recorded_it_is_said_not_sent(committing_app: Flask) -> None:
     app, http = committing_app, committing_app.test_client()
-    services = app.extensions["fhir"]
-    local_beat.cancel(seal_job(services.engine))
-    seed(app, [*RECORD, obs("other-weight", "health/RXX", "Weight", "Patient/other")])
-    care = token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
+    services, care = other_weight_for_care(app)
     services.router.guards.append(RefuseAfter(RuntimeError("a bug after the read")))
     app.config["PROPAGATE_EXCEPTIONS"] = False
     assert get(http, "Observation/other-weight", care).status_code == 500
@@ -144,10 +144,7 @@ def test_a_read_the_sql_rule_refuses_but_the_answer_allows_is_recorded_not_run_a
     out of step with the content: a PSY bit the content does not carry) while the Python rule shows it:
     the Consents did not change (its ``policy_ok``), so the read is answered, with its full event."""
     app, http = committing_app, committing_app.test_client()
-    services = app.extensions["fhir"]
-    local_beat.cancel(seal_job(services.engine))
-    seed(app, [*RECORD, obs("other-weight", "health/RXX", "Weight", "Patient/other")])
-    care = token(services.auth, "social-worker", "la:201", purpose="CAREMGT")
+    services, care = other_weight_for_care(app)
     assert get(http, "Observation/other-weight", care).status_code == 200
     with services.engine.begin() as conn:
         conn.execute(update(resource).where(resource.c.res_type == "Observation", resource.c.res_id == "other-weight")
