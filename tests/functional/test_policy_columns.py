@@ -114,6 +114,17 @@ def outcome(res: Any, target: str) -> tuple[int, list[tuple[str, str, str]]]:
                              for i in body.get("issue", [])]
 
 
+def assert_deleted_as_unknown(http: FlaskClient, tok: str, ref: str, unknown: str, deletion: int) -> None:
+    """DELETE of the deleted ``ref`` with If-Match at the deletion's version, the one before and the
+    one after answers exactly what the same DELETE of the ``unknown`` reference does: a 412."""
+    for version in (deletion, deletion - 1, deletion + 1):
+        tag = {"If-Match": f'W/"{version}"'}
+        theirs = send(http, "DELETE", ref, None, tok, **tag)
+        never = send(http, "DELETE", unknown, None, tok, **tag)
+        assert theirs.status_code == 412, (version, theirs.get_data(as_text=True))
+        assert outcome(theirs, ref.split("/")[1]) == outcome(never, unknown.split("/")[1]), version
+
+
 def client_token(auth: AuthService, client_id: str, role: str, agency: str, *,  # noqa: F811
                  scope: str = "user/*.cruds", purpose: str | None = "CAREMGT") -> str:
     return auth.mint_dev_token(client_id=client_id, scope=scope, practitioner="Practitioner/p1", agency=agency,
@@ -183,13 +194,8 @@ def test_another_clients_deleted_subscription_is_deleted_as_an_unknown_id(
     sub_id = res.get_json()["id"]
     assert send(http, "DELETE", f"Subscription/{sub_id}", None, owner).status_code == 204
     deletion = columns_version(seeded, "Subscription", sub_id)
-    unknown = "00000000-0000-4000-8000-00000000beef"
-    for version in (deletion, deletion - 1, deletion + 1):
-        tag = {"If-Match": f'W/"{version}"'}
-        theirs = send(http, "DELETE", f"Subscription/{sub_id}", None, colleague, **tag)
-        never = send(http, "DELETE", f"Subscription/{unknown}", None, colleague, **tag)
-        assert theirs.status_code == 412, (version, theirs.get_data(as_text=True))
-        assert outcome(theirs, sub_id) == outcome(never, unknown), version
+    unknown = "Subscription/00000000-0000-4000-8000-00000000beef"
+    assert_deleted_as_unknown(http, colleague, f"Subscription/{sub_id}", unknown, deletion)
     assert send(http, "DELETE", f"Subscription/{sub_id}", None, colleague).status_code == 204  # as for an unknown id
     assert columns_version(seeded, "Subscription", sub_id) == deletion  # nothing written
     # its owner is still told the truth
