@@ -119,22 +119,25 @@ def test_the_migrated_audit_trail_is_append_only(empty_database_url: str) -> Non
         engine.dispose()
 
 
+# an Observation as an older server stored it: confidentiality R, from police force 01
+LABELLED = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
+            '"http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}], "tag": [{"system": '
+            '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/01"}]}}')
+
+
 def test_the_policy_columns_are_backfilled_from_each_rows_json(empty_database_url: str) -> None:
     """Migration 0021: rows stored before it get the access policy's columns (labels.policy_columns)
     from their JSON: labels as bits, source-agency and owner-client tags; a deleted row none, but a
     deleted Subscription the owner tags of its last stored version."""
     config = alembic_config(empty_database_url)
     command.upgrade(config, "0020_s4_audit")
-    labelled = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
-                '"http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}], "tag": [{"system": '
-                '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/01"}]}}')
     owned = ('{"resourceType": "Subscription", "id": "s1", "meta": {"tag": [{"system": '
              '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "health/RXX"}, {"system": '
              '"https://w3id.org/sg-fhir/CodeSystem/owner-client", "code": "feed"}]}}')
     engine = make_engine(empty_database_url)
     try:
         with engine.begin() as conn:
-            for pk, res_type, res_id, content in ((1, "Observation", "o1", labelled), (2, "Subscription", "s1", owned),
+            for pk, res_type, res_id, content in ((1, "Observation", "o1", LABELLED), (2, "Subscription", "s1", owned),
                                                   (3, "Patient", "p1", '{"resourceType": "Patient", "id": "p1"}'),
                                                   (4, "Patient", "gone", None)):
                 conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
@@ -196,9 +199,6 @@ def test_a_deleted_rows_policy_columns_come_from_the_version_it_deleted(empty_da
     content keeps what it had."""
     config = alembic_config(empty_database_url)
     command.upgrade(config, "0020_s4_audit")
-    labelled = ('{"resourceType": "Observation", "id": "o1", "meta": {"security": [{"system": '
-                '"http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}], "tag": [{"system": '
-                '"https://w3id.org/sg-fhir/CodeSystem/source-agency", "code": "police/01"}]}}')
     engine = make_engine(empty_database_url)
     try:
         with engine.begin() as conn:
@@ -206,7 +206,7 @@ def test_a_deleted_rows_policy_columns_come_from_the_version_it_deleted(empty_da
                 conn.execute(text("INSERT INTO resource (pk, res_type, res_id, version_id, last_updated, deleted, "
                                   "content) VALUES (:pk, 'Observation', :i, 3, '2026-11-26 01:00:00', true, NULL)"),
                              {"pk": pk, "i": res_id})
-            insert_history(conn, 1, "Observation", "o1", [labelled.replace('"R"', '"N"'), labelled, None], first="PUT")
+            insert_history(conn, 1, "Observation", "o1", [LABELLED.replace('"R"', '"N"'), LABELLED, None], first="PUT")
         command.upgrade(config, "head")
         with engine.connect() as conn:
             rows = {r.res_id: (r.sensitivity, r.agencies, r.owners) for r in conn.execute(
